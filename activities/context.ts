@@ -1,0 +1,153 @@
+/** What activities share on one worker: config, SSH connections, S3 and Temporal clients. */
+import { readFileSync } from 'node:fs';
+import { S3Client } from '@aws-sdk/client-s3';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Client } from '@temporalio/client';
+import type { LoadedConfig } from '../src/config/load';
+import { findPool, logsLocation, resolveConfigPath } from '../src/config/load';
+import type { HostConfig, PoolConfig, S3Location } from '../src/config/schema';
+import { readSecret, SecretError } from '../src/config/secrets';
+import { parseKnownHosts } from './ssh/known-hosts';
+import { SshPool, type SshConnection, type SshTarget } from './ssh/connection';
+import { TartDriver } from './hypervisor/tart';
+import type { HypervisorDriver } from './hypervisor/driver';
+
+export interface HostRef {
+  pool: string;
+  host: string;
+}
+
+export interface VmRef extends HostRef {
+  vm: string;
+  jobId: string;
+}
+
+export class ActivityContext {
+  readonly ssh = new SshPool();
+  private readonly s3Clients = new Map<string, S3Client>();
+
+  constructor(
+    readonly config: LoadedConfig,
+    readonly temporal?: Client,
+  ) {}
+
+  pool(name: string): PoolConfig {
+    const pool = findPool(this.config, name);
+    if (!pool) {
+      throw ApplicationFailure.create({
+        message: `pool "${name}" is not in this worker's config (${this.config.path})`,
+        type: 'ConfigError',
+        nonRetryable: true,
+      });
+    }
+    return pool;
+  }
+
+  hostConfig(ref: HostRef): { pool: PoolConfig; host: HostConfig } {
+    const pool = this.pool(ref.pool);
+    const host = pool.hosts.find((h) => h.name === ref.host);
+    if (!host) {
+      throw ApplicationFailure.create({
+        message: `host "${ref.host}" is not in pool "${ref.pool}" of ${this.config.path}`,
+        type: 'UnknownHost',
+        nonRetryable: true,
+      });
+    }
+    return { pool, host };
+  }
+
+  secret(ref: Parameters<typeof readSecret>[1], what: string): string {
+    try {
+      return readSecret(this.config, ref, what);
+    } catch (e) {
+      if (e instanceof SecretError) throw ApplicationFailure.create({ message: e.message, type: 'UnknownSecret', nonRetryable: true });
+      throw e;
+    }
+  }
+
+  hostTarget(ref: HostRef): SshTarget {
+    const { pool, host } = this.hostConfig(ref);
+    const ssh = { ...pool.ssh, ...host.ssh };
+    const knownHostsFile = resolveConfigPath(this.config, ssh.knownHosts!.file);
+    let knownHosts;
+    try {
+      knownHosts = parseKnownHosts(readFileSync(knownHostsFile, 'utf8'));
+    } catch (e) {
+      throw ApplicationFailure.create({
+        message: `cannot read known_hosts ${knownHostsFile}: ${(e as Error).message}`,
+        type: 'ConfigError',
+        nonRetryable: true,
+      });
+    }
+    return {
+      label: `host ${ref.pool}/${host.name}`,
+      host: host.address,
+      port: ssh.port ?? 22,
+      username: ssh.user ?? 'admin',
+      privateKey: ssh.privateKey ? this.secret(ssh.privateKey, `ssh key of host ${host.name}`) : undefined,
+      knownHosts,
+    };
+  }
+
+  hostConnection(ref: HostRef): Promise<SshConnection> {
+    return this.ssh.get(this.hostTarget(ref));
+  }
+
+  async driver(ref: HostRef): Promise<HypervisorDriver> {
+    const conn = await this.hostConnection(ref);
+    return new TartDriver(conn);
+  }
+
+  /**
+   * SSH into a VM through its host: the VM's address is private to the host, and
+   * trust in the VM's key is anchored in the host's pinned key.
+   */
+  async vmConnection(ref: VmRef, ip: string): Promise<SshConnection> {
+    const pool = this.pool(ref.pool);
+    const host = await this.hostConnection(ref);
+    const target: SshTarget = {
+      label: `vm ${ref.vm} on ${ref.host}`,
+      host: ip,
+      port: pool.vm.port,
+      username: pool.vm.user,
+      privateKey: pool.vm.privateKey ? this.secret(pool.vm.privateKey, `VM ssh key of pool ${pool.name}`) : undefined,
+      password: pool.vm.password ? this.secret(pool.vm.password, `VM password of pool ${pool.name}`) : undefined,
+    };
+    return this.ssh.get(target, () => host.forward(ip, pool.vm.port));
+  }
+
+  s3(location: S3Location): S3Client {
+    const key = `${location.endpoint ?? 'aws'}|${location.region}`;
+    let client = this.s3Clients.get(key);
+    if (!client) {
+      const creds = location.credentials;
+      client = new S3Client({
+        region: location.region,
+        endpoint: location.endpoint,
+        forcePathStyle: location.forcePathStyle,
+        credentials: creds
+          ? {
+              accessKeyId: this.secret(creds.accessKeyId, 'S3 access key id'),
+              secretAccessKey: this.secret(creds.secretAccessKey, 'S3 secret access key'),
+              sessionToken: creds.sessionToken ? this.secret(creds.sessionToken, 'S3 session token') : undefined,
+            }
+          : undefined,
+      });
+      this.s3Clients.set(key, client);
+    }
+    return client;
+  }
+
+  get imageStoreLocation(): S3Location {
+    return this.config.imageStore;
+  }
+
+  get logsLocation(): S3Location {
+    return logsLocation(this.config);
+  }
+
+  async close(): Promise<void> {
+    await this.ssh.closeAll();
+    for (const c of this.s3Clients.values()) c.destroy();
+  }
+}

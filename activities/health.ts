@@ -1,0 +1,39 @@
+/** Host health (SSH + hypervisor answers) and lease bookkeeping for the pool workflow. */
+import { WorkflowNotFoundError } from '@temporalio/client';
+import type { ActivityContext, HostRef } from './context';
+
+export function healthActivities(ctx: ActivityContext) {
+  return {
+    async checkHostHealth(target: HostRef): Promise<{ ok: boolean; error?: string; version?: string }> {
+      try {
+        const driver = await ctx.driver(target);
+        const version = await Promise.race([
+          driver.version(),
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('hypervisor did not answer in 15 s')), 15_000)),
+        ]);
+        return { ok: true, version };
+      } catch (e) {
+        ctx.ssh.drop(`host ${target.pool}/${target.host}`);
+        return { ok: false, error: (e as Error).message };
+      }
+    },
+
+    /** Which of these workflows have closed (or never existed): their leases are reclaimed. */
+    async findClosedWorkflows(ids: string[]): Promise<string[]> {
+      const client = ctx.temporal;
+      if (!client) return [];
+      const closed: string[] = [];
+      await Promise.all(
+        ids.map(async (id) => {
+          try {
+            const d = await client.workflow.getHandle(id).describe();
+            if (d.status.name !== 'RUNNING') closed.push(id);
+          } catch (e) {
+            if (e instanceof WorkflowNotFoundError) closed.push(id);
+          }
+        }),
+      );
+      return closed;
+    },
+  };
+}

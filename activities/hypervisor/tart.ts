@@ -1,0 +1,94 @@
+/** The Tart CLI driven over SSH (the contract is in shared/reference/tart.md). */
+import type { SshConnection } from '../ssh/connection';
+import { shq } from '../ssh/connection';
+import type { HypervisorDriver, VmInfo, VmSettings } from './driver';
+
+// Tart: 2 = VM does not exist / not running / already running.
+const EXIT_STATE = 2;
+
+export class TartError extends Error {
+  override name = 'TartError';
+}
+
+export class TartDriver implements HypervisorDriver {
+  readonly kind = 'tart';
+  constructor(private readonly ssh: SshConnection) {}
+
+  private async tart(args: string, okCodes: number[] = [0]): Promise<{ code: number; stdout: string; stderr: string }> {
+    const r = await this.ssh.exec(`tart ${args}`);
+    const code = r.code ?? -1;
+    if (!okCodes.includes(code)) {
+      // Tart prints one human sentence on stderr; keep the first line, as Orchard does.
+      const reason = r.stderr.trim().split('\n')[0] || r.stdout.trim() || `signal ${r.signal}`;
+      throw new TartError(`tart ${args.split(' ')[0]} on ${this.ssh.target.label} exited ${code}: ${reason}`);
+    }
+    return { code, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  async version(): Promise<string> {
+    return (await this.tart('--version')).stdout.trim();
+  }
+
+  async list(): Promise<VmInfo[]> {
+    const out = (await this.tart('list --format json --source local')).stdout;
+    const rows = JSON.parse(out || '[]') as Array<{ Name: string; State?: string; Running?: boolean }>;
+    return rows.map((r) => ({ name: r.Name, running: r.State ? r.State === 'running' : Boolean(r.Running) }));
+  }
+
+  private async exists(vm: string): Promise<boolean> {
+    return (await this.list()).some((v) => v.name === vm);
+  }
+
+  async importImage(archive: string, name: string): Promise<void> {
+    if (await this.exists(name)) return;
+    const r = await this.tart(`import ${shq(archive)} ${shq(name)}`, [0, 1]);
+    // Lost a race with a concurrent import of the same image: that is success.
+    if (r.code !== 0 && !(await this.exists(name))) throw new TartError(`tart import ${name}: ${r.stderr.trim()}`);
+  }
+
+  async clone(source: string, vm: string): Promise<void> {
+    if (await this.exists(vm)) return;
+    await this.tart(`clone ${shq(source)} ${shq(vm)}`);
+  }
+
+  async configure(vm: string, settings: VmSettings): Promise<void> {
+    // A fresh MAC per clone avoids the DHCP lease collisions seen with Tart's shared NAT.
+    let args = `set ${shq(vm)} --random-mac`;
+    if (settings.cpu) args += ` --cpu ${Math.max(1, Math.round(settings.cpu))}`;
+    if (settings.memory) args += ` --memory ${Math.round(settings.memory)}`;
+    await this.tart(args);
+  }
+
+  async start(vm: string): Promise<void> {
+    const state = (await this.list()).find((v) => v.name === vm);
+    if (!state) throw new TartError(`cannot start ${vm}: it does not exist`);
+    if (state.running) return;
+    // `tart run` stays in the foreground for the VM's life: detach it from the SSH session.
+    const log = `$HOME/.marina/vms/${vm}.log`;
+    await this.ssh.run(
+      `mkdir -p "$HOME/.marina/vms" && nohup tart run --no-graphics ${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
+        `if ! kill -0 $! 2>/dev/null; then wait $!; rc=$?; [ $rc = 2 ] && exit 0; tail -n 5 "${log}" >&2; exit $rc; fi`,
+    );
+  }
+
+  async ip(vm: string, waitSeconds: number): Promise<string> {
+    return (await this.tart(`ip ${shq(vm)} --wait ${Math.max(1, Math.round(waitSeconds))}`)).stdout.trim();
+  }
+
+  async stop(vm: string, timeoutSeconds: number): Promise<void> {
+    await this.tart(`stop ${shq(vm)} --timeout ${timeoutSeconds}`, [0, EXIT_STATE]);
+  }
+
+  async destroy(vm: string): Promise<boolean> {
+    const state = (await this.list()).find((v) => v.name === vm);
+    if (!state) return false;
+    // `tart delete` refuses a running VM: stop first.
+    if (state.running) await this.stop(vm, 10);
+    await this.tart(`delete ${shq(vm)}`, [0, EXIT_STATE]);
+    return true;
+  }
+
+  async exportImage(vm: string, archive: string): Promise<void> {
+    await this.tart(`export ${shq(vm)} ${shq(archive)}`);
+  }
+}

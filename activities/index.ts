@@ -1,0 +1,17 @@
+/** All activities, bound to one worker's context. */
+import type { ActivityContext } from './context';
+import { imageActivities } from './images';
+import { vmActivities } from './vm';
+import { runActivities } from './run';
+import { snapshotActivities } from './snapshot';
+import { healthActivities } from './health';
+
+export function createActivities(ctx: ActivityContext) {
+  return {
+    ...imageActivities(ctx),
+    ...vmActivities(ctx),
+    ...runActivities(ctx),
+    ...snapshotActivities(ctx),
+    ...healthActivities(ctx),
+  };
+}

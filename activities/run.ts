@@ -1,0 +1,217 @@
+/**
+ * Runs the job's script detached inside the VM, so a worker crash does not kill
+ * it: output to a log file, exit status to a status file. The activity follows
+ * the log from its heartbeated offset, so a retry re-attaches instead of
+ * starting the script again.
+ */
+import { randomUUID } from 'node:crypto';
+import { Context, CancelledFailure } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { PutObjectCommand } from '@aws-sdk/client-s3';
+import { shq, type SshConnection } from './ssh/connection';
+import type { ActivityContext, VmRef } from './context';
+import { logChunkKey, logObjectKey } from '../src/logs/keys';
+
+export interface RunRequest {
+  id: string;
+  script: string;
+  env: Record<string, string>;
+  /** variable name -> secret name in the worker config */
+  secrets: Record<string, string>;
+  timeoutSeconds: number;
+}
+
+export interface RunResult {
+  exitCode: number;
+  timedOut: boolean;
+  attached: boolean;
+  bytes: number;
+  log: { bucket: string; key: string };
+}
+
+interface RunProgress {
+  offset: number;
+}
+
+// Exit code of the follow loop when the runner died without writing a status (the VM crashed).
+const RUNNER_LOST = 3;
+const FLUSH_MS = 500;
+
+export const jobDir = (jobId: string): string => `$HOME/.marina/jobs/${jobId}`;
+
+export function runActivities(ctx: ActivityContext) {
+  return {
+    async runScript(target: VmRef & { ip: string }, req: RunRequest): Promise<RunResult> {
+      const actx = Context.current();
+      const resumeFrom = (actx.info.heartbeatDetails as RunProgress | undefined)?.offset ?? 0;
+      const vm = await ctx.vmConnection(target, target.ip);
+      const dir = jobDir(req.id);
+
+      const launch = await vm.run('bash -s', { stdin: launchScript(ctx, req) });
+      const attached = launch.includes('ATTACHED');
+
+      const logs = ctx.logsLocation;
+      const s3 = ctx.s3(logs);
+      let offset = resumeFrom;
+      let pending: Buffer[] = [];
+      let pendingStart = offset;
+      let flushing: Promise<void> = Promise.resolve();
+      const flush = () => {
+        if (pending.length === 0) return flushing;
+        const body = Buffer.concat(pending);
+        const start = pendingStart;
+        pending = [];
+        pendingStart = start + body.length;
+        flushing = flushing.then(async () => {
+          // Chunks are keyed by byte offset: a re-attach that re-sends bytes overwrites or overlaps, never reorders.
+          await s3.send(new PutObjectCommand({ Bucket: logs.bucket, Key: logChunkKey(logs, req.id, start), Body: body }));
+          actx.heartbeat({ offset: start + body.length } satisfies RunProgress);
+        });
+        return flushing;
+      };
+      const timer = setInterval(() => {
+        void flush();
+        actx.heartbeat({ offset: pendingStart } satisfies RunProgress);
+      }, FLUSH_MS);
+
+      let cancelled = false;
+      const onCancel = () => {
+        cancelled = true;
+      };
+      actx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
+      let follow;
+      try {
+        follow = await vm.exec(`bash -s -- "${dir}" ${offset}`, {
+          stdin: FOLLOW_SCRIPT,
+          signal: actx.cancellationSignal,
+          onStdout: (d) => {
+            pending.push(d);
+            offset += d.length;
+          },
+        });
+        await flush();
+      } finally {
+        clearInterval(timer);
+        actx.cancellationSignal.removeEventListener('abort', onCancel);
+      }
+
+      if (cancelled) {
+        // Stop the script itself, not just our view of it; cleanup then destroys the VM.
+        await stopScript(vm, dir).catch(() => undefined);
+        await uploadFullLog(ctx, vm, req.id).catch(() => undefined);
+        throw new CancelledFailure('job cancelled: script stopped');
+      }
+      if (follow.code === RUNNER_LOST) {
+        throw ApplicationFailure.create({
+          message: `the script's runner in ${target.vm} vanished without an exit status (VM crashed or rebooted)`,
+          type: 'RunnerLost',
+          nonRetryable: true,
+        });
+      }
+      if (follow.code !== 0) throw new Error(`following the log in ${target.vm} failed: exit ${follow.code} ${follow.stderr}`);
+
+      const status = (await vm.run(`cat ${dir}/status; [ -f ${dir}/timed_out ] && echo TIMEOUT || true`)).trim().split('\n');
+      const exitCode = Number(status[0]);
+      const key = await uploadFullLog(ctx, vm, req.id);
+      return {
+        exitCode: Number.isFinite(exitCode) ? exitCode : -1,
+        timedOut: status.includes('TIMEOUT'),
+        attached,
+        bytes: offset,
+        log: { bucket: logs.bucket, key },
+      };
+    },
+  };
+}
+
+async function uploadFullLog(ctx: ActivityContext, vm: SshConnection, jobId: string): Promise<string> {
+  const logs = ctx.logsLocation;
+  const r = await vm.exec(`cat ${jobDir(jobId)}/log`, { onStdout: undefined });
+  const key = logObjectKey(logs, jobId);
+  await ctx.s3(logs).send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: r.stdout, ContentType: 'text/plain' }));
+  return key;
+}
+
+async function stopScript(vm: SshConnection, dir: string): Promise<void> {
+  await vm.run(
+    `p=$(cat ${dir}/pid 2>/dev/null) || exit 0; kill -TERM -- -$p 2>/dev/null; ` +
+      `for i in 1 2 3 4 5 6 7 8 9 10; do [ -f ${dir}/status ] && exit 0; sleep 0.5; done; kill -KILL -- -$p 2>/dev/null; true`,
+  );
+}
+
+/**
+ * Writes the job's files and starts the runner unless it already started. The
+ * runner claims the job with an atomic mkdir, so however often this is sent, the
+ * script starts once.
+ */
+function launchScript(ctx: ActivityContext, req: RunRequest): string {
+  const eof = `MARINA_EOF_${randomUUID().replace(/-/g, '')}`;
+  const env = Object.entries({ ...req.env, MARINA_JOB_ID: req.id })
+    .map(([k, v]) => `${k}=${shq(v)}`)
+    .join('\n');
+  const secrets = Object.entries(req.secrets)
+    .map(([name, ref]) => {
+      const secretRef = ctx.config.secrets[ref];
+      if (!secretRef) {
+        throw ApplicationFailure.create({
+          message: `secret "${ref}" (for ${name}) is not defined under secrets: in the worker config`,
+          type: 'UnknownSecret',
+          nonRetryable: true,
+        });
+      }
+      return `${name}=${shq(ctx.secret(secretRef, `secret ${ref}`))}`;
+    })
+    .join('\n');
+  const dir = jobDir(req.id);
+  return `set -eu
+d="${dir}"
+mkdir -p "$d"
+if [ -d "$d/started" ]; then echo ATTACHED; exit 0; fi
+umask 077
+cat > "$d/script.sh" <<'${eof}'
+${req.script}
+${eof}
+cat > "$d/env.sh" <<'${eof}'
+${env}
+${eof}
+cat > "$d/secrets.env" <<'${eof}'
+${secrets}
+${eof}
+cat > "$d/runner.sh" <<'${eof}'
+${RUNNER_SCRIPT.replace('__TIMEOUT__', String(Math.ceil(req.timeoutSeconds)))}
+${eof}
+nohup bash "$d/runner.sh" "$d" >/dev/null 2>&1 </dev/null &
+echo STARTED
+`;
+}
+
+// Runs inside the VM, detached from any SSH session.
+const RUNNER_SCRIPT = `d="$1"
+mkdir "$d/started" 2>/dev/null || exit 0
+echo $$ > "$d/runner.pid"
+set -m  # each background job gets its own process group, so a timeout or cancel kills the whole tree
+(
+  set -a; . "$d/env.sh"; . "$d/secrets.env"; set +a
+  rm -f "$d/secrets.env"
+  cd "$HOME"
+  exec bash "$d/script.sh"
+) > "$d/log" 2>&1 < /dev/null &
+child=$!
+echo $child > "$d/pid"
+( sleep __TIMEOUT__; if kill -0 $child 2>/dev/null; then touch "$d/timed_out"; kill -TERM -- -$child; sleep 10; kill -KILL -- -$child; fi ) >/dev/null 2>&1 &
+watchdog=$!
+wait $child; code=$?
+kill -- -$watchdog 2>/dev/null
+echo $code > "$d/status.tmp"; mv "$d/status.tmp" "$d/status"`;
+
+// Streams the log from an offset until the status file appears.
+const FOLLOW_SCRIPT = `d="$1"; off="$2"
+[ -d "$d" ] || { echo "job directory $d is missing" >&2; exit ${RUNNER_LOST}; }
+while :; do
+  done=0; [ -f "$d/status" ] && done=1
+  size=$(wc -c < "$d/log" 2>/dev/null || echo 0); size=$((size + 0))
+  if [ "$size" -gt "$off" ]; then tail -c +$((off + 1)) "$d/log" | head -c $((size - off)); off=$size; fi
+  [ $done = 1 ] && exit 0
+  if [ -d "$d/started" ] && [ -f "$d/runner.pid" ] && ! kill -0 "$(cat "$d/runner.pid")" 2>/dev/null && [ ! -f "$d/status" ]; then exit ${RUNNER_LOST}; fi
+  sleep 0.2
+done`;

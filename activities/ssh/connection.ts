@@ -1,0 +1,191 @@
+/**
+ * SSH to hosts and, through them, to VMs, with ssh2. Connections are cached per
+ * target and reused across activities; a dropped one is replaced on next use.
+ */
+import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
+import { ApplicationFailure } from '@temporalio/common';
+import { verifyHostKey, type KnownHostEntry } from './known-hosts';
+
+export interface SshTarget {
+  /** Cache key and name in errors, e.g. `host mac-1` or `vm marina-42 on mac-1`. */
+  label: string;
+  host: string;
+  port: number;
+  username: string;
+  privateKey?: string;
+  password?: string;
+  /** Pinned keys; undefined means the key is not checked (only for VMs reached through a pinned host). */
+  knownHosts?: KnownHostEntry[];
+  /** Name the host is pinned under, if it differs from `host` (e.g. a VM's address). */
+  readyTimeoutMs?: number;
+}
+
+export interface ExecOptions {
+  stdin?: string | Buffer;
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal?: string;
+  stdout: string;
+  stderr: string;
+}
+
+export class SshError extends Error {
+  override name = 'SshError';
+}
+
+export function hostKeyFailure(target: SshTarget, verdict: 'mismatch' | 'unknown' | 'revoked'): ApplicationFailure {
+  const where = `${target.label} (${target.host}:${target.port})`;
+  const message =
+    verdict === 'unknown'
+      ? `${where} has no pinned host key; add it to the configured known_hosts (ssh-keyscan -p ${target.port} ${target.host})`
+      : verdict === 'revoked'
+        ? `${where} presented a revoked host key`
+        : `HOST KEY MISMATCH for ${where}: the key differs from the pinned one in known_hosts; refusing to connect`;
+  return ApplicationFailure.create({ message, type: 'HostKeyMismatch', nonRetryable: true });
+}
+
+export class SshConnection {
+  private constructor(
+    readonly target: SshTarget,
+    readonly client: Client,
+  ) {}
+
+  closed = false;
+
+  static connect(target: SshTarget, sock?: NodeJS.ReadableStream): Promise<SshConnection> {
+    return new Promise((resolve, reject) => {
+      const client = new Client();
+      let keyVerdict: 'mismatch' | 'unknown' | 'revoked' | undefined;
+      const config: ConnectConfig = {
+        host: target.host,
+        port: target.port,
+        username: target.username,
+        privateKey: target.privateKey,
+        password: target.password,
+        readyTimeout: target.readyTimeoutMs ?? 20_000,
+        keepaliveInterval: 10_000,
+        keepaliveCountMax: 3,
+        sock: sock as ConnectConfig['sock'],
+        hostVerifier: (key: Buffer) => {
+          if (!target.knownHosts) return true;
+          const verdict = verifyHostKey(target.knownHosts, target.host, target.port, key);
+          if (verdict === 'match') return true;
+          keyVerdict = verdict;
+          return false;
+        },
+      };
+      const conn = new SshConnection(target, client);
+      client
+        .once('ready', () => resolve(conn))
+        .once('error', (err) => {
+          conn.closed = true;
+          if (keyVerdict) reject(hostKeyFailure(target, keyVerdict));
+          else reject(new SshError(`ssh to ${target.label} (${target.host}:${target.port}) failed: ${err.message}`));
+        })
+        .on('close', () => {
+          conn.closed = true;
+        })
+        .connect(config);
+    });
+  }
+
+  exec(command: string, options: ExecOptions = {}): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      this.client.exec(command, (err, stream: ClientChannel) => {
+        if (err) {
+          reject(new SshError(`${this.target.label}: cannot open a channel: ${err.message}`));
+          return;
+        }
+        const out: Buffer[] = [];
+        const errs: Buffer[] = [];
+        let timer: NodeJS.Timeout | undefined;
+        const onAbort = () => stream.close();
+        if (options.timeoutMs) {
+          timer = setTimeout(() => {
+            stream.close();
+            reject(new SshError(`${this.target.label}: command timed out after ${options.timeoutMs} ms`));
+          }, options.timeoutMs);
+        }
+        options.signal?.addEventListener('abort', onAbort, { once: true });
+        stream.on('data', (d: Buffer) => (options.onStdout ? options.onStdout(d) : out.push(d)));
+        stream.stderr.on('data', (d: Buffer) => (options.onStderr ? options.onStderr(d) : errs.push(d)));
+        stream.on('close', (code: number | null, signal?: string) => {
+          if (timer) clearTimeout(timer);
+          options.signal?.removeEventListener('abort', onAbort);
+          resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errs).toString('utf8') });
+        });
+        stream.end(options.stdin ?? '');
+      });
+    });
+  }
+
+  /** Runs a command that must succeed; throws with its stderr otherwise. */
+  async run(command: string, options: ExecOptions = {}): Promise<string> {
+    const r = await this.exec(command, options);
+    if (r.code !== 0) {
+      throw new SshError(`${this.target.label}: \`${firstLine(command)}\` exited ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`);
+    }
+    return r.stdout;
+  }
+
+  /** Opens a TCP stream to an address seen from the host (a VM on its private network). */
+  forward(host: string, port: number): Promise<ClientChannel> {
+    return new Promise((resolve, reject) => {
+      this.client.forwardOut('127.0.0.1', 0, host, port, (err, stream) => {
+        if (err) reject(new SshError(`${this.target.label}: cannot reach ${host}:${port} through it: ${err.message}`));
+        else resolve(stream);
+      });
+    });
+  }
+
+  end(): void {
+    this.closed = true;
+    this.client.end();
+  }
+}
+
+function firstLine(s: string): string {
+  const line = s.trim().split('\n')[0] ?? '';
+  return line.length > 80 ? `${line.slice(0, 77)}...` : line;
+}
+
+/** Reuses live connections; activities on one worker share them. */
+export class SshPool {
+  private readonly conns = new Map<string, Promise<SshConnection>>();
+
+  async get(target: SshTarget, via?: () => Promise<NodeJS.ReadableStream>): Promise<SshConnection> {
+    const cached = this.conns.get(target.label);
+    if (cached) {
+      const conn = await cached.catch(() => undefined);
+      if (conn && !conn.closed) return conn;
+      this.conns.delete(target.label);
+    }
+    const p = (async () => SshConnection.connect(target, via ? await via() : undefined))();
+    this.conns.set(target.label, p);
+    p.catch(() => this.conns.delete(target.label));
+    return p;
+  }
+
+  drop(label: string): void {
+    const p = this.conns.get(label);
+    this.conns.delete(label);
+    void p?.then((c) => c.end()).catch(() => undefined);
+  }
+
+  async closeAll(): Promise<void> {
+    const all = [...this.conns.values()];
+    this.conns.clear();
+    await Promise.all(all.map((p) => p.then((c) => c.end()).catch(() => undefined)));
+  }
+}
+
+/** Single-quotes a value for a POSIX shell. */
+export function shq(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}

@@ -1,0 +1,63 @@
+/** VM lifecycle activities on a host: boot (clone, set, run, ip) and destroy. */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { ResolvedImage } from '../src/images/store';
+import { cachedImageName } from './images';
+import type { ActivityContext, VmRef } from './context';
+
+export function vmActivities(ctx: ActivityContext) {
+  return {
+    /** Idempotent: a retry after a crash finds the VM by its name and carries on. */
+    async bootVm(target: VmRef, image: ResolvedImage, resources: Record<string, number>): Promise<{ ip: string }> {
+      const actx = Context.current();
+      const pool = ctx.pool(target.pool);
+      const driver = await ctx.driver(target);
+      actx.heartbeat('clone');
+      await driver.clone(cachedImageName(image), target.vm);
+      const vms = await driver.list();
+      if (!vms.find((v) => v.name === target.vm)?.running) {
+        await driver.configure(target.vm, { cpu: resources.cpu, memory: resources.memory });
+        actx.heartbeat('start');
+        await driver.start(target.vm);
+      }
+      const deadline = Date.now() + pool.vm.bootTimeoutSeconds * 1000;
+      let ip: string | undefined;
+      while (!ip) {
+        actx.heartbeat('ip');
+        ip = await driver.ip(target.vm, 5).catch(() => undefined);
+        if (!ip && Date.now() > deadline) {
+          throw ApplicationFailure.create({
+            message: `${target.vm} on ${target.host} got no IP within ${pool.vm.bootTimeoutSeconds}s`,
+            type: 'VmBootTimeout',
+          });
+        }
+      }
+      // An IP is not SSH: wait until the guest answers.
+      for (;;) {
+        actx.heartbeat('ssh');
+        try {
+          const conn = await ctx.vmConnection(target, ip);
+          await conn.run('true', { timeoutMs: 10_000 });
+          return { ip };
+        } catch (e) {
+          if (e instanceof ApplicationFailure && e.nonRetryable) throw e;
+          ctx.ssh.drop(`vm ${target.vm} on ${target.host}`);
+          if (Date.now() > deadline) {
+            throw ApplicationFailure.create({
+              message: `${target.vm} on ${target.host} did not answer SSH within ${pool.vm.bootTimeoutSeconds}s: ${(e as Error).message}`,
+              type: 'VmBootTimeout',
+            });
+          }
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    },
+
+    async destroyVm(target: VmRef): Promise<{ existed: boolean }> {
+      ctx.ssh.drop(`vm ${target.vm} on ${target.host}`);
+      const driver = await ctx.driver(target);
+      const existed = await driver.destroy(target.vm);
+      return { existed };
+    },
+  };
+}

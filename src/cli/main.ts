@@ -1,0 +1,231 @@
+#!/usr/bin/env node
+/** `marina`: the command line for CI systems, operators and developers. */
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Command } from 'commander';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
+import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
+import { checkJobSpec, connectClient, followLog, s3For, startJob } from '../client/jobs';
+import { ImageStore } from '../images/store';
+import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
+import { jobStatusQuery, poolStateQuery, poolWorkflowId, type JobResult } from '../../workflows/definitions';
+import { runDev } from './dev';
+import { createMarinaWorker } from '../worker';
+
+const program = new Command('marina')
+  .description('Durable CI on macOS fleets, on Temporal')
+  .option('-c, --config <file>', 'config file (default: $MARINA_CONFIG or ./marina.yaml)');
+
+const config = (): LoadedConfig => loadConfig(program.opts<{ config?: string }>().config);
+
+async function withClient<T>(fn: (client: Client, cfg: LoadedConfig) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const client = await connectClient(cfg);
+  try {
+    return await fn(client, cfg);
+  } finally {
+    await client.connection.close();
+  }
+}
+
+program
+  .command('dev')
+  .description('start the local stack: Temporal dev server + Web UI, S3, emulated Mac hosts, a worker')
+  .option('--state-dir <dir>', 'where the stack keeps its state', '.marina/dev')
+  .option('--hosts <n>', 'emulated Mac hosts', '2')
+  .option('--port <port>', 'Temporal frontend port', '7233')
+  .option('--ui-port <port>', 'Temporal Web UI port', '8233')
+  .option('--demo', 'run one demo job through the whole stack, show its output, then stop')
+  .action(async (o: { stateDir: string; hosts: string; port: string; uiPort: string; demo?: boolean }) => {
+    process.exitCode = await runDev({
+      stateDir: o.stateDir,
+      hosts: Number(o.hosts),
+      temporalPort: Number(o.port),
+      uiPort: Number(o.uiPort),
+      demo: Boolean(o.demo),
+    });
+  });
+
+program
+  .command('worker')
+  .description('run a Marina worker for the configured Temporal namespace and task queue')
+  .action(async () => {
+
+    const cfg = config();
+    const w = await createMarinaWorker(cfg);
+    console.error(`marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`);
+    await w.worker.run();
+    await w.close();
+  });
+
+program
+  .command('run')
+  .description('submit a job, stream its output, exit with its exit code')
+  .requiredOption('--pool <name>', 'pool to run in')
+  .requiredOption('--image <ref>', 'VM image, name:tag')
+  .option('--script <bash>', 'script to run in the VM')
+  .option('--script-file <file>', 'read the script from a file ("-" for stdin)')
+  .option('--id <id>', 'job id (default: generated)')
+  .option('--timeout <duration>', 'script time limit, e.g. 30m', '1h')
+  .option('--env <KEY=VALUE>', 'environment for the script (repeatable)', collect)
+  .option('--secret <VAR=secret-name>', 'secret from the worker config exposed as VAR (repeatable)', collect)
+  .option('--resource <name=amount>', 'resources, e.g. vm=1 cpu=4 (repeatable)', collect)
+  .option('--label <key=value>', 'host labels required (repeatable)', collect)
+  .option('--snapshot <ref>', 'push the VM as this image after success')
+  .option('--client <name>', 'submitting CI system, for fair share and the UI')
+  .option('--detach', 'print the workflow id and return at once')
+  .action(async (o) => {
+    let script = o.script as string | undefined;
+    if (o.scriptFile) script = readFileSync(o.scriptFile === '-' ? 0 : o.scriptFile, 'utf8');
+    if (script === undefined) throw new UsageError('give the script with --script "..." or --script-file FILE');
+    const spec: JobSpec = {
+      id: o.id ?? `${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`,
+      pool: o.pool,
+      image: o.image,
+      script,
+      timeoutSeconds: parseDuration('--timeout', o.timeout),
+      env: parsePairs('--env', o.env),
+      secrets: parsePairs('--secret', o.secret),
+      resources: parseNumberPairs('--resource', o.resource),
+      labels: parsePairs('--label', o.label),
+      snapshot: o.snapshot ? { image: o.snapshot } : undefined,
+      client: o.client,
+    };
+    await withClient(async (client, cfg) => {
+      const handle = await startJob(client, cfg, spec);
+      if (o.detach) {
+        console.log(handle.workflowId);
+        return;
+      }
+      console.error(`marina: started ${handle.workflowId}`);
+      let cancelling = false;
+      process.on('SIGINT', () => {
+        if (cancelling) process.exit(130);
+        cancelling = true;
+        console.error('\nmarina: cancelling the job (Ctrl-C again to stop waiting)');
+        void handle.cancel();
+      });
+      const result = handle.result();
+      await followLog(cfg, spec.id, (b) => process.stdout.write(b), result);
+      try {
+        const r = await result;
+        printResult(r);
+        process.exitCode = r.exitCode === 0 ? 0 : r.exitCode > 0 && r.exitCode < 256 ? r.exitCode : 1;
+      } catch (e) {
+        if (e instanceof WorkflowFailedError) {
+          console.error(`marina: job ${spec.id} failed: ${e.cause?.message ?? e.message}`);
+          process.exitCode = cancelling ? 130 : 1;
+          return;
+        }
+        throw e;
+      }
+    });
+  });
+
+function printResult(r: JobResult): void {
+  const stages = Object.entries(r.stages)
+    .map(([k, v]) => `${k} ${((v ?? 0) / 1000).toFixed(1)}s`)
+    .join(', ');
+  console.error(`marina: job ${r.jobId} ${r.state} (exit ${r.exitCode}) on ${r.host}; ${stages}; log s3://${r.log.bucket}/${r.log.key}`);
+}
+
+const job = program.command('job').description('list, inspect and cancel jobs');
+job
+  .command('list')
+  .option('--state <state>', 'only jobs in this state (queued, running, succeeded, ...)')
+  .option('--limit <n>', 'at most this many', '50')
+  .action(async (o: { state?: string; limit: string }) =>
+    withClient(async (client) => {
+      let query = `WorkflowType = "jobWorkflow"`;
+      if (o.state) query += ` AND MarinaJobState = "${o.state.replace(/"/g, '')}"`;
+      let n = 0;
+      for await (const wf of client.workflow.list({ query })) {
+        const sa = wf.searchAttributes as Record<string, unknown[] | undefined>;
+        console.log(
+          [wf.workflowId, wf.status.name, sa.MarinaJobState?.[0] ?? '', sa.MarinaPool?.[0] ?? '', sa.MarinaHost?.[0] ?? '', sa.MarinaImage?.[0] ?? '', wf.startTime.toISOString()].join('\t'),
+        );
+        if (++n >= Number(o.limit)) break;
+      }
+    }),
+  );
+job
+  .command('show <id>')
+  .action(async (id: string) =>
+    withClient(async (client) => {
+      const h = client.workflow.getHandle(jobWorkflowId(id));
+      const d = await h.describe();
+      const status = d.status.name === 'RUNNING' ? await h.query(jobStatusQuery) : undefined;
+      const out: Record<string, unknown> = { workflowId: d.workflowId, status: d.status.name, started: d.startTime, closed: d.closeTime };
+      if (status) Object.assign(out, { state: status.state, host: status.host, stages: status.stages });
+      if (d.status.name === 'COMPLETED') out.result = await h.result();
+      console.log(JSON.stringify(out, null, 2));
+    }),
+  );
+job
+  .command('cancel <id>')
+  .action(async (id: string) =>
+    withClient(async (client) => {
+      await client.workflow.getHandle(jobWorkflowId(id)).cancel();
+      console.error(`marina: cancel requested for job ${id}; its VM will be cleaned up`);
+    }),
+  );
+
+program
+  .command('pool')
+  .description('pool state')
+  .command('show <name>')
+  .action(async (name: string) =>
+    withClient(async (client) => {
+      console.log(JSON.stringify(await client.workflow.getHandle(poolWorkflowId(name)).query(poolStateQuery), null, 2));
+    }),
+  );
+
+program
+  .command('host')
+  .description('hosts across pools')
+  .command('list')
+  .action(async () =>
+    withClient(async (client, cfg) => {
+      for (const p of cfg.pools) {
+        const s = await client.workflow.getHandle(poolWorkflowId(p.name)).query(poolStateQuery);
+        for (const h of s.hosts) {
+          const leases = s.leases.filter((l) => l.host === h.name).length;
+          console.log([p.name, h.name, `${leases}/${h.resources.vm ?? 0} vm`, h.cordoned ? `cordoned(${h.cordoned})` : 'ready', h.lastHealthError ?? ''].join('\t'));
+        }
+      }
+    }),
+  );
+
+const image = program.command('image').description('images in the store');
+image
+  .command('push <ref> <archive>')
+  .description('upload a VM archive (tart export format) as name:tag')
+  .action(async (ref: string, archive: string) => {
+    const cfg = config();
+    const s3 = s3For(cfg, cfg.imageStore);
+    const m = await new ImageStore(s3, cfg.imageStore).pushFile(ref, archive);
+    console.log(`${m.name}:${m.tag} ${m.digest} ${m.size} bytes`);
+    s3.destroy();
+  });
+image.command('ls').action(async () => {
+  const cfg = config();
+  const s3 = s3For(cfg, cfg.imageStore);
+  for (const ref of await new ImageStore(s3, cfg.imageStore).list()) console.log(ref);
+  s3.destroy();
+});
+
+program
+  .command('check-job <file>')
+  .description('validate a job spec (JSON) against the config without submitting it')
+  .action(async (file: string) => {
+    const spec = await checkJobSpec(config(), JSON.parse(readFileSync(file, 'utf8')), { checkImage: true });
+    console.log(JSON.stringify(spec, null, 2));
+  });
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof ConfigError || e instanceof UsageError) console.error(`marina: ${e.message}`);
+  else if (e instanceof JobSpecError) console.error(`marina: job refused:\n${e.errors.map((x) => `  - ${x.field}: ${x.message}`).join('\n')}`);
+  else console.error(`marina: ${e instanceof Error ? e.message : String(e)}`);
+  process.exitCode = 2;
+});

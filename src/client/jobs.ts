@@ -1,0 +1,154 @@
+/** The typed client CI systems and the CLI use to submit, follow and cancel jobs. */
+import { Client, Connection, WorkflowIdReusePolicy, type WorkflowHandle } from '@temporalio/client';
+import { ListObjectsV2Command, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
+import { whyNeverFits } from '../policy/placement';
+import { findPool, hostSpecs, logsLocation, type LoadedConfig } from '../config/load';
+import type { S3Location } from '../config/schema';
+import { readSecret } from '../config/secrets';
+import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
+import { ImageStore } from '../images/store';
+import { temporalConnectionOptions } from './connection';
+import type { jobWorkflow } from '../../workflows/job';
+import { SA_CLIENT, SA_IMAGE, SA_JOB_STATE, SA_POOL, type JobResult } from '../../workflows/definitions';
+
+export async function connectClient(config: LoadedConfig): Promise<Client> {
+  const connection = await Connection.connect(temporalConnectionOptions(config));
+  return new Client({ connection, namespace: config.temporal.namespace });
+}
+
+export function s3For(config: LoadedConfig, loc: S3Location): S3Client {
+  const c = loc.credentials;
+  return new S3Client({
+    region: loc.region,
+    endpoint: loc.endpoint,
+    forcePathStyle: loc.forcePathStyle,
+    credentials: c
+      ? {
+          accessKeyId: readSecret(config, c.accessKeyId, 'accessKeyId'),
+          secretAccessKey: readSecret(config, c.secretAccessKey, 'secretAccessKey'),
+        }
+      : undefined,
+  });
+}
+
+/**
+ * Checks a spec against the config before any workflow exists, so a bad job is
+ * refused with every reason at once and leaves nothing behind.
+ */
+export async function checkJobSpec(config: LoadedConfig, input: unknown, opts: { checkImage?: boolean } = {}): Promise<JobSpec> {
+  const spec = normalizeJobSpec(input);
+  const errors: FieldError[] = [];
+  const pool = findPool(config, spec.pool);
+  if (!pool) {
+    errors.push({ field: 'pool', message: `unknown pool "${spec.pool}"; configured pools: ${config.pools.map((p) => p.name).join(', ')}` });
+  } else {
+    const never = whyNeverFits(hostSpecs(pool), { resources: spec.resources ?? {}, labels: spec.labels ?? {} });
+    if (never) errors.push({ field: never.startsWith('no host has labels') ? 'labels' : 'resources', message: never });
+  }
+  for (const [name, ref] of Object.entries(spec.secrets ?? {})) {
+    if (!config.secrets[ref]) {
+      errors.push({ field: `secrets.${name}`, message: `no secret named "${ref}" under secrets: in ${config.path}` });
+    }
+  }
+  if (opts.checkImage && errors.length === 0) {
+    const s3 = s3For(config, config.imageStore);
+    try {
+      const store = new ImageStore(s3, config.imageStore);
+      if (!(await store.resolve(spec.image))) {
+        const known = await store.list();
+        errors.push({ field: 'image', message: `unknown image "${spec.image}"; the store has: ${known.join(', ') || '(none)'}` });
+      }
+    } finally {
+      s3.destroy();
+    }
+  }
+  if (errors.length) throw new JobSpecError(errors);
+  return spec;
+}
+
+export async function startJob(
+  client: Client,
+  config: LoadedConfig,
+  input: unknown,
+  opts: { checkImage?: boolean } = { checkImage: true },
+): Promise<WorkflowHandle<typeof jobWorkflow>> {
+  const spec = await checkJobSpec(config, input, opts);
+  return client.workflow.start<typeof jobWorkflow>('jobWorkflow', {
+    workflowId: jobWorkflowId(spec.id),
+    taskQueue: config.temporal.taskQueue,
+    args: [spec],
+    // A job id names one job forever: its VM name and log derive from it.
+    workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+    typedSearchAttributes: [
+      { key: SA_POOL, value: spec.pool },
+      { key: SA_IMAGE, value: spec.image },
+      { key: SA_JOB_STATE, value: 'validating' },
+      ...(spec.client ? [{ key: SA_CLIENT, value: spec.client }] : []),
+    ],
+    staticSummary: `${spec.image} on ${spec.pool}${spec.client ? ` for ${spec.client}` : ''}`,
+    staticDetails: `**script**\n\`\`\`bash\n${spec.script.slice(0, 1500)}\n\`\`\`\ntimeout ${spec.timeoutSeconds}s · resources ${JSON.stringify(spec.resources)}`,
+  });
+}
+
+/**
+ * Streams a job's log to `write` while it runs (from the chunks the run activity
+ * uploads) and finishes from the final log object. Chunks are keyed by byte
+ * offset, so re-sent bytes after a worker restart are printed once.
+ */
+export async function followLog(
+  config: LoadedConfig,
+  jobId: string,
+  write: (chunk: Buffer) => void,
+  done: Promise<unknown>,
+  pollMs = 300,
+): Promise<number> {
+  const loc = logsLocation(config);
+  const s3 = s3For(config, loc);
+  let printed = 0;
+  let finished = false;
+  void done.finally(() => (finished = true)).catch(() => undefined);
+  const seen = new Set<string>();
+  try {
+    const drainChunks = async () => {
+      const keys: string[] = [];
+      let token: string | undefined;
+      do {
+        const out = await s3.send(
+          new ListObjectsV2Command({ Bucket: loc.bucket, Prefix: logChunkPrefix(loc, jobId), ContinuationToken: token }),
+        );
+        for (const o of out.Contents ?? []) keys.push(o.Key!);
+        token = out.NextContinuationToken;
+      } while (token);
+      keys.sort();
+      for (const key of keys) {
+        const start = offsetOfChunkKey(key);
+        if (start > printed) break; // a gap: an earlier chunk is still on its way
+        if (seen.has(key)) continue;
+        const body = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: key }))).Body!.transformToByteArray());
+        seen.add(key);
+        if (start + body.length > printed) {
+          write(body.subarray(printed - start));
+          printed = start + body.length;
+        }
+      }
+    };
+    while (!finished) {
+      await drainChunks().catch(() => undefined);
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+    try {
+      const out = await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: logObjectKey(loc, jobId) }));
+      const body = Buffer.from(await out.Body!.transformToByteArray());
+      if (body.length > printed) write(body.subarray(printed));
+      printed = Math.max(printed, body.length);
+    } catch {
+      await drainChunks().catch(() => undefined);
+    }
+    return printed;
+  } finally {
+    s3.destroy();
+  }
+}
+
+export type { JobResult };

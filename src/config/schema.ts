@@ -1,0 +1,168 @@
+/** The one Marina config file (YAML), as a zod schema: every field documented here and in README. */
+import { z } from 'zod';
+
+const name = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'use lower-case letters, digits, ".", "_" or "-" (at most 63)');
+
+/**
+ * A secret is only ever named, never written inline: config is passed around
+ * and parts of it reach workflow inputs, so inline values could leak into history.
+ */
+export const secretRef = z.union(
+  [
+    z.object({ env: z.string().min(1, 'name the environment variable that holds the secret') }).strict(),
+    z.object({ file: z.string().min(1, 'give the path of the file that holds the secret') }).strict(),
+  ],
+  {
+    error: 'must be a reference: { env: VAR_NAME } or { file: /path/to/file }; inline secret values are refused',
+  },
+);
+export type SecretRef = z.infer<typeof secretRef>;
+
+const fileRef = z.object({ file: z.string().min(1) }).strict();
+
+const resources = z.record(
+  name,
+  z.number().nonnegative('resource amounts are non-negative numbers, e.g. vm: 2, cpu: 8'),
+);
+const labels = z.record(z.string().min(1), z.string());
+
+const sshSettings = z
+  .object({
+    user: z.string().min(1).optional(),
+    port: z.number().int().min(1).max(65535).optional(),
+    privateKey: secretRef.optional(),
+    /** OpenSSH known_hosts file that pins host keys; a mismatch fails the job without retry. */
+    knownHosts: fileRef.optional(),
+  })
+  .strict();
+
+const host = z
+  .object({
+    name,
+    address: z.string().min(1, 'the host name or IP that the worker reaches over SSH'),
+    ssh: sshSettings.optional(),
+    resources: resources.optional(),
+    labels: labels.optional(),
+  })
+  .strict();
+
+const pool = z
+  .object({
+    name,
+    hypervisor: z.enum(['tart']).default('tart'),
+    /** SSH defaults for the pool's hosts; each host may override any field. */
+    ssh: sshSettings.default({}),
+    /** How the worker reaches VMs: through the host (SSH forwarding) on this port, as this user. */
+    vm: z
+      .object({
+        user: z.string().min(1).default('admin'),
+        port: z.number().int().min(1).max(65535).default(22),
+        privateKey: secretRef.optional(),
+        password: secretRef.optional(),
+        bootTimeoutSeconds: z.number().int().positive().default(600),
+      })
+      .strict()
+      .default({ user: 'admin', port: 22, bootTimeoutSeconds: 600 }),
+    /** Default resources for hosts that do not list their own. 2 VM slots: Apple's licence. */
+    hostResources: resources.default({ vm: 2 }),
+    healthCheckSeconds: z.number().positive().default(30),
+    leaseCheckSeconds: z.number().positive().default(15),
+    hosts: z.array(host).default([]),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    const seen = new Set<string>();
+    p.hosts.forEach((h, i) => {
+      if (seen.has(h.name)) {
+        ctx.addIssue({ code: 'custom', path: ['hosts', i, 'name'], message: `duplicate host name "${h.name}"` });
+      }
+      seen.add(h.name);
+      const ssh = { ...p.ssh, ...h.ssh };
+      if (!ssh.privateKey) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['hosts', i, 'ssh', 'privateKey'],
+          message: 'no SSH key: set ssh.privateKey on the pool or the host, e.g. { file: ~/.ssh/marina }',
+        });
+      }
+      if (!ssh.knownHosts) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['hosts', i, 'ssh', 'knownHosts'],
+          message: 'host keys must be pinned: set ssh.knownHosts to { file: path/to/known_hosts }',
+        });
+      }
+    });
+  });
+
+const temporal = z
+  .object({
+    address: z.string().min(1).default('127.0.0.1:7233'),
+    namespace: z.string().min(1).default('default'),
+    taskQueue: z.string().min(1).default('marina'),
+    /** true for TLS with system CAs, or files for mTLS / a private CA. */
+    tls: z
+      .union([
+        z.boolean(),
+        z
+          .object({
+            serverName: z.string().optional(),
+            ca: fileRef.optional(),
+            cert: fileRef.optional(),
+            key: secretRef.optional(),
+          })
+          .strict(),
+      ])
+      .default(false),
+    /** Temporal Cloud API key, by reference; turns TLS on. */
+    apiKey: secretRef.optional(),
+  })
+  .strict();
+
+const s3Location = z
+  .object({
+    bucket: z.string().min(3, 'an S3 bucket name, at least 3 characters'),
+    prefix: z.string().default(''),
+    region: z.string().min(1).default('us-east-1'),
+    /** Custom endpoint, e.g. a local S3-compatible server; omit for AWS. */
+    endpoint: z.url('must be a URL such as http://127.0.0.1:9000').optional(),
+    forcePathStyle: z.boolean().default(false),
+    credentials: z
+      .object({ accessKeyId: secretRef, secretAccessKey: secretRef, sessionToken: secretRef.optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    temporal: temporal.default({
+      address: '127.0.0.1:7233',
+      namespace: 'default',
+      taskQueue: 'marina',
+      tls: false,
+    }),
+    imageStore: s3Location,
+    /** Where job logs go; defaults to the image store's bucket under `logs/`. */
+    logs: s3Location.partial({ bucket: true }).optional(),
+    /** Named secrets that jobs reference by name in `secrets:`. */
+    secrets: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), secretRef).default({}),
+    pools: z.array(pool).min(1, 'configure at least one pool'),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.pools.forEach((p, i) => {
+      if (seen.has(p.name)) {
+        ctx.addIssue({ code: 'custom', path: ['pools', i, 'name'], message: `duplicate pool name "${p.name}"` });
+      }
+      seen.add(p.name);
+    });
+  });
+
+export type MarinaConfig = z.infer<typeof configSchema>;
+export type PoolConfig = MarinaConfig['pools'][number];
+export type HostConfig = PoolConfig['hosts'][number];
+export type S3Location = z.infer<typeof s3Location>;

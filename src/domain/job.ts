@@ -1,0 +1,162 @@
+/**
+ * The job spec a CI system submits, and its validation.
+ *
+ * Pure: imported by workflows (bundled, deterministic), the client and the CLI,
+ * so a bad spec is refused the same way at the edge and inside the workflow.
+ */
+
+export interface SnapshotTarget {
+  /** Image reference to push the VM to after the script succeeds, `name:tag`. */
+  image: string;
+}
+
+export interface JobSpec {
+  /** Caller-chosen id, unique per job; the workflow id is `job/<id>`. */
+  id: string;
+  pool: string;
+  /** Image reference `name:tag` (tag defaults to `latest`). */
+  image: string;
+  /** Bash script run inside the VM. */
+  script: string;
+  /** Plain, non-secret environment for the script. */
+  env?: Record<string, string>;
+  /**
+   * Secrets by reference: script variable name -> name of a secret the worker
+   * resolves from its config. Values never enter workflow history.
+   */
+  secrets?: Record<string, string>;
+  /** Wall-clock limit for the script, seconds. */
+  timeoutSeconds: number;
+  /** Named, possibly fractional resources; `vm` defaults to 1. */
+  resources?: Record<string, number>;
+  /** Labels a host must carry, e.g. `{ os: 'macos', arch: 'arm64' }`. */
+  labels?: Record<string, string>;
+  snapshot?: SnapshotTarget;
+  /** Who submitted the job (CI system name); shown in the UI. */
+  client?: string;
+}
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+export class JobSpecError extends Error {
+  constructor(readonly errors: FieldError[]) {
+    super(errors.map((e) => `${e.field}: ${e.message}`).join('; '));
+    this.name = 'JobSpecError';
+  }
+}
+
+export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const IMAGE_PATTERN = /^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$/;
+const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
+const MAX_SCRIPT_BYTES = 256 * 1024;
+
+export interface ImageRef {
+  name: string;
+  tag: string;
+}
+
+export function parseImageRef(ref: string): ImageRef {
+  const at = ref.lastIndexOf(':');
+  if (at <= 0) return { name: ref, tag: 'latest' };
+  return { name: ref.slice(0, at), tag: ref.slice(at + 1) };
+}
+
+export function formatImageRef(ref: ImageRef): string {
+  return `${ref.name}:${ref.tag}`;
+}
+
+/** Returns every problem with the spec at once, so a caller fixes them in one go. */
+export function validateJobSpec(spec: unknown): FieldError[] {
+  const errors: FieldError[] = [];
+  const err = (field: string, message: string) => errors.push({ field, message });
+  if (typeof spec !== 'object' || spec === null) {
+    return [{ field: '(spec)', message: 'must be an object with id, pool, image, script and timeoutSeconds' }];
+  }
+  const s = spec as Record<string, unknown>;
+  if (typeof s.id !== 'string' || !JOB_ID_PATTERN.test(s.id)) {
+    err('id', 'must be 1-63 characters of letters, digits, ".", "_" or "-", starting with a letter or digit');
+  }
+  if (typeof s.pool !== 'string' || !NAME_PATTERN.test(s.pool)) {
+    err('pool', 'must name a configured pool (lower-case letters, digits, ".", "_", "-")');
+  }
+  if (typeof s.image !== 'string' || !IMAGE_PATTERN.test(s.image)) {
+    err('image', 'must be an image reference like "macos-base:15" (lower-case name, optional :tag)');
+  }
+  if (typeof s.script !== 'string' || s.script.trim() === '') {
+    err('script', 'must be a non-empty bash script');
+  } else if (new TextEncoder().encode(s.script).length > MAX_SCRIPT_BYTES) {
+    err('script', `is larger than ${MAX_SCRIPT_BYTES} bytes; ship big scripts in the repository and call them`);
+  }
+  if (typeof s.timeoutSeconds !== 'number' || !Number.isFinite(s.timeoutSeconds) || s.timeoutSeconds <= 0) {
+    err('timeoutSeconds', 'must be a positive number of seconds, e.g. 3600');
+  } else if (s.timeoutSeconds > MAX_TIMEOUT_SECONDS) {
+    err('timeoutSeconds', `must be at most ${MAX_TIMEOUT_SECONDS} (7 days)`);
+  }
+  checkStringMap(s.env, 'env', err, true);
+  checkStringMap(s.secrets, 'secrets', err, true);
+  checkStringMap(s.labels, 'labels', err, false);
+  if (s.resources !== undefined) {
+    if (typeof s.resources !== 'object' || s.resources === null || Array.isArray(s.resources)) {
+      err('resources', 'must be a map of resource name to amount, e.g. { vm: 1, cpu: 4 }');
+    } else {
+      for (const [k, v] of Object.entries(s.resources)) {
+        if (!NAME_PATTERN.test(k)) err(`resources.${k}`, 'resource names are lower-case letters, digits, "_", "-"');
+        if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+          err(`resources.${k}`, 'must be a non-negative number');
+        }
+      }
+    }
+  }
+  if (s.snapshot !== undefined) {
+    const snap = s.snapshot as Record<string, unknown> | null;
+    if (typeof snap !== 'object' || snap === null || typeof snap.image !== 'string' || !IMAGE_PATTERN.test(snap.image)) {
+      err('snapshot.image', 'must be an image reference like "my-cache:pr-42"');
+    }
+  }
+  if (s.client !== undefined && (typeof s.client !== 'string' || s.client.length > 64)) {
+    err('client', 'must be a string of at most 64 characters');
+  }
+  return errors;
+}
+
+function checkStringMap(
+  value: unknown,
+  field: string,
+  err: (field: string, message: string) => void,
+  envNames: boolean,
+): void {
+  if (value === undefined) return;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    err(field, 'must be a map of string to string');
+    return;
+  }
+  for (const [k, v] of Object.entries(value)) {
+    if (envNames && !ENV_NAME_PATTERN.test(k)) err(`${field}.${k}`, 'must be a valid shell variable name');
+    if (typeof v !== 'string') err(`${field}.${k}`, 'must be a string');
+  }
+}
+
+/** Validates and fills defaults; throws JobSpecError listing every bad field. */
+export function normalizeJobSpec(spec: unknown): JobSpec {
+  const errors = validateJobSpec(spec);
+  if (errors.length > 0) throw new JobSpecError(errors);
+  const s = spec as JobSpec;
+  const image = formatImageRef(parseImageRef(s.image));
+  return {
+    ...s,
+    image,
+    resources: { vm: 1, ...(s.resources ?? {}) },
+    env: s.env ?? {},
+    secrets: s.secrets ?? {},
+    labels: s.labels ?? {},
+  };
+}
+
+export const jobWorkflowId = (id: string): string => `job/${id}`;
+/** VM names derive from the job id, so a retried step finds its own VM. */
+export const vmNameForJob = (id: string): string => `marina-${id}`;

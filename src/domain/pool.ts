@@ -1,0 +1,74 @@
+/** Pool, host and lease state: plain data shared by the pool workflow, the policy and the client. */
+
+export type Resources = Record<string, number>;
+export type Labels = Record<string, string>;
+
+/** Apple's macOS licence allows two macOS VMs per Mac. */
+export const DEFAULT_VM_SLOTS_PER_HOST = 2;
+
+export interface HostSpec {
+  name: string;
+  /** What the host offers, e.g. `{ vm: 2, cpu: 8, memory: 16384 }`. */
+  resources: Resources;
+  labels: Labels;
+}
+
+export type CordonReason = 'operator' | 'health';
+
+export interface HostState extends HostSpec {
+  /** Why no new work is placed here; undefined when schedulable. */
+  cordoned?: CordonReason;
+  consecutiveHealthFailures: number;
+  lastHealthError?: string;
+}
+
+export interface LeaseRequest {
+  /** Workflow id of the job asking; leases are keyed by it. */
+  jobWorkflowId: string;
+  resources: Resources;
+  labels: Labels;
+  /** Workflow time in ms when the pool received the request. */
+  requestedAt: number;
+}
+
+export interface Lease {
+  leaseId: string;
+  jobWorkflowId: string;
+  host: string;
+  resources: Resources;
+  grantedAt: number;
+}
+
+export interface PoolState {
+  name: string;
+  hosts: HostState[];
+  leases: Lease[];
+  queue: LeaseRequest[];
+}
+
+export function usedResources(leases: readonly Lease[], host: string): Resources {
+  const used: Resources = {};
+  for (const l of leases) {
+    if (l.host !== host) continue;
+    for (const [k, v] of Object.entries(l.resources)) used[k] = (used[k] ?? 0) + v;
+  }
+  return used;
+}
+
+export function freeResources(host: HostSpec, leases: readonly Lease[]): Resources {
+  const used = usedResources(leases, host.name);
+  const free: Resources = {};
+  for (const [k, v] of Object.entries(host.resources)) free[k] = v - (used[k] ?? 0);
+  return free;
+}
+
+// Fractional resources accumulate rounding error; a tiny epsilon keeps 0.1 * 10 fitting into 1.
+const EPSILON = 1e-9;
+
+export function fits(want: Resources, free: Resources): boolean {
+  return Object.entries(want).every(([k, v]) => v <= (free[k] ?? 0) + EPSILON);
+}
+
+export function labelsMatch(want: Labels, have: Labels): boolean {
+  return Object.entries(want).every(([k, v]) => have[k] === v);
+}

@@ -1,0 +1,114 @@
+/**
+ * An emulated Mac host: a real OpenSSH server on loopback whose `tart` is the
+ * Linux stand-in in tart-emulator.sh. It is not macOS; it lets the whole stack
+ * (SSH, host keys, detached runs, VM slots) run for real on a Linux machine.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { sshd } from '../tools/binaries';
+import { portOpen, startProcess, waitFor, type Managed } from './processes';
+
+export const TART_EMULATOR = resolve(__dirname, 'tart-emulator.sh');
+
+export interface EmulatedHostOptions {
+  name: string;
+  dir: string;
+  port: number;
+  /** public key the worker logs in with */
+  authorizedKey: string;
+  /** third octet of 127.77.X.0/24, the host's private "NAT" network for its VMs */
+  netIndex: number;
+  vmPort: number;
+  bootSeconds: number;
+}
+
+export interface EmulatedHost {
+  name: string;
+  port: number;
+  dir: string;
+  /** known_hosts line pinning this host's key */
+  knownHostsLine: string;
+  process: Managed;
+  stop(): Promise<void>;
+}
+
+export function sshKeygen(file: string, comment: string): void {
+  if (existsSync(file)) return;
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', file]);
+}
+
+export async function startEmulatedHost(o: EmulatedHostOptions): Promise<EmulatedHost> {
+  const dir = resolve(o.dir);
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  mkdirSync(join(dir, 'home'), { recursive: true });
+  mkdirSync(join(dir, 'tart'), { recursive: true });
+  mkdirSync('/run/sshd', { recursive: true });
+  sshKeygen(join(dir, 'ssh_host_ed25519_key'), `marina-emulated-host-${o.name}`);
+  writeFileSync(join(dir, 'authorized_keys'), `${o.authorizedKey.trim()}\n`);
+  const tart = join(dir, 'bin', 'tart');
+  rmSync(tart, { force: true });
+  symlinkSync(TART_EMULATOR, tart);
+  writeFileSync(
+    join(dir, 'login'),
+    `#!/usr/bin/env bash
+export HOME='${dir}/home' TART_HOME='${dir}/tart' PATH='${dir}/bin:/usr/local/bin:/usr/bin:/bin'
+export MARINA_EMU_HOST='${o.name}' MARINA_EMU_NET='127.77.${o.netIndex}' MARINA_EMU_VM_PORT='${o.vmPort}' MARINA_EMU_BOOT_SECONDS='${o.bootSeconds}' MARINA_EMU_SSHD='${sshd()}'
+cd "$HOME"
+if [ -n "\${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"; else exec /bin/bash -l; fi
+`,
+  );
+  chmodSync(join(dir, 'login'), 0o755);
+  writeFileSync(
+    join(dir, 'sshd_config'),
+    `Port ${o.port}
+ListenAddress 127.0.0.1
+HostKey ${dir}/ssh_host_ed25519_key
+AuthorizedKeysFile ${dir}/authorized_keys
+PidFile ${dir}/sshd.pid
+StrictModes no
+UsePAM no
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowTcpForwarding yes
+X11Forwarding no
+MaxSessions 64
+MaxStartups 64:30:128
+ForceCommand ${dir}/login
+LogLevel ERROR
+`,
+  );
+  const proc = startProcess(`sshd ${o.name}`, sshd(), ['-D', '-e', '-f', join(dir, 'sshd_config')], join(dir, 'sshd.log'));
+  await waitFor(`emulated host ${o.name} (sshd on ${o.port})`, () => portOpen(o.port), 15_000);
+  const pub = readFileSync(join(dir, 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(/\s+/);
+  return {
+    name: o.name,
+    port: o.port,
+    dir,
+    knownHostsLine: `[127.0.0.1]:${o.port} ${pub[0]} ${pub[1]}`,
+    process: proc,
+    async stop() {
+      await proc.stop();
+      stopEmulatedVms(dir);
+    },
+  };
+}
+
+/** Stops every VM of an emulated host (their `tart run` processes outlive sshd, as on a real Mac). */
+export function stopEmulatedVms(hostDir: string): void {
+  try {
+    execFileSync(
+      'bash',
+      [
+        '-c',
+        `for p in "$1"/tart/vms/*/run.pid; do [ -f "$p" ] && kill -TERM "$(cat "$p")" 2>/dev/null; done; sleep 0.5; true`,
+        '_',
+        hostDir,
+      ],
+      { stdio: 'ignore' },
+    );
+  } catch {
+    /* nothing to stop */
+  }
+}

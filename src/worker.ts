@@ -1,0 +1,71 @@
+/** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import { createActivities } from '../activities';
+import { ActivityContext } from '../activities/context';
+import { hostSpecs, type LoadedConfig } from './config/load';
+import { connectClient } from './client/jobs';
+import { temporalConnectionOptions } from './client/connection';
+import { SA_POOL, poolWorkflowId, syncHostsSignal, type PoolSettings } from '../workflows/definitions';
+import type { poolWorkflow } from '../workflows/pool';
+
+export const WORKFLOWS_PATH = require.resolve('../workflows');
+
+/** Starts each configured pool's workflow, or sends it the current hosts if it runs already. */
+export async function ensurePools(client: Client, config: LoadedConfig): Promise<void> {
+  for (const pool of config.pools) {
+    const settings: PoolSettings = {
+      hosts: hostSpecs(pool),
+      healthCheckSeconds: pool.healthCheckSeconds,
+      leaseCheckSeconds: pool.leaseCheckSeconds,
+    };
+    await client.workflow.signalWithStart<typeof poolWorkflow, [PoolSettings]>('poolWorkflow', {
+      workflowId: poolWorkflowId(pool.name),
+      taskQueue: config.temporal.taskQueue,
+      args: [{ name: pool.name, settings }],
+      signal: syncHostsSignal,
+      signalArgs: [settings],
+      typedSearchAttributes: [{ key: SA_POOL, value: pool.name }],
+      staticSummary: `Pool ${pool.name}: ${pool.hosts.length} on-prem Mac host(s)`,
+    });
+  }
+}
+
+export interface MarinaWorker {
+  worker: Worker;
+  client: Client;
+  context: ActivityContext;
+  close(): Promise<void>;
+}
+
+export async function createMarinaWorker(
+  config: LoadedConfig,
+  options: Partial<Pick<WorkerOptions, 'workflowBundle' | 'maxCachedWorkflows' | 'identity'>> = {},
+): Promise<MarinaWorker> {
+  const { apiKey, ...rest } = temporalConnectionOptions(config);
+  const connection = await NativeConnection.connect({ ...rest, apiKey: typeof apiKey === 'function' ? apiKey() : apiKey });
+  const client = await connectClient(config);
+  const context = new ActivityContext(config, client);
+  const worker = await Worker.create({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.temporal.taskQueue,
+    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    activities: createActivities(context),
+    ...(options.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: options.maxCachedWorkflows } : {}),
+    ...(options.identity ? { identity: options.identity } : {}),
+    // Activities mostly wait on SSH and S3: many can run at once on a small worker.
+    maxConcurrentActivityTaskExecutions: 200,
+  });
+  await ensurePools(client, config);
+  return {
+    worker,
+    client,
+    context,
+    async close() {
+      await context.close();
+      await client.connection.close();
+      await connection.close();
+    },
+  };
+}

@@ -1,0 +1,99 @@
+/**
+ * Messages, queries and search attributes of Marina's workflows: the contract
+ * between workflows, the client, the CLI and the Web UI. No Node APIs here.
+ */
+import { defineSignal, defineQuery, defineUpdate } from '@temporalio/workflow';
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import type { HostSpec, Lease, PoolState } from '../src/domain/pool';
+import type { JobSpec } from '../src/domain/job';
+
+// Search attributes: what an operator filters on in the Web UI (`MarinaPool="ci" AND MarinaJobState="running"`).
+export const SA_POOL = defineSearchAttributeKey('MarinaPool', SearchAttributeType.KEYWORD);
+export const SA_HOST = defineSearchAttributeKey('MarinaHost', SearchAttributeType.KEYWORD);
+export const SA_IMAGE = defineSearchAttributeKey('MarinaImage', SearchAttributeType.KEYWORD);
+export const SA_JOB_STATE = defineSearchAttributeKey('MarinaJobState', SearchAttributeType.KEYWORD);
+export const SA_CLIENT = defineSearchAttributeKey('MarinaClient', SearchAttributeType.KEYWORD);
+
+/** Registered by `marina dev` and docker-compose; keep in sync with the keys above. */
+export const SEARCH_ATTRIBUTES: Record<string, 'Keyword'> = {
+  MarinaPool: 'Keyword',
+  MarinaHost: 'Keyword',
+  MarinaImage: 'Keyword',
+  MarinaJobState: 'Keyword',
+  MarinaClient: 'Keyword',
+};
+
+export type JobState =
+  | 'validating'
+  | 'queued'
+  | 'fetching'
+  | 'booting'
+  | 'running'
+  | 'snapshotting'
+  | 'cleaning'
+  | 'succeeded'
+  | 'failed'
+  | 'timed_out'
+  | 'cancelled'
+  | 'error';
+
+export type Stage = 'resolve' | 'queue' | 'fetch' | 'boot' | 'run' | 'snapshot' | 'cleanup';
+
+export interface JobResult {
+  jobId: string;
+  state: 'succeeded' | 'failed' | 'timed_out';
+  exitCode: number;
+  host: string;
+  /** Milliseconds spent in each stage (workflow time). */
+  stages: Partial<Record<Stage, number>>;
+  log: { bucket: string; key: string };
+  snapshot?: { image: string; digest: string };
+}
+
+export interface JobStatus {
+  spec: JobSpec;
+  state: JobState;
+  host?: string;
+  lease?: Lease;
+  stages: Partial<Record<Stage, number>>;
+  logPrefix: string;
+  error?: string;
+}
+
+export interface LeaseRequestMsg {
+  jobWorkflowId: string;
+  resources: Record<string, number>;
+  labels: Record<string, string>;
+}
+
+export interface LeaseRefusal {
+  reason: string;
+}
+
+// Job -> pool
+export const requestLeaseSignal = defineSignal<[LeaseRequestMsg]>('requestLease');
+export const releaseLeaseSignal = defineSignal<[{ jobWorkflowId: string }]>('releaseLease');
+// Pool -> job
+export const leaseGrantedSignal = defineSignal<[Lease]>('leaseGranted');
+export const leaseRefusedSignal = defineSignal<[LeaseRefusal]>('leaseRefused');
+// Worker / operator -> pool
+export const syncHostsSignal = defineSignal<[PoolSettings]>('syncHosts');
+export const cordonHostUpdate = defineUpdate<PoolState, [{ host: string; cordon: boolean }]>('cordonHost');
+
+export const jobStatusQuery = defineQuery<JobStatus>('status');
+export const poolStateQuery = defineQuery<PoolState>('state');
+
+export interface PoolSettings {
+  hosts: HostSpec[];
+  healthCheckSeconds: number;
+  leaseCheckSeconds: number;
+}
+
+export interface PoolInput {
+  name: string;
+  settings: PoolSettings;
+  /** Carried across continue-as-new. */
+  state?: PoolState;
+}
+
+export const poolWorkflowId = (pool: string): string => `pool/${pool}`;

@@ -1,0 +1,3 @@
+// What the worker bundles: every workflow type Marina registers.
+export { jobWorkflow } from './job';
+export { poolWorkflow } from './pool';

@@ -1,0 +1,204 @@
+/**
+ * The life of one CI job: lease a VM slot -> fetch image -> boot VM -> run script
+ * -> snapshot? -> clean up. Every effect is an activity; the VM is destroyed and the
+ * lease returned on success, failure, timeout and cancel alike.
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  getExternalWorkflowHandle,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+  type ActivityOptions,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities/types';
+import { JobSpecError, normalizeJobSpec, vmNameForJob, type JobSpec } from '../src/domain/job';
+import type { Lease } from '../src/domain/pool';
+import {
+  SA_HOST,
+  SA_JOB_STATE,
+  jobStatusQuery,
+  leaseGrantedSignal,
+  leaseRefusedSignal,
+  poolWorkflowId,
+  releaseLeaseSignal,
+  requestLeaseSignal,
+  type JobResult,
+  type JobState,
+  type JobStatus,
+  type LeaseRefusal,
+  type Stage,
+} from './definitions';
+
+/** Errors no retry can fix: a retry would only repeat them. */
+export const NON_RETRYABLE = [
+  'InvalidJobSpec',
+  'ImageNotFound',
+  'HostKeyMismatch',
+  'UnknownSecret',
+  'UnknownHost',
+  'ConfigError',
+];
+
+const retry = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE };
+
+// A dead worker's attempt is noticed within one heartbeat timeout, then the next attempt re-attaches.
+const HEARTBEAT = '10s';
+
+const quick = proxyActivities<Activities>({ startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 } });
+
+function withOptions<K extends keyof Activities>(name: K, options: ActivityOptions) {
+  return (summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> => {
+    const fn = proxyActivities<Activities>(options)[name] as unknown as {
+      executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>>;
+    };
+    return fn.executeWithOptions({ ...options, summary }, args);
+  };
+}
+
+export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
+  const info = workflowInfo();
+  let spec: JobSpec;
+  try {
+    spec = normalizeJobSpec(input);
+  } catch (e) {
+    if (e instanceof JobSpecError) {
+      throw ApplicationFailure.create({ message: e.message, type: 'InvalidJobSpec', nonRetryable: true, details: [e.errors] });
+    }
+    throw e;
+  }
+
+  const stages: Partial<Record<Stage, number>> = {};
+  const status: JobStatus = { spec, state: 'validating', stages, logPrefix: '' };
+  setHandler(jobStatusQuery, () => status);
+  const setState = (state: JobState) => {
+    status.state = state;
+    upsertSearchAttributes([{ key: SA_JOB_STATE, value: state }]);
+  };
+  const timed = async <T>(stage: Stage, state: JobState | undefined, fn: () => Promise<T>): Promise<T> => {
+    if (state) setState(state);
+    const start = Date.now();
+    try {
+      return await fn();
+    } finally {
+      stages[stage] = Date.now() - start;
+    }
+  };
+
+  const image = await timed('resolve', undefined, () => quick.resolveImage.executeWithOptions(
+    { startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 }, summary: `resolve ${spec.image}` },
+    [spec.image],
+  ));
+
+  // Leasing: the pool answers with a signal, so a long queue costs no open update or activity.
+  let lease: Lease | undefined;
+  let refusal: LeaseRefusal | undefined;
+  setHandler(leaseGrantedSignal, (l) => {
+    if (l.jobWorkflowId === info.workflowId) lease = l;
+  });
+  setHandler(leaseRefusedSignal, (r) => {
+    refusal = r;
+  });
+  const pool = getExternalWorkflowHandle(poolWorkflowId(spec.pool));
+  const vm = vmNameForJob(spec.id);
+
+  try {
+    setState('queued');
+    try {
+      await pool.signal(requestLeaseSignal, {
+        jobWorkflowId: info.workflowId,
+        resources: spec.resources ?? { vm: 1 },
+        labels: spec.labels ?? {},
+      });
+    } catch (e) {
+      if (isCancellation(e)) throw e;
+      throw ApplicationFailure.create({
+        message: `pool "${spec.pool}" is not running: check the pool name, or start a worker whose config defines it`,
+        type: 'UnknownPool',
+        nonRetryable: true,
+      });
+    }
+    await timed('queue', undefined, () => condition(() => lease !== undefined || refusal !== undefined));
+    if (refusal) {
+      throw ApplicationFailure.create({ message: `refused by pool "${spec.pool}": ${refusal.reason}`, type: 'Refused', nonRetryable: true });
+    }
+    const host = lease!.host;
+    status.host = host;
+    status.lease = lease;
+    upsertSearchAttributes([{ key: SA_HOST, value: host }]);
+    const target = { pool: spec.pool, host };
+    const vmTarget = { ...target, vm, jobId: spec.id };
+
+    try {
+      const ensureImage = withOptions('ensureImage', { startToCloseTimeout: '4h', heartbeatTimeout: HEARTBEAT, retry });
+      await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
+
+      const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
+      const booted = await timed('boot', 'booting', () => bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}));
+
+      const runScript = withOptions('runScript', {
+        startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,
+        heartbeatTimeout: HEARTBEAT,
+        retry,
+        // Let the activity kill the script before cleanup destroys the VM under it.
+        cancellationType: 'WAIT_CANCELLATION_COMPLETED' as ActivityOptions['cancellationType'],
+      });
+      const run = await timed('run', 'running', () =>
+        runScript(`run script in ${vm}`, { ...vmTarget, ip: booted.ip }, {
+          id: spec.id,
+          script: spec.script,
+          env: spec.env ?? {},
+          secrets: spec.secrets ?? {},
+          timeoutSeconds: spec.timeoutSeconds,
+        }),
+      );
+
+      let snapshot: JobResult['snapshot'];
+      if (spec.snapshot && run.exitCode === 0 && !run.timedOut) {
+        const snapshotVm = withOptions('snapshotVm', { startToCloseTimeout: '4h', heartbeatTimeout: HEARTBEAT, retry });
+        snapshot = await timed('snapshot', 'snapshotting', () =>
+          snapshotVm(`snapshot ${vm} to ${spec.snapshot!.image}`, { ...vmTarget, ip: booted.ip }, spec.snapshot!.image),
+        );
+      }
+      const state = run.timedOut ? 'timed_out' : run.exitCode === 0 ? 'succeeded' : 'failed';
+      const result: JobResult = { jobId: spec.id, state, exitCode: run.exitCode, host, stages, log: run.log, snapshot };
+      await cleanup(vmTarget, stages, setState);
+      setState(state);
+      return result;
+    } catch (e) {
+      await cleanup(vmTarget, stages, setState);
+      throw e;
+    }
+  } catch (e) {
+    status.error = e instanceof Error ? e.message : String(e);
+    setState(isCancellation(e) ? 'cancelled' : 'error');
+    throw e;
+  } finally {
+    // Returning the lease must happen even when the job is cancelled.
+    await CancellationScope.nonCancellable(() => pool.signal(releaseLeaseSignal, { jobWorkflowId: info.workflowId })).catch(
+      () => undefined, // pool gone: nothing to release
+    );
+  }
+}
+
+async function cleanup(
+  target: { pool: string; host: string; vm: string; jobId: string },
+  stages: Partial<Record<Stage, number>>,
+  setState: (s: JobState) => void,
+): Promise<void> {
+  const destroyVm = withOptions('destroyVm', {
+    startToCloseTimeout: '5m',
+    retry: { ...retry, maximumInterval: '1m' },
+    scheduleToCloseTimeout: '2h',
+  });
+  await CancellationScope.nonCancellable(async () => {
+    setState('cleaning');
+    const start = Date.now();
+    await destroyVm(`destroy ${target.vm} on ${target.host}`, target);
+    stages.cleanup = Date.now() - start;
+  });
+}

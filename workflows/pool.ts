@@ -1,0 +1,205 @@
+/**
+ * A pool of on-prem Macs: hands out VM slots as leases, queues when full,
+ * reclaims leases of jobs that died, cordons hosts that fail health checks.
+ * Placement itself is the pure policy in src/policy/placement.ts.
+ */
+import {
+  ApplicationFailure,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  proxyActivities,
+  setHandler,
+  setCurrentDetails,
+  workflowInfo,
+  uuid4,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities/types';
+import type { HostState, Lease, PoolState } from '../src/domain/pool';
+import { healthAfterCheck, placeQueue, whyNeverFits } from '../src/policy/placement';
+import {
+  cordonHostUpdate,
+  leaseGrantedSignal,
+  leaseRefusedSignal,
+  poolStateQuery,
+  releaseLeaseSignal,
+  requestLeaseSignal,
+  syncHostsSignal,
+  type PoolInput,
+  type PoolSettings,
+} from './definitions';
+
+const { checkHostHealth, findClosedWorkflows } = proxyActivities<Activities>({
+  startToCloseTimeout: '1m',
+  retry: { maximumAttempts: 1 },
+});
+
+export async function poolWorkflow(input: PoolInput): Promise<void> {
+  const state: PoolState = input.state ?? { name: input.name, hosts: [], leases: [], queue: [] };
+  let settings: PoolSettings = input.settings;
+  state.hosts = mergeHosts(state.hosts, settings);
+  let dirty = true;
+  // Set when a background check finishes, so the loop re-arms its timers.
+  let wake = false;
+  let grantsInFlight = 0;
+
+  setHandler(poolStateQuery, () => state);
+
+  setHandler(syncHostsSignal, (next) => {
+    settings = next;
+    state.hosts = mergeHosts(state.hosts, next);
+    dirty = true;
+  });
+
+  setHandler(requestLeaseSignal, (req) => {
+    // A retried signal must not queue the job twice or hand it a second slot.
+    const existing = state.leases.find((l) => l.jobWorkflowId === req.jobWorkflowId);
+    if (existing) {
+      void notifyGrant(existing);
+      return;
+    }
+    if (state.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
+    const never = whyNeverFits(state.hosts, req);
+    if (never) {
+      void getExternalWorkflowHandle(req.jobWorkflowId)
+        .signal(leaseRefusedSignal, { reason: never })
+        .catch(() => undefined);
+      return;
+    }
+    state.queue.push({ ...req, requestedAt: Date.now() });
+    dirty = true;
+  });
+
+  setHandler(releaseLeaseSignal, ({ jobWorkflowId }) => {
+    release(jobWorkflowId);
+  });
+
+  setHandler(
+    cordonHostUpdate,
+    ({ host, cordon }) => {
+      const h = state.hosts.find((x) => x.name === host)!;
+      h.cordoned = cordon ? 'operator' : undefined;
+      dirty = true;
+      return state;
+    },
+    {
+      validator: ({ host }) => {
+        if (!state.hosts.some((h) => h.name === host)) {
+          throw ApplicationFailure.create({
+            message: `no host "${host}" in pool ${state.name}; hosts: ${state.hosts.map((h) => h.name).join(', ')}`,
+            type: 'UnknownHost',
+          });
+        }
+      },
+    },
+  );
+
+  function release(jobWorkflowId: string): void {
+    const before = state.leases.length + state.queue.length;
+    state.leases = state.leases.filter((l) => l.jobWorkflowId !== jobWorkflowId);
+    state.queue = state.queue.filter((q) => q.jobWorkflowId !== jobWorkflowId);
+    if (state.leases.length + state.queue.length !== before) dirty = true;
+  }
+
+  async function notifyGrant(lease: Lease): Promise<void> {
+    grantsInFlight++;
+    try {
+      await getExternalWorkflowHandle(lease.jobWorkflowId).signal(leaseGrantedSignal, lease);
+    } catch {
+      // The job is gone (terminated, timed out): its slot goes back to the pool.
+      release(lease.jobWorkflowId);
+    } finally {
+      grantsInFlight--;
+    }
+  }
+
+  let healthRunning = false;
+  let nextHealth = Date.now();
+  async function runHealthChecks(): Promise<void> {
+    healthRunning = true;
+    try {
+      const results = await Promise.all(
+        state.hosts.map((h) =>
+          checkHostHealth({ pool: state.name, host: h.name }).catch((e: Error) => ({ ok: false, error: e.message })),
+        ),
+      );
+      state.hosts = state.hosts.map((h, i) => {
+        const r = results[i];
+        return r ? healthAfterCheck(h, r.ok, r.error) : h;
+      });
+      dirty = true;
+    } finally {
+      healthRunning = false;
+      wake = true;
+      nextHealth = Date.now() + settings.healthCheckSeconds * 1000;
+    }
+  }
+
+  let leaseCheckRunning = false;
+  let nextLeaseCheck = Date.now() + settings.leaseCheckSeconds * 1000;
+  async function reclaimDeadLeases(): Promise<void> {
+    leaseCheckRunning = true;
+    try {
+      const ids = [...new Set([...state.leases.map((l) => l.jobWorkflowId), ...state.queue.map((q) => q.jobWorkflowId)])];
+      if (ids.length > 0) {
+        const closed = await findClosedWorkflows(ids);
+        for (const id of closed) release(id);
+      }
+    } catch {
+      // Try again next round; a lost check only delays a reclaim.
+    } finally {
+      leaseCheckRunning = false;
+      wake = true;
+      nextLeaseCheck = Date.now() + settings.leaseCheckSeconds * 1000;
+    }
+  }
+
+  for (;;) {
+    if (dirty) {
+      dirty = false;
+      for (const grant of placeQueue(state.hosts, state.leases, state.queue)) {
+        const lease: Lease = {
+          leaseId: uuid4(),
+          jobWorkflowId: grant.request.jobWorkflowId,
+          host: grant.host,
+          resources: grant.request.resources,
+          grantedAt: Date.now(),
+        };
+        state.queue = state.queue.filter((q) => q.jobWorkflowId !== lease.jobWorkflowId);
+        state.leases.push(lease);
+        void notifyGrant(lease);
+      }
+      setCurrentDetails(describe(state));
+    }
+    const now = Date.now();
+    if (!healthRunning && now >= nextHealth) void runHealthChecks();
+    if (!leaseCheckRunning && now >= nextLeaseCheck) void reclaimDeadLeases();
+
+    if (workflowInfo().continueAsNewSuggested) {
+      await condition(() => allHandlersFinished() && !healthRunning && !leaseCheckRunning && grantsInFlight === 0);
+      await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
+    }
+    const wakeAt = Math.min(healthRunning ? Infinity : nextHealth, leaseCheckRunning ? Infinity : nextLeaseCheck);
+    const waitMs = Number.isFinite(wakeAt) ? Math.max(100, wakeAt - Date.now()) : 60_000;
+    await condition(() => dirty || wake, waitMs);
+    wake = false;
+  }
+}
+
+function mergeHosts(current: HostState[], settings: PoolSettings): HostState[] {
+  return settings.hosts.map((spec) => {
+    const old = current.find((h) => h.name === spec.name);
+    return old
+      ? { ...old, resources: spec.resources, labels: spec.labels }
+      : { ...spec, consecutiveHealthFailures: 0 };
+  });
+}
+
+function describe(state: PoolState): string {
+  const lines = state.hosts.map((h) => {
+    const leases = state.leases.filter((l) => l.host === h.name).length;
+    return `- **${h.name}**: ${leases} lease(s)${h.cordoned ? ` · cordoned (${h.cordoned})` : ''}`;
+  });
+  return [`**${state.leases.length}** running, **${state.queue.length}** queued`, ...lines].join('\n');
+}
