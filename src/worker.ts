@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
@@ -9,7 +10,7 @@ import { temporalConnectionOptions } from './client/connection';
 import { SA_POOL, poolWorkflowId, syncHostsSignal, type PoolSettings } from '../workflows/definitions';
 import type { poolWorkflow } from '../workflows/pool';
 
-export const WORKFLOWS_PATH = require.resolve('../workflows');
+export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
 
 /** Starts each configured pool's workflow, or sends it the current hosts if it runs already. */
 export async function ensurePools(client: Client, config: LoadedConfig): Promise<void> {

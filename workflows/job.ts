@@ -170,7 +170,8 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
       setState(state);
       return result;
     } catch (e) {
-      await cleanup(vmTarget, stages, setState);
+      // The job's own failure is what the caller needs to see; a cleanup failure must not mask it.
+      await cleanup(vmTarget, stages, setState).catch(() => undefined);
       throw e;
     }
   } catch (e) {

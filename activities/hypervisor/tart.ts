@@ -66,7 +66,7 @@ export class TartDriver implements HypervisorDriver {
     // `tart run` stays in the foreground for the VM's life: detach it from the SSH session.
     const log = `$HOME/.marina/vms/${vm}.log`;
     await this.ssh.run(
-      `mkdir -p "$HOME/.marina/vms" && nohup tart run --no-graphics ${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
+      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
         `if ! kill -0 $! 2>/dev/null; then wait $!; rc=$?; [ $rc = 2 ] && exit 0; tail -n 5 "${log}" >&2; exit $rc; fi`,
     );
   }

@@ -105,10 +105,32 @@ export class SshConnection {
         const out: Buffer[] = [];
         const errs: Buffer[] = [];
         let timer: NodeJS.Timeout | undefined;
-        const onAbort = () => stream.close();
+        let settled = false;
+        const finish = (r: ExecResult) => {
+          if (settled) return;
+          settled = true;
+          if (timer) clearTimeout(timer);
+          options.signal?.removeEventListener('abort', onAbort);
+          resolve(r);
+        };
+        // A remote loop that writes nothing never sees its channel close: signal it, and stop waiting for it.
+        const abandon = () => {
+          try {
+            stream.signal('KILL');
+          } catch {
+            /* channel already gone */
+          }
+          stream.close();
+        };
+        const onAbort = () => {
+          abandon();
+          finish({ code: null, signal: 'ABORTED', stdout: '', stderr: '' });
+        };
         if (options.timeoutMs) {
           timer = setTimeout(() => {
-            stream.close();
+            abandon();
+            settled = true;
+            options.signal?.removeEventListener('abort', onAbort);
             reject(new SshError(`${this.target.label}: command timed out after ${options.timeoutMs} ms`));
           }, options.timeoutMs);
         }
@@ -116,10 +138,9 @@ export class SshConnection {
         stream.on('data', (d: Buffer) => (options.onStdout ? options.onStdout(d) : out.push(d)));
         stream.stderr.on('data', (d: Buffer) => (options.onStderr ? options.onStderr(d) : errs.push(d)));
         stream.on('close', (code: number | null, signal?: string) => {
-          if (timer) clearTimeout(timer);
-          options.signal?.removeEventListener('abort', onAbort);
-          resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errs).toString('utf8') });
+          finish({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errs).toString('utf8') });
         });
+        if (options.signal?.aborted) onAbort();
         stream.end(options.stdin ?? '');
       });
     });

@@ -12,6 +12,7 @@ import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from
 import { jobStatusQuery, poolStateQuery, poolWorkflowId, type JobResult } from '../../workflows/definitions';
 import { runDev } from './dev';
 import { createMarinaWorker } from '../worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 
 const program = new Command('marina')
   .description('Durable CI on macOS fleets, on Temporal')
@@ -53,7 +54,12 @@ program
   .action(async () => {
 
     const cfg = config();
-    const w = await createMarinaWorker(cfg);
+    const level = process.env.MARINA_LOG_LEVEL as 'ERROR' | 'WARN' | 'INFO' | 'DEBUG' | undefined;
+    if (level) Runtime.install({ logger: new DefaultLogger(level) });
+    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE) skips the webpack step on start.
+    const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
+    const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => w.worker.shutdown());
     console.error(`marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`);
     await w.worker.run();
     await w.close();

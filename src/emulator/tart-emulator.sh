@@ -39,7 +39,7 @@ kill_vm_processes() { # every process started inside the VM carries its director
   for env in /proc/[0-9]*/environ; do
     pid=${env#/proc/}; pid=${pid%/environ}
     [ "$pid" = "$$" ] && continue
-    if tr '\0' '\n' < "$env" 2>/dev/null | grep -qx "MARINA_EMU_VM=$d"; then kill "-$sig" "$pid" 2>/dev/null || true; fi
+    if tr '\0' '\n' 2>/dev/null < "$env" | grep -qx "MARINA_EMU_VM=$d"; then kill "-$sig" "$pid" 2>/dev/null || true; fi
   done
 }
 
@@ -90,7 +90,11 @@ allocate_ip() { # first address on this host's emulated NAT network not held by 
   local n used
   for n in $(seq 2 254); do
     used=0
-    for d in "$VMS"/*/; do [ -f "$d/ip" ] && [ "$(cat "$d/ip")" = "$NET.$n" ] && running "$(basename "$d")" && used=1; done
+    for d in "$VMS"/*/; do
+      for f in "$d/ip" "$d/ip.pending"; do
+        [ -f "$f" ] && [ "$(cat "$f")" = "$NET.$n" ] && running "$(basename "$d")" && used=1
+      done
+    done
     [ $used = 0 ] && { echo "$NET.$n"; return; }
   done
   die 1 "no free address on $NET.0/24"
@@ -163,7 +167,8 @@ cmd_stop() {
   while [ $# -gt 0 ]; do case $1 in -t|--timeout) timeout=$2; shift 2;; *) vm=$1; shift;; esac; done
   need "$vm"; running "$vm" || die 2 "VM \"$vm\" is not running"
   local d pid i; d=$(vmdir "$vm"); pid=$(cat "$d/run.pid")
-  kill -INT "$pid" 2>/dev/null
+  # Tart sends SIGINT; a shell started in the background ignores SIGINT and cannot trap it, so the stand-in uses SIGTERM.
+  kill -TERM "$pid" 2>/dev/null
   for i in $(seq 1 $((timeout * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; kill_vm_processes "$d" KILL; rm -f "$d/run.pid" "$d/ip"; fi
   return 0

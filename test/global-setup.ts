@@ -1,0 +1,38 @@
+/** One real local stack for the whole suite: Temporal dev server, S3 (moto), emulated Mac hosts. */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { startDevStack, type DevStack } from '../src/emulator/dev-stack';
+import { WORKFLOWS_PATH } from '../src/worker';
+
+let stack: DevStack | undefined;
+
+export default async function setup(project: TestProject) {
+  const stateDir = mkdtempSync(join(tmpdir(), 'marina-test-'));
+  stack = await startDevStack({
+    stateDir,
+    hosts: 3,
+    headless: true,
+    vmBootSeconds: 1,
+    healthCheckSeconds: 2,
+    leaseCheckSeconds: 2,
+  });
+  const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
+  const bundlePath = join(stateDir, 'workflow-bundle.js');
+  writeFileSync(bundlePath, bundle.code);
+  project.provide('stack', { stateDir, configPath: stack.configPath, bundlePath, address: stack.temporalAddress });
+  return async () => {
+    await stack?.stop();
+  };
+}
+
+const noop = () => undefined;
+const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: console.error, log: noop };
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    stack: { stateDir: string; configPath: string; bundlePath: string; address: string };
+  }
+}

@@ -1,0 +1,113 @@
+/** Test helpers: a pool and task queue of its own per test file, workers in-process or as a child process. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { inject } from 'vitest';
+import { Runtime, DefaultLogger } from '@temporalio/worker';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { loadConfig, logsLocation, type LoadedConfig } from '../src/config/load';
+import { createMarinaWorker, type MarinaWorker } from '../src/worker';
+import { s3For } from '../src/client/jobs';
+
+let runtimeInstalled = false;
+function quietRuntime() {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  try {
+    Runtime.install({ logger: new DefaultLogger((process.env.MARINA_TEST_LOG as 'WARN' | undefined) ?? 'ERROR') });
+  } catch {
+    /* already installed */
+  }
+}
+
+export const stack = () => inject('stack');
+
+/**
+ * Writes a config for one test file: its own pool and task queue over the shared
+ * emulated hosts, so no other file's worker takes its tasks.
+ */
+export function fileConfig(name: string, edit?: (raw: Record<string, any>) => void): LoadedConfig {
+  const s = stack();
+  const raw = parse(readFileSync(s.configPath, 'utf8')) as Record<string, any>;
+  raw.temporal.taskQueue = `test-${name}`;
+  raw.pools[0].name = name;
+  edit?.(raw);
+  const path = join(s.stateDir, `${name}.yaml`);
+  writeFileSync(path, stringify(raw));
+  return loadConfig(path);
+}
+
+export async function startWorker(config: LoadedConfig): Promise<{ w: MarinaWorker; stop: () => Promise<void> }> {
+  quietRuntime();
+  const w = await createMarinaWorker(config, { workflowBundle: { codePath: stack().bundlePath } });
+  const running = w.worker.run();
+  return {
+    w,
+    async stop() {
+      w.worker.shutdown();
+      await running.catch(() => undefined);
+      await w.close();
+    },
+  };
+}
+
+const ROOT = resolve(__dirname, '..');
+
+/** A worker in its own process, so a test can SIGKILL it like a crashed machine. */
+export function spawnWorker(config: LoadedConfig): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), '--config', config.path, 'worker'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, MARINA_WORKFLOW_BUNDLE: stack().bundlePath, MARINA_LOG_LEVEL: 'ERROR' },
+  });
+}
+
+export function hostDirs(): string[] {
+  const dir = join(stack().stateDir, 'hosts');
+  return readdirSync(dir).map((h) => join(dir, h));
+}
+
+/** VM directories left on any emulated host for a job (should be none after a job ends). */
+export function leftoverVms(jobId: string): string[] {
+  return hostDirs()
+    .map((h) => join(h, 'tart', 'vms', `marina-${jobId}`))
+    .filter((d) => existsSync(d));
+}
+
+/** Processes still running inside a job's VM, found by the emulator's tag. */
+export function vmProcesses(jobId: string): number[] {
+  const pids: number[] = [];
+  for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      const env = readFileSync(`/proc/${p}/environ`, 'utf8');
+      if (env.includes(`/vms/marina-${jobId}\0`)) pids.push(Number(p));
+    } catch {
+      /* gone */
+    }
+  }
+  return pids;
+}
+
+export async function readJobLog(config: LoadedConfig, key: string): Promise<string> {
+  const loc = logsLocation(config);
+  const s3 = s3For(config, loc);
+  try {
+    const out = await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: key }));
+    return await out.Body!.transformToString();
+  } finally {
+    s3.destroy();
+  }
+}
+
+export const uniqueId = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+
+export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -1,0 +1,260 @@
+/** The job workflow end to end on the real stack: dev server, S3, emulated hosts over SSH. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { checkJobSpec, followLog, startJob } from '../src/client/jobs';
+import { JobSpecError, jobWorkflowId } from '../src/domain/job';
+import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
+import type { LoadedConfig } from '../src/config/load';
+import { SEED_IMAGE } from '../src/emulator/seed-image';
+import { eventually, fileConfig, leftoverVms, readJobLog, stack, startWorker, uniqueId, vmProcesses } from './helpers';
+
+const POOL = 'jobs';
+let config: LoadedConfig;
+let client: Client;
+let stopWorker: () => Promise<void>;
+
+beforeAll(async () => {
+  config = fileConfig(POOL, (raw) => {
+    raw.secrets['test-token'] = { file: 'secrets/test-token' };
+  });
+  writeFileSync(join(stack().stateDir, 'secrets', 'test-token'), 's3cr3t-VALUE-that-must-not-leak\n');
+  const started = await startWorker(config);
+  client = started.w.client;
+  stopWorker = started.stop;
+});
+
+afterAll(async () => {
+  await stopWorker?.();
+});
+
+const job = (over: Record<string, unknown> = {}) => ({
+  id: uniqueId('j'),
+  pool: POOL,
+  image: SEED_IMAGE,
+  script: 'echo hello',
+  timeoutSeconds: 120,
+  ...over,
+});
+
+describe('job workflow', () => {
+  it('runs a script in a VM, streams and stores its output, and leaves no VM', async () => {
+    const spec = job({ script: 'echo "line 1"; echo "to stderr" >&2; for i in 2 3 4; do echo "line $i"; sleep 0.2; done' });
+    const handle = await startJob(client, config, spec);
+    const result = handle.result();
+    const streamed: Buffer[] = [];
+    await followLog(config, spec.id, (b) => streamed.push(b), result, 100);
+    const r = await result;
+    expect(r.state).toBe('succeeded');
+    expect(r.exitCode).toBe(0);
+    const expected = 'line 1\nto stderr\nline 2\nline 3\nline 4\n';
+    expect(Buffer.concat(streamed).toString()).toBe(expected);
+    expect(await readJobLog(config, r.log.key)).toBe(expected);
+    for (const stage of ['resolve', 'queue', 'fetch', 'boot', 'run', 'cleanup'] as const) {
+      expect(r.stages[stage], stage).toBeGreaterThanOrEqual(0);
+    }
+    expect(leftoverVms(spec.id)).toEqual([]);
+    const d = await handle.describe();
+    expect(d.searchAttributes.MarinaJobState).toEqual(['succeeded']);
+    expect(d.searchAttributes.MarinaHost).toEqual([r.host]);
+  });
+
+  it("propagates a failing script's exit code", async () => {
+    const spec = job({ script: 'echo about to fail; exit 42' });
+    const r = await (await startJob(client, config, spec)).result();
+    expect(r.state).toBe('failed');
+    expect(r.exitCode).toBe(42);
+    expect(await readJobLog(config, r.log.key)).toBe('about to fail\n');
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
+
+  it('kills a script that exceeds its timeout and reports timed_out', async () => {
+    const spec = job({ script: 'echo start; sleep 30; echo never', timeoutSeconds: 2 });
+    const r = await (await startJob(client, config, spec)).result();
+    expect(r.state).toBe('timed_out');
+    expect(r.exitCode).not.toBe(0);
+    expect(await readJobLog(config, r.log.key)).toBe('start\n');
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
+
+  it('stops the script and cleans the VM when the client cancels mid-run', async () => {
+    const marker = join(mkdtempSync(join(tmpdir(), 'marina-cancel-')), 'ticks');
+    const spec = job({ script: `while true; do echo tick >> ${marker}; sleep 0.2; done`, timeoutSeconds: 300 });
+    const handle = await startJob(client, config, spec);
+    await eventually('script running', async () => readFileSync(marker, 'utf8').length > 0);
+    expect(vmProcesses(spec.id).length).toBeGreaterThan(0);
+    await handle.cancel();
+    const err = await handle.result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    await eventually('VM destroyed', async () => leftoverVms(spec.id).length === 0, 30_000);
+    expect(vmProcesses(spec.id)).toEqual([]);
+    // The script no longer writes: it was stopped, not orphaned.
+    const size = readFileSync(marker, 'utf8').length;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(readFileSync(marker, 'utf8').length).toBe(size);
+    expect((await handle.describe()).searchAttributes.MarinaJobState).toEqual(['cancelled']);
+  });
+
+  it('gives the script a secret by reference that never appears in workflow history', async () => {
+    const spec = job({
+      // The script compares a hash, so the value itself appears nowhere in the job spec either.
+      script: `if [ "$(printf %s "$TOKEN" | sha256sum | cut -c1-16)" = "${createHash('sha256').update('s3cr3t-VALUE-that-must-not-leak').digest('hex').slice(0, 16)}" ]; then echo secret-ok; fi; echo "len \${#TOKEN}"; echo "$PLAIN"`,
+      secrets: { TOKEN: 'test-token' },
+      env: { PLAIN: 'plain value' },
+    });
+    const handle = await startJob(client, config, spec);
+    const r = await handle.result();
+    expect(await readJobLog(config, r.log.key)).toBe('secret-ok\nlen 31\nplain value\n');
+    const history = decodedHistory(await handle.fetchHistory());
+    expect(history).toContain('test-token'); // the reference is there...
+    expect(history).not.toContain('s3cr3t-VALUE'); // ...the value is not
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
+
+  it('runs 5 jobs on 2 hosts x 2 slots: 4 at once, the 5th waits, then runs', async () => {
+    const cfg5 = fileConfig('five', (raw) => {
+      raw.pools[0].hosts = raw.pools[0].hosts.slice(0, 2);
+    });
+    const w = await startWorker(cfg5);
+    try {
+      const timeline = join(mkdtempSync(join(tmpdir(), 'marina-five-')), 'timeline');
+      const specs = Array.from({ length: 5 }, (_, i) => ({
+        ...job({ pool: 'five' }),
+        id: uniqueId(`five${i}`),
+        // A barrier: each job waits (up to 30 s) until 4 have started, so 4 at once is observed, not hoped for.
+        script: `echo "start $(date +%s.%N)" >> ${timeline}; for i in $(seq 300); do [ "$(grep -c start ${timeline})" -ge 4 ] && break; sleep 0.1; done; sleep 1; echo "end $(date +%s.%N)" >> ${timeline}`,
+      }));
+      const handles = [];
+      for (const s of specs) handles.push(await startJob(w.w.client, cfg5, s));
+      const pool = w.w.client.workflow.getHandle(poolWorkflowId('five'));
+      const snapshot = await eventually('4 leases and 1 queued', async () => {
+        const st = await pool.query(poolStateQuery);
+        return st.leases.length === 4 && st.queue.length === 1 ? st : undefined;
+      });
+      for (const host of ['mac-1', 'mac-2']) expect(snapshot.leases.filter((l) => l.host === host)).toHaveLength(2);
+      const results = await Promise.all(handles.map((h) => h.result()));
+      expect(results.map((r) => r.state)).toEqual(Array(5).fill('succeeded'));
+      // Replay the timeline: never more than 4 running, and 5 ran in all.
+      const events = readFileSync(timeline, 'utf8').trim().split('\n').map((l) => {
+        const [kind, t] = l.split(' ');
+        return { kind, t: Number(t) };
+      });
+      events.sort((a, b) => a.t - b.t);
+      let running = 0;
+      let peak = 0;
+      for (const e of events) {
+        running += e.kind === 'start' ? 1 : -1;
+        peak = Math.max(peak, running);
+      }
+      expect(events.filter((e) => e.kind === 'start')).toHaveLength(5);
+      expect(peak).toBe(4);
+      const st = await pool.query(poolStateQuery);
+      expect(st.leases).toEqual([]);
+      expect(st.queue).toEqual([]);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  it('reclaims the lease of a job that was terminated', async () => {
+    const spec = job({ script: 'sleep 120', timeoutSeconds: 300 });
+    const handle = await startJob(client, config, spec);
+    const pool = client.workflow.getHandle(poolWorkflowId(POOL));
+    await eventually('lease granted', async () => (await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId));
+    await handle.terminate('test: simulate a job killed by an operator');
+    await eventually('lease reclaimed', async () => !(await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId), 30_000);
+    // Terminated workflows run no cleanup: the VM is the operator's to remove (noted in README).
+    execFileSync('bash', ['-c', `for d in ${stack().stateDir}/hosts/*; do TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} stop marina-${spec.id} >/dev/null 2>&1; TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} delete marina-${spec.id} >/dev/null 2>&1; done; true`]);
+  });
+});
+
+/** Every payload in a history, base64-decoded, so a search sees what Temporal stored. */
+function decodedHistory(history: unknown): string {
+  const parts: string[] = [];
+  const walk = (v: unknown): void => {
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'data' && typeof x === 'string') parts.push(Buffer.from(x, 'base64').toString('utf8'));
+        else walk(x);
+      }
+    }
+  };
+  walk(JSON.parse(JSON.stringify(history)));
+  return `${JSON.stringify(history)}\n${parts.join('\n')}`;
+}
+
+describe('bad job specs are refused with a clear error and leave nothing behind', () => {
+  const cases: Array<[string, Record<string, unknown>, string, RegExp]> = [
+    ['unknown image', { image: 'no-such-image:1' }, 'image', /unknown image "no-such-image:1".*macos-base:15/],
+    ['empty script', { script: '   ' }, 'script', /non-empty/],
+    ['negative timeout', { timeoutSeconds: -5 }, 'timeoutSeconds', /positive/],
+    ['unknown pool', { pool: 'atlantis' }, 'pool', /unknown pool "atlantis".*jobs/],
+    ['resources no host can give', { resources: { vm: 1, cpu: 64 } }, 'resources', /no host offers/],
+    ['labels no host has', { labels: { xcode: '99' } }, 'labels', /no host has labels/],
+    ['unknown secret', { secrets: { X: 'nope' } }, 'secrets.X', /no secret named "nope"/],
+  ];
+  for (const [name, over, field, message] of cases) {
+    it(name, async () => {
+      const spec = job(over);
+      const err = (await startJob(client, config, spec).catch((e: unknown) => e)) as JobSpecError;
+      expect(err).toBeInstanceOf(JobSpecError);
+      const e = err.errors.find((x) => x.field === field);
+      expect(e?.message).toMatch(message);
+      await expect(client.workflow.getHandle(jobWorkflowId(spec.id)).describe()).rejects.toThrow(/not found/i);
+    });
+  }
+
+  it('the workflow itself refuses an unknown image without retrying, even if a caller skips the client checks', async () => {
+    const spec = await checkJobSpec(config, job(), { checkImage: false });
+    const bad = { ...spec, image: 'ghost:1' };
+    const handle = await client.workflow.start('jobWorkflow', {
+      workflowId: jobWorkflowId(spec.id),
+      taskQueue: config.temporal.taskQueue,
+      args: [bad],
+    });
+    const err = (await handle.result().catch((e: unknown) => e)) as WorkflowFailedError;
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(String((err.cause?.cause as Error).message)).toMatch(/unknown image "ghost:1"/);
+    const history = await handle.fetchHistory();
+    const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+    expect(attempts).toEqual([1]);
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
+});
+
+describe('host keys are pinned', () => {
+  it('a host-key mismatch fails the job without retry', async () => {
+    const s = stack();
+    const wrong = join(s.stateDir, 'wrong_known_hosts');
+    const keyFile = join(mkdtempSync(join(tmpdir(), 'marina-key-')), 'k');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
+    const realLines = readFileSync(join(s.stateDir, 'known_hosts'), 'utf8').trim().split('\n');
+    const [hostPort] = realLines[0]!.split(' ');
+    writeFileSync(wrong, `${hostPort} ${readFileSync(`${keyFile}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+    appendFileSync(wrong, '');
+    const cfg = fileConfig('badkey', (raw) => {
+      raw.pools[0].hosts = raw.pools[0].hosts.slice(0, 1);
+      raw.pools[0].ssh.knownHosts = { file: 'wrong_known_hosts' };
+    });
+    const w = await startWorker(cfg);
+    try {
+      const spec = { ...job({ pool: 'badkey' }) };
+      const handle = await startJob(w.w.client, cfg, spec);
+      const err = (await handle.result().catch((e: unknown) => e)) as WorkflowFailedError;
+      expect(err).toBeInstanceOf(WorkflowFailedError);
+      const cause = err.cause as Error & { cause?: Error & { type?: string } };
+      expect(cause.cause?.type ?? (cause as { type?: string }).type).toBe('HostKeyMismatch');
+      expect(JSON.stringify(cause.cause?.message ?? cause.message)).toMatch(/HOST KEY MISMATCH/);
+      const history = await handle.fetchHistory();
+      const ensure = history.events!.filter((e) => e.activityTaskStartedEventAttributes);
+      expect(ensure.map((e) => e.activityTaskStartedEventAttributes!.attempt).every((a) => a === 1)).toBe(true);
+    } finally {
+      await w.stop();
+    }
+  });
+});
