@@ -18,8 +18,14 @@ export default tseslint.config(
         'error',
         {
           patterns: [
-            { group: ['node:*', 'fs', 'path', 'child_process', 'crypto', 'os'], message: 'workflows are deterministic: no Node APIs' },
-            { group: ['@aws-sdk/*', 'ssh2', '../src/config/*', '../src/cli/*', '../src/emulator/*'], message: 'workflows import domain, policy and activity types only' },
+            {
+              group: ['node:*', 'fs', 'path', 'child_process', 'crypto', 'os'],
+              message: 'workflows are deterministic: no Node APIs',
+            },
+            {
+              group: ['@aws-sdk/*', 'ssh2', '../src/config/*', '../src/cli/*', '../src/emulator/*'],
+              message: 'workflows import domain, policy and activity types only',
+            },
           ],
         },
       ],

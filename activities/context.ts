@@ -60,7 +60,8 @@ export class ActivityContext {
     try {
       return readSecret(this.config, ref, what);
     } catch (e) {
-      if (e instanceof SecretError) throw ApplicationFailure.create({ message: e.message, type: 'UnknownSecret', nonRetryable: true });
+      if (e instanceof SecretError)
+        throw ApplicationFailure.create({ message: e.message, type: 'UnknownSecret', nonRetryable: true });
       throw e;
     }
   }

@@ -9,7 +9,9 @@ export function healthActivities(ctx: ActivityContext) {
         const driver = await ctx.driver(target);
         const version = await Promise.race([
           driver.version(),
-          new Promise<never>((_, reject) => setTimeout(() => reject(new Error('hypervisor did not answer in 15 s')), 15_000)),
+          new Promise<never>((_, reject) =>
+            setTimeout(() => reject(new Error('hypervisor did not answer in 15 s')), 15_000),
+          ),
         ]);
         return { ok: true, version };
       } catch (e) {

@@ -42,7 +42,11 @@ export function imageActivities(ctx: ActivityContext) {
       const hex = hexOf(image.digest);
       const conn = await ctx.hostConnection(target);
       // The script (with the URL) travels on stdin: never on a command line, in history or a log.
-      const script = hostFetchScript(hex, (actx.info.workflowExecution?.workflowId ?? actx.info.activityId).replace(/[^A-Za-z0-9._-]/g, '_'), url);
+      const script = hostFetchScript(
+        hex,
+        (actx.info.workflowExecution?.workflowId ?? actx.info.activityId).replace(/[^A-Za-z0-9._-]/g, '_'),
+        url,
+      );
       let bytes = 0;
       let lastError = '';
       const beat = setInterval(() => actx.heartbeat({ bytes, total: image.size }), 1000);

@@ -64,7 +64,9 @@ export function runActivities(ctx: ActivityContext) {
         pendingStart = start + body.length;
         flushing = flushing.then(async () => {
           // Chunks are keyed by byte offset: a re-attach that re-sends bytes overwrites or overlaps, never reorders.
-          await s3.send(new PutObjectCommand({ Bucket: logs.bucket, Key: logChunkKey(logs, req.id, start), Body: body }));
+          await s3.send(
+            new PutObjectCommand({ Bucket: logs.bucket, Key: logChunkKey(logs, req.id, start), Body: body }),
+          );
           actx.heartbeat({ offset: start + body.length } satisfies RunProgress);
         });
         return flushing;
@@ -108,9 +110,12 @@ export function runActivities(ctx: ActivityContext) {
           nonRetryable: true,
         });
       }
-      if (follow.code !== 0) throw new Error(`following the log in ${target.vm} failed: exit ${follow.code} ${follow.stderr}`);
+      if (follow.code !== 0)
+        throw new Error(`following the log in ${target.vm} failed: exit ${follow.code} ${follow.stderr}`);
 
-      const status = (await vm.run(`cat ${dir}/status; [ -f ${dir}/timed_out ] && echo TIMEOUT || true`)).trim().split('\n');
+      const status = (await vm.run(`cat ${dir}/status; [ -f ${dir}/timed_out ] && echo TIMEOUT || true`))
+        .trim()
+        .split('\n');
       const exitCode = Number(status[0]);
       const key = await uploadFullLog(ctx, vm, req.id);
       return {
@@ -128,7 +133,9 @@ async function uploadFullLog(ctx: ActivityContext, vm: SshConnection, jobId: str
   const logs = ctx.logsLocation;
   const r = await vm.exec(`cat ${jobDir(jobId)}/log`, { onStdout: undefined });
   const key = logObjectKey(logs, jobId);
-  await ctx.s3(logs).send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: r.stdout, ContentType: 'text/plain' }));
+  await ctx
+    .s3(logs)
+    .send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: r.stdout, ContentType: 'text/plain' }));
   return key;
 }
 

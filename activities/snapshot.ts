@@ -38,7 +38,10 @@ export function snapshotActivities(ctx: ActivityContext) {
           stdin: `url = "${url.replace(/"/g, '\\"')}"\n`,
         });
         if (r.code !== 0) {
-          throw ApplicationFailure.create({ message: `uploading snapshot from ${target.host} failed: ${r.stderr}`, type: 'SnapshotUploadFailed' });
+          throw ApplicationFailure.create({
+            message: `uploading snapshot from ${target.host} failed: ${r.stderr}`,
+            type: 'SnapshotUploadFailed',
+          });
         }
       }
       await store.publish(ref, digest, Number(size));

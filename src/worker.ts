@@ -44,7 +44,10 @@ export async function createMarinaWorker(
   options: Partial<Pick<WorkerOptions, 'workflowBundle' | 'maxCachedWorkflows' | 'identity'>> = {},
 ): Promise<MarinaWorker> {
   const { apiKey, ...rest } = temporalConnectionOptions(config);
-  const connection = await NativeConnection.connect({ ...rest, apiKey: typeof apiKey === 'function' ? apiKey() : apiKey });
+  const connection = await NativeConnection.connect({
+    ...rest,
+    apiKey: typeof apiKey === 'function' ? apiKey() : apiKey,
+  });
   const client = await connectClient(config);
   const context = new ActivityContext(config, client);
   const worker = await Worker.create({

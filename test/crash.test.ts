@@ -36,7 +36,12 @@ async function freshImage(name: string): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'marina-img-'));
   const file = join(dir, 'image.tgz');
   buildSeedImage(file, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), 256);
-  const s3 = new S3Client({ region: 'us-east-1', endpoint: config.imageStore.endpoint, forcePathStyle: true, credentials: DEV_S3_CREDENTIALS });
+  const s3 = new S3Client({
+    region: 'us-east-1',
+    endpoint: config.imageStore.endpoint,
+    forcePathStyle: true,
+    credentials: DEV_S3_CREDENTIALS,
+  });
   try {
     await new ImageStore(s3, config.imageStore).pushFile(`${name}:1`, file);
   } finally {
@@ -51,12 +56,21 @@ async function pendingActivity(workflowId: string): Promise<string | undefined> 
   return started?.activityType?.name ?? undefined;
 }
 
-function startedAttempts(history: Awaited<ReturnType<ReturnType<Client['workflow']['getHandle']>['fetchHistory']>>, type: string): number {
+function startedAttempts(
+  history: Awaited<ReturnType<ReturnType<Client['workflow']['getHandle']>['fetchHistory']>>,
+  type: string,
+): number {
   const scheduled = new Set(
-    history.events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type).map((e) => String(e.eventId)),
+    history
+      .events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type)
+      .map((e) => String(e.eventId)),
   );
   // A retried attempt after a heartbeat timeout shows up as a higher attempt number on the final start event.
-  const starts = history.events!.filter((e) => e.activityTaskStartedEventAttributes && scheduled.has(String(e.activityTaskStartedEventAttributes.scheduledEventId)));
+  const starts = history.events!.filter(
+    (e) =>
+      e.activityTaskStartedEventAttributes &&
+      scheduled.has(String(e.activityTaskStartedEventAttributes.scheduledEventId)),
+  );
   return Math.max(0, ...starts.map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 0));
 }
 
@@ -76,7 +90,8 @@ const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript') =>
     const handle = await startJob(client, config, spec);
     await eventually(
       `${stage} running`,
-      async () => (await pendingActivity(handle.workflowId)) === stage && (stage !== 'runScript' || existsSync(counter)),
+      async () =>
+        (await pendingActivity(handle.workflowId)) === stage && (stage !== 'runScript' || existsSync(counter)),
       90_000,
     );
     worker.kill('SIGKILL');
@@ -86,7 +101,9 @@ const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript') =>
     const r = await handle.result();
     expect(r.state).toBe('succeeded');
     expect(readFileSync(counter, 'utf8')).toBe('ran\n'); // exactly once
-    expect(await readJobLog(config, r.log.key)).toBe(`begin\n${[1, 2, 3, 4, 5, 6].map((i) => `tick ${i}\n`).join('')}finish\n`);
+    expect(await readJobLog(config, r.log.key)).toBe(
+      `begin\n${[1, 2, 3, 4, 5, 6].map((i) => `tick ${i}\n`).join('')}finish\n`,
+    );
     expect(leftoverVms(spec.id)).toEqual([]);
     // The kill really landed inside the stage: it took a second attempt.
     expect(startedAttempts(await handle.fetchHistory(), stage)).toBeGreaterThanOrEqual(2);

@@ -7,6 +7,8 @@ import { inject } from 'vitest';
 import { Runtime, DefaultLogger } from '@temporalio/worker';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { loadConfig, logsLocation, type LoadedConfig } from '../src/config/load';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 import { createMarinaWorker, type MarinaWorker } from '../src/worker';
 import { s3For } from '../src/client/jobs';
 
@@ -23,13 +25,16 @@ function quietRuntime() {
 
 export const stack = () => inject('stack');
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- raw YAML that tests edit freely
+type RawConfig = Record<string, any>;
+
 /**
  * Writes a config for one test file: its own pool and task queue over the shared
  * emulated hosts, so no other file's worker takes its tasks.
  */
-export function fileConfig(name: string, edit?: (raw: Record<string, any>) => void): LoadedConfig {
+export function fileConfig(name: string, edit?: (raw: RawConfig) => void): LoadedConfig {
   const s = stack();
-  const raw = parse(readFileSync(s.configPath, 'utf8')) as Record<string, any>;
+  const raw = parse(readFileSync(s.configPath, 'utf8')) as RawConfig;
   raw.temporal.taskQueue = `test-${name}`;
   raw.pools[0].name = name;
   edit?.(raw);
@@ -56,11 +61,15 @@ const ROOT = resolve(__dirname, '..');
 
 /** A worker in its own process, so a test can SIGKILL it like a crashed machine. */
 export function spawnWorker(config: LoadedConfig): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), '--config', config.path, 'worker'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, MARINA_WORKFLOW_BUNDLE: stack().bundlePath, MARINA_LOG_LEVEL: 'ERROR' },
-  });
+  return spawn(
+    process.execPath,
+    ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), '--config', config.path, 'worker'],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, MARINA_WORKFLOW_BUNDLE: stack().bundlePath, MARINA_LOG_LEVEL: 'ERROR' },
+    },
+  );
 }
 
 export function hostDirs(): string[] {
@@ -100,9 +109,14 @@ export async function readJobLog(config: LoadedConfig, key: string): Promise<str
   }
 }
 
-export const uniqueId = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+export const uniqueId = (prefix: string) =>
+  `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
 
-export async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn().catch(() => undefined);

@@ -43,7 +43,9 @@ const job = (over: Record<string, unknown> = {}) => ({
 
 describe('job workflow', () => {
   it('runs a script in a VM, streams and stores its output, and leaves no VM', async () => {
-    const spec = job({ script: 'echo "line 1"; echo "to stderr" >&2; for i in 2 3 4; do echo "line $i"; sleep 0.2; done' });
+    const spec = job({
+      script: 'echo "line 1"; echo "to stderr" >&2; for i in 2 3 4; do echo "line $i"; sleep 0.2; done',
+    });
     const handle = await startJob(client, config, spec);
     const result = handle.result();
     const streamed: Buffer[] = [];
@@ -139,10 +141,13 @@ describe('job workflow', () => {
       const results = await Promise.all(handles.map((h) => h.result()));
       expect(results.map((r) => r.state)).toEqual(Array(5).fill('succeeded'));
       // Replay the timeline: never more than 4 running, and 5 ran in all.
-      const events = readFileSync(timeline, 'utf8').trim().split('\n').map((l) => {
-        const [kind, t] = l.split(' ');
-        return { kind, t: Number(t) };
-      });
+      const events = readFileSync(timeline, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => {
+          const [kind, t] = l.split(' ');
+          return { kind, t: Number(t) };
+        });
       events.sort((a, b) => a.t - b.t);
       let running = 0;
       let peak = 0;
@@ -164,11 +169,20 @@ describe('job workflow', () => {
     const spec = job({ script: 'sleep 120', timeoutSeconds: 300 });
     const handle = await startJob(client, config, spec);
     const pool = client.workflow.getHandle(poolWorkflowId(POOL));
-    await eventually('lease granted', async () => (await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId));
+    await eventually('lease granted', async () =>
+      (await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId),
+    );
     await handle.terminate('test: simulate a job killed by an operator');
-    await eventually('lease reclaimed', async () => !(await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId), 30_000);
+    await eventually(
+      'lease reclaimed',
+      async () => !(await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId),
+      30_000,
+    );
     // Terminated workflows run no cleanup: the VM is the operator's to remove (noted in README).
-    execFileSync('bash', ['-c', `for d in ${stack().stateDir}/hosts/*; do TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} stop marina-${spec.id} >/dev/null 2>&1; TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} delete marina-${spec.id} >/dev/null 2>&1; done; true`]);
+    execFileSync('bash', [
+      '-c',
+      `for d in ${stack().stateDir}/hosts/*; do TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} stop marina-${spec.id} >/dev/null 2>&1; TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} delete marina-${spec.id} >/dev/null 2>&1; done; true`,
+    ]);
   });
 });
 
@@ -221,7 +235,9 @@ describe('bad job specs are refused with a clear error and leave nothing behind'
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect(String((err.cause?.cause as Error).message)).toMatch(/unknown image "ghost:1"/);
     const history = await handle.fetchHistory();
-    const attempts = history.events!.filter((e) => e.activityTaskStartedEventAttributes).map((e) => e.activityTaskStartedEventAttributes!.attempt);
+    const attempts = history
+      .events!.filter((e) => e.activityTaskStartedEventAttributes)
+      .map((e) => e.activityTaskStartedEventAttributes!.attempt);
     expect(attempts).toEqual([1]);
     expect(leftoverVms(spec.id)).toEqual([]);
   });

@@ -44,7 +44,12 @@ export const NON_RETRYABLE = [
   'ConfigError',
 ];
 
-const retry = { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE };
+const retry = {
+  initialInterval: '1s',
+  backoffCoefficient: 2,
+  maximumInterval: '30s',
+  nonRetryableErrorTypes: NON_RETRYABLE,
+};
 
 // A dead worker's attempt is noticed within one heartbeat timeout, then the next attempt re-attaches.
 const HEARTBEAT = '10s';
@@ -67,7 +72,12 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
     spec = normalizeJobSpec(input);
   } catch (e) {
     if (e instanceof JobSpecError) {
-      throw ApplicationFailure.create({ message: e.message, type: 'InvalidJobSpec', nonRetryable: true, details: [e.errors] });
+      throw ApplicationFailure.create({
+        message: e.message,
+        type: 'InvalidJobSpec',
+        nonRetryable: true,
+        details: [e.errors],
+      });
     }
     throw e;
   }
@@ -89,10 +99,12 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
     }
   };
 
-  const image = await timed('resolve', undefined, () => quick.resolveImage.executeWithOptions(
-    { startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 }, summary: `resolve ${spec.image}` },
-    [spec.image],
-  ));
+  const image = await timed('resolve', undefined, () =>
+    quick.resolveImage.executeWithOptions(
+      { startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 }, summary: `resolve ${spec.image}` },
+      [spec.image],
+    ),
+  );
 
   // Leasing: the pool answers with a signal, so a long queue costs no open update or activity.
   let lease: Lease | undefined;
@@ -124,7 +136,11 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
     }
     await timed('queue', undefined, () => condition(() => lease !== undefined || refusal !== undefined));
     if (refusal) {
-      throw ApplicationFailure.create({ message: `refused by pool "${spec.pool}": ${refusal.reason}`, type: 'Refused', nonRetryable: true });
+      throw ApplicationFailure.create({
+        message: `refused by pool "${spec.pool}": ${refusal.reason}`,
+        type: 'Refused',
+        nonRetryable: true,
+      });
     }
     const host = lease!.host;
     status.host = host;
@@ -138,7 +154,9 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
       await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
 
       const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
-      const booted = await timed('boot', 'booting', () => bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}));
+      const booted = await timed('boot', 'booting', () =>
+        bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}),
+      );
 
       const runScript = withOptions('runScript', {
         startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,
@@ -148,13 +166,17 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
         cancellationType: 'WAIT_CANCELLATION_COMPLETED' as ActivityOptions['cancellationType'],
       });
       const run = await timed('run', 'running', () =>
-        runScript(`run script in ${vm}`, { ...vmTarget, ip: booted.ip }, {
-          id: spec.id,
-          script: spec.script,
-          env: spec.env ?? {},
-          secrets: spec.secrets ?? {},
-          timeoutSeconds: spec.timeoutSeconds,
-        }),
+        runScript(
+          `run script in ${vm}`,
+          { ...vmTarget, ip: booted.ip },
+          {
+            id: spec.id,
+            script: spec.script,
+            env: spec.env ?? {},
+            secrets: spec.secrets ?? {},
+            timeoutSeconds: spec.timeoutSeconds,
+          },
+        ),
       );
 
       let snapshot: JobResult['snapshot'];
@@ -180,7 +202,9 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
     throw e;
   } finally {
     // Returning the lease must happen even when the job is cancelled.
-    await CancellationScope.nonCancellable(() => pool.signal(releaseLeaseSignal, { jobWorkflowId: info.workflowId })).catch(
+    await CancellationScope.nonCancellable(() =>
+      pool.signal(releaseLeaseSignal, { jobWorkflowId: info.workflowId }),
+    ).catch(
       () => undefined, // pool gone: nothing to release
     );
   }

@@ -141,7 +141,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
   async function reclaimDeadLeases(): Promise<void> {
     leaseCheckRunning = true;
     try {
-      const ids = [...new Set([...state.leases.map((l) => l.jobWorkflowId), ...state.queue.map((q) => q.jobWorkflowId)])];
+      const ids = [
+        ...new Set([...state.leases.map((l) => l.jobWorkflowId), ...state.queue.map((q) => q.jobWorkflowId)]),
+      ];
       if (ids.length > 0) {
         const closed = await findClosedWorkflows(ids);
         for (const id of closed) release(id);
@@ -190,9 +192,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
 function mergeHosts(current: HostState[], settings: PoolSettings): HostState[] {
   return settings.hosts.map((spec) => {
     const old = current.find((h) => h.name === spec.name);
-    return old
-      ? { ...old, resources: spec.resources, labels: spec.labels }
-      : { ...spec, consecutiveHealthFailures: 0 };
+    return old ? { ...old, resources: spec.resources, labels: spec.labels } : { ...spec, consecutiveHealthFailures: 0 };
   });
 }
 

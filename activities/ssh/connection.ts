@@ -138,7 +138,12 @@ export class SshConnection {
         stream.on('data', (d: Buffer) => (options.onStdout ? options.onStdout(d) : out.push(d)));
         stream.stderr.on('data', (d: Buffer) => (options.onStderr ? options.onStderr(d) : errs.push(d)));
         stream.on('close', (code: number | null, signal?: string) => {
-          finish({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(errs).toString('utf8') });
+          finish({
+            code,
+            signal,
+            stdout: Buffer.concat(out).toString('utf8'),
+            stderr: Buffer.concat(errs).toString('utf8'),
+          });
         });
         if (options.signal?.aborted) onAbort();
         stream.end(options.stdin ?? '');
@@ -150,7 +155,9 @@ export class SshConnection {
   async run(command: string, options: ExecOptions = {}): Promise<string> {
     const r = await this.exec(command, options);
     if (r.code !== 0) {
-      throw new SshError(`${this.target.label}: \`${firstLine(command)}\` exited ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`);
+      throw new SshError(
+        `${this.target.label}: \`${firstLine(command)}\` exited ${r.code ?? r.signal}: ${r.stderr.trim() || r.stdout.trim()}`,
+      );
     }
     return r.stdout;
   }

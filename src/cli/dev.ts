@@ -4,6 +4,7 @@ import { createMarinaWorker } from '../worker';
 import { followLog, startJob } from '../client/jobs';
 import { SEED_IMAGE } from '../emulator/seed-image';
 import { WorkflowFailedError } from '@temporalio/client';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 
 const DEMO_SCRIPT = `echo "hello from $(hostname) inside VM $MARINA_JOB_ID"
 echo "the secret is $(printf %s "$DEMO_TOKEN" | wc -c) bytes long (its value never reaches workflow history)"
@@ -11,8 +12,16 @@ for i in 1 2 3; do echo "step $i"; sleep 0.3; done
 uname -a
 echo done`;
 
-export async function runDev(o: { stateDir: string; hosts: number; temporalPort: number; uiPort: number; demo: boolean }): Promise<number> {
+export async function runDev(o: {
+  stateDir: string;
+  hosts: number;
+  temporalPort: number;
+  uiPort: number;
+  demo: boolean;
+}): Promise<number> {
   const log = (l: string) => console.error(`marina dev: ${l}`);
+  // Keep the terminal for the job's output: the worker's own logs only when something goes wrong.
+  Runtime.install({ logger: new DefaultLogger((process.env.MARINA_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
   const stack = await startDevStack({ ...o, log });
   let w;
   try {
@@ -31,7 +40,9 @@ export async function runDev(o: { stateDir: string; hosts: number; temporalPort:
     await stack.stop();
   };
   if (!o.demo) {
-    log(`ready. In another terminal: npx marina --config ${stack.configPath} run --pool local --image ${SEED_IMAGE} --script 'echo hi'`);
+    log(
+      `ready. In another terminal: npx marina --config ${stack.configPath} run --pool local --image ${SEED_IMAGE} --script 'echo hi'`,
+    );
     await new Promise<void>((resolve) => {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
@@ -56,7 +67,9 @@ export async function runDev(o: { stateDir: string; hosts: number; temporalPort:
     const result = handle.result();
     await followLog(stack.config, id, (b) => process.stdout.write(b), result);
     const r = await result;
-    log(`job ${r.jobId} ${r.state} with exit code ${r.exitCode} on ${r.host}; stages (ms): ${JSON.stringify(r.stages)}`);
+    log(
+      `job ${r.jobId} ${r.state} with exit code ${r.exitCode} on ${r.host}; stages (ms): ${JSON.stringify(r.stages)}`,
+    );
     log(`log at s3://${r.log.bucket}/${r.log.key}`);
     code = r.exitCode;
   } catch (e) {

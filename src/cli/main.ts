@@ -52,7 +52,6 @@ program
   .command('worker')
   .description('run a Marina worker for the configured Temporal namespace and task queue')
   .action(async () => {
-
     const cfg = config();
     const level = process.env.MARINA_LOG_LEVEL as 'ERROR' | 'WARN' | 'INFO' | 'DEBUG' | undefined;
     if (level) Runtime.install({ logger: new DefaultLogger(level) });
@@ -60,7 +59,9 @@ program
     const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
     const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => w.worker.shutdown());
-    console.error(`marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`);
+    console.error(
+      `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`,
+    );
     await w.worker.run();
     await w.close();
   });
@@ -133,7 +134,9 @@ function printResult(r: JobResult): void {
   const stages = Object.entries(r.stages)
     .map(([k, v]) => `${k} ${((v ?? 0) / 1000).toFixed(1)}s`)
     .join(', ');
-  console.error(`marina: job ${r.jobId} ${r.state} (exit ${r.exitCode}) on ${r.host}; ${stages}; log s3://${r.log.bucket}/${r.log.key}`);
+  console.error(
+    `marina: job ${r.jobId} ${r.state} (exit ${r.exitCode}) on ${r.host}; ${stages}; log s3://${r.log.bucket}/${r.log.key}`,
+  );
 }
 
 const job = program.command('job').description('list, inspect and cancel jobs');
@@ -149,33 +152,42 @@ job
       for await (const wf of client.workflow.list({ query })) {
         const sa = wf.searchAttributes as Record<string, unknown[] | undefined>;
         console.log(
-          [wf.workflowId, wf.status.name, sa.MarinaJobState?.[0] ?? '', sa.MarinaPool?.[0] ?? '', sa.MarinaHost?.[0] ?? '', sa.MarinaImage?.[0] ?? '', wf.startTime.toISOString()].join('\t'),
+          [
+            wf.workflowId,
+            wf.status.name,
+            sa.MarinaJobState?.[0] ?? '',
+            sa.MarinaPool?.[0] ?? '',
+            sa.MarinaHost?.[0] ?? '',
+            sa.MarinaImage?.[0] ?? '',
+            wf.startTime.toISOString(),
+          ].join('\t'),
         );
         if (++n >= Number(o.limit)) break;
       }
     }),
   );
-job
-  .command('show <id>')
-  .action(async (id: string) =>
-    withClient(async (client) => {
-      const h = client.workflow.getHandle(jobWorkflowId(id));
-      const d = await h.describe();
-      const status = d.status.name === 'RUNNING' ? await h.query(jobStatusQuery) : undefined;
-      const out: Record<string, unknown> = { workflowId: d.workflowId, status: d.status.name, started: d.startTime, closed: d.closeTime };
-      if (status) Object.assign(out, { state: status.state, host: status.host, stages: status.stages });
-      if (d.status.name === 'COMPLETED') out.result = await h.result();
-      console.log(JSON.stringify(out, null, 2));
-    }),
-  );
-job
-  .command('cancel <id>')
-  .action(async (id: string) =>
-    withClient(async (client) => {
-      await client.workflow.getHandle(jobWorkflowId(id)).cancel();
-      console.error(`marina: cancel requested for job ${id}; its VM will be cleaned up`);
-    }),
-  );
+job.command('show <id>').action(async (id: string) =>
+  withClient(async (client) => {
+    const h = client.workflow.getHandle(jobWorkflowId(id));
+    const d = await h.describe();
+    const status = d.status.name === 'RUNNING' ? await h.query(jobStatusQuery) : undefined;
+    const out: Record<string, unknown> = {
+      workflowId: d.workflowId,
+      status: d.status.name,
+      started: d.startTime,
+      closed: d.closeTime,
+    };
+    if (status) Object.assign(out, { state: status.state, host: status.host, stages: status.stages });
+    if (d.status.name === 'COMPLETED') out.result = await h.result();
+    console.log(JSON.stringify(out, null, 2));
+  }),
+);
+job.command('cancel <id>').action(async (id: string) =>
+  withClient(async (client) => {
+    await client.workflow.getHandle(jobWorkflowId(id)).cancel();
+    console.error(`marina: cancel requested for job ${id}; its VM will be cleaned up`);
+  }),
+);
 
 program
   .command('pool')
@@ -197,7 +209,15 @@ program
         const s = await client.workflow.getHandle(poolWorkflowId(p.name)).query(poolStateQuery);
         for (const h of s.hosts) {
           const leases = s.leases.filter((l) => l.host === h.name).length;
-          console.log([p.name, h.name, `${leases}/${h.resources.vm ?? 0} vm`, h.cordoned ? `cordoned(${h.cordoned})` : 'ready', h.lastHealthError ?? ''].join('\t'));
+          console.log(
+            [
+              p.name,
+              h.name,
+              `${leases}/${h.resources.vm ?? 0} vm`,
+              h.cordoned ? `cordoned(${h.cordoned})` : 'ready',
+              h.lastHealthError ?? '',
+            ].join('\t'),
+          );
         }
       }
     }),
@@ -231,7 +251,8 @@ program
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof ConfigError || e instanceof UsageError) console.error(`marina: ${e.message}`);
-  else if (e instanceof JobSpecError) console.error(`marina: job refused:\n${e.errors.map((x) => `  - ${x.field}: ${x.message}`).join('\n')}`);
+  else if (e instanceof JobSpecError)
+    console.error(`marina: job refused:\n${e.errors.map((x) => `  - ${x.field}: ${x.message}`).join('\n')}`);
   else console.error(`marina: ${e instanceof Error ? e.message : String(e)}`);
   process.exitCode = 2;
 });

@@ -36,12 +36,19 @@ export function s3For(config: LoadedConfig, loc: S3Location): S3Client {
  * Checks a spec against the config before any workflow exists, so a bad job is
  * refused with every reason at once and leaves nothing behind.
  */
-export async function checkJobSpec(config: LoadedConfig, input: unknown, opts: { checkImage?: boolean } = {}): Promise<JobSpec> {
+export async function checkJobSpec(
+  config: LoadedConfig,
+  input: unknown,
+  opts: { checkImage?: boolean } = {},
+): Promise<JobSpec> {
   const spec = normalizeJobSpec(input);
   const errors: FieldError[] = [];
   const pool = findPool(config, spec.pool);
   if (!pool) {
-    errors.push({ field: 'pool', message: `unknown pool "${spec.pool}"; configured pools: ${config.pools.map((p) => p.name).join(', ')}` });
+    errors.push({
+      field: 'pool',
+      message: `unknown pool "${spec.pool}"; configured pools: ${config.pools.map((p) => p.name).join(', ')}`,
+    });
   } else {
     const never = whyNeverFits(hostSpecs(pool), { resources: spec.resources ?? {}, labels: spec.labels ?? {} });
     if (never) errors.push({ field: never.startsWith('no host has labels') ? 'labels' : 'resources', message: never });
@@ -57,7 +64,10 @@ export async function checkJobSpec(config: LoadedConfig, input: unknown, opts: {
       const store = new ImageStore(s3, config.imageStore);
       if (!(await store.resolve(spec.image))) {
         const known = await store.list();
-        errors.push({ field: 'image', message: `unknown image "${spec.image}"; the store has: ${known.join(', ') || '(none)'}` });
+        errors.push({
+          field: 'image',
+          message: `unknown image "${spec.image}"; the store has: ${known.join(', ') || '(none)'}`,
+        });
       }
     } finally {
       s3.destroy();
@@ -115,7 +125,11 @@ export async function followLog(
       let token: string | undefined;
       do {
         const out = await s3.send(
-          new ListObjectsV2Command({ Bucket: loc.bucket, Prefix: logChunkPrefix(loc, jobId), ContinuationToken: token }),
+          new ListObjectsV2Command({
+            Bucket: loc.bucket,
+            Prefix: logChunkPrefix(loc, jobId),
+            ContinuationToken: token,
+          }),
         );
         for (const o of out.Contents ?? []) keys.push(o.Key!);
         token = out.NextContinuationToken;
@@ -125,7 +139,9 @@ export async function followLog(
         const start = offsetOfChunkKey(key);
         if (start > printed) break; // a gap: an earlier chunk is still on its way
         if (seen.has(key)) continue;
-        const body = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: key }))).Body!.transformToByteArray());
+        const body = Buffer.from(
+          await (await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: key }))).Body!.transformToByteArray(),
+        );
         seen.add(key);
         if (start + body.length > printed) {
           write(body.subarray(printed - start));

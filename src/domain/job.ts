@@ -114,7 +114,12 @@ export function validateJobSpec(spec: unknown): FieldError[] {
   }
   if (s.snapshot !== undefined) {
     const snap = s.snapshot as Record<string, unknown> | null;
-    if (typeof snap !== 'object' || snap === null || typeof snap.image !== 'string' || !IMAGE_PATTERN.test(snap.image)) {
+    if (
+      typeof snap !== 'object' ||
+      snap === null ||
+      typeof snap.image !== 'string' ||
+      !IMAGE_PATTERN.test(snap.image)
+    ) {
       err('snapshot.image', 'must be an image reference like "my-cache:pr-42"');
     }
   }

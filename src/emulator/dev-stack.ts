@@ -49,7 +49,9 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
   try {
     const temporalPort = o.temporalPort ?? (await freePort());
     const uiPort = o.uiPort ?? (await freePort());
-    log(`starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`);
+    log(
+      `starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`,
+    );
     const temporal = await startTemporalDevServer({
       port: temporalPort,
       uiPort,
@@ -90,7 +92,9 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       hosts.push(host);
       stops.push(() => host.stop());
     }
-    log(`started ${hostCount} emulated Mac hosts (Linux stand-ins): ${hosts.map((h) => `${h.name}@${h.port}`).join(', ')}`);
+    log(
+      `started ${hostCount} emulated Mac hosts (Linux stand-ins): ${hosts.map((h) => `${h.name}@${h.port}`).join(', ')}`,
+    );
     writeFileSync(join(state, 'known_hosts'), hosts.map((h) => h.knownHostsLine).join('\n') + '\n');
 
     const config = {
@@ -135,7 +139,12 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
 
     const seed = join(state, 'seed-image.tgz');
     if (!existsSync(seed)) buildSeedImage(seed, publicKeyOf(vmKey));
-    const s3c = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: DEV_S3_CREDENTIALS });
+    const s3c = new S3Client({
+      region: 'us-east-1',
+      endpoint: s3.endpoint,
+      forcePathStyle: true,
+      credentials: DEV_S3_CREDENTIALS,
+    });
     const store = new ImageStore(s3c, loaded.imageStore);
     if (!(await store.resolve(SEED_IMAGE))) await store.pushFile(SEED_IMAGE, seed);
     s3c.destroy();

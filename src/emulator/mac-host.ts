@@ -79,7 +79,12 @@ ForceCommand ${dir}/login
 LogLevel ERROR
 `,
   );
-  const proc = startProcess(`sshd ${o.name}`, sshd(), ['-D', '-e', '-f', join(dir, 'sshd_config')], join(dir, 'sshd.log'));
+  const proc = startProcess(
+    `sshd ${o.name}`,
+    sshd(),
+    ['-D', '-e', '-f', join(dir, 'sshd_config')],
+    join(dir, 'sshd.log'),
+  );
   await waitFor(`emulated host ${o.name} (sshd on ${o.port})`, () => portOpen(o.port), 15_000);
   const pub = readFileSync(join(dir, 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(/\s+/);
   return {

@@ -41,7 +41,13 @@ export interface Managed {
 }
 
 /** Spawns a long-running helper with its output in a log file, in its own process group. */
-export function startProcess(name: string, cmd: string, args: string[], logFile: string, env?: NodeJS.ProcessEnv): Managed {
+export function startProcess(
+  name: string,
+  cmd: string,
+  args: string[],
+  logFile: string,
+  env?: NodeJS.ProcessEnv,
+): Managed {
   const fd = openSync(logFile, 'a');
   const child = spawn(cmd, args, { stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, ...env } });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -42,9 +42,19 @@ export async function startTemporalDevServer(o: DevServerOptions): Promise<Manag
   );
   // With an existing database file the --search-attribute flags are ignored: register them again (idempotent).
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) {
-    await run(bin, ['operator', 'search-attribute', 'create', '--address', address, '--namespace', ns, '--name', name, '--type', type]).catch(
-      () => undefined,
-    );
+    await run(bin, [
+      'operator',
+      'search-attribute',
+      'create',
+      '--address',
+      address,
+      '--namespace',
+      ns,
+      '--name',
+      name,
+      '--type',
+      type,
+    ]).catch(() => undefined);
   }
   return { ...proc, address };
 }

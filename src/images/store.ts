@@ -105,7 +105,10 @@ export class ImageStore {
       await this.s3.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: blobKey(this.location, digest) }));
       return true;
     } catch (e) {
-      if ((e as { name?: string }).name === 'NotFound' || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404) {
+      if (
+        (e as { name?: string }).name === 'NotFound' ||
+        (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404
+      ) {
         return false;
       }
       throw e;

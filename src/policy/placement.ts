@@ -23,7 +23,10 @@ export interface Grant {
  * Why no host in the pool could ever run this job, or undefined if some host could
  * (cordons and current load do not count: those pass).
  */
-export function whyNeverFits(hosts: readonly HostSpec[], want: { resources: Resources; labels: Labels }): string | undefined {
+export function whyNeverFits(
+  hosts: readonly HostSpec[],
+  want: { resources: Resources; labels: Labels },
+): string | undefined {
   if (hosts.length === 0) return 'the pool has no hosts';
   const labelled = hosts.filter((h) => labelsMatch(want.labels, h.labels));
   if (labelled.length === 0) {
@@ -44,7 +47,11 @@ export function whyNeverFits(hosts: readonly HostSpec[], want: { resources: Reso
  * later requests may go around it (backfill), so a big job does not idle the pool;
  * among fitting hosts the least loaded one wins, which spreads VMs across Macs.
  */
-export function placeQueue(hosts: readonly HostState[], leases: readonly Lease[], queue: readonly LeaseRequest[]): Grant[] {
+export function placeQueue(
+  hosts: readonly HostState[],
+  leases: readonly Lease[],
+  queue: readonly LeaseRequest[],
+): Grant[] {
   const planned: Lease[] = [...leases];
   const grants: Grant[] = [];
   for (const request of queue) {

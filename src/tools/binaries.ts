@@ -42,10 +42,12 @@ function find(envVar: string, name: string, hint: string): string {
 const BOOTSTRAP = 'run `bash scripts/bootstrap.sh` to install it';
 
 export const temporalCli = (): string => find('MARINA_TEMPORAL_BIN', 'temporal', BOOTSTRAP);
-export const temporalTestServer = (): string => find('MARINA_TEMPORAL_TEST_SERVER_BIN', 'temporal-test-server', BOOTSTRAP);
+export const temporalTestServer = (): string =>
+  find('MARINA_TEMPORAL_TEST_SERVER_BIN', 'temporal-test-server', BOOTSTRAP);
 export const motoServer = (): string => find('MARINA_MOTO_SERVER_BIN', 'moto_server', BOOTSTRAP);
 export const sshd = (): string => {
-  const p = process.env.MARINA_SSHD_BIN ?? ['/usr/sbin/sshd', '/usr/local/sbin/sshd'].find(existsSync) ?? onPath('sshd');
+  const p =
+    process.env.MARINA_SSHD_BIN ?? ['/usr/sbin/sshd', '/usr/local/sbin/sshd'].find(existsSync) ?? onPath('sshd');
   if (!p) throw new MissingBinaryError(`sshd not found (apt-get install openssh-server); ${BOOTSTRAP}`);
   return p;
 };

@@ -1,0 +1,168 @@
+/** Pure parts: config validation, job spec validation, placement policy, known_hosts pinning. */
+import { describe, expect, it } from 'vitest';
+import { createHmac, randomBytes } from 'node:crypto';
+import { ConfigError, parseConfig } from '../src/config/load';
+import { normalizeJobSpec, JobSpecError, validateJobSpec } from '../src/domain/job';
+import { healthAfterCheck, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from '../src/policy/placement';
+import type { HostState, Lease, LeaseRequest } from '../src/domain/pool';
+import { parseKnownHosts, verifyHostKey } from '../activities/ssh/known-hosts';
+
+const minimal = `
+imageStore: { bucket: images }
+pools:
+  - name: ci
+    ssh: { privateKey: { file: key }, knownHosts: { file: known_hosts } }
+    hosts: [{ name: m1, address: 10.0.0.1 }]
+`;
+
+function configErrors(yaml: string): string[] {
+  try {
+    parseConfig(yaml, '/etc/marina.yaml');
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe('config', () => {
+  it('fills documented defaults', () => {
+    const c = parseConfig(minimal, '/etc/marina.yaml');
+    expect(c.temporal).toMatchObject({ address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'marina' });
+    expect(c.pools[0]!.hostResources).toEqual({ vm: 2 });
+    expect(c.pools[0]!.vm.port).toBe(22);
+  });
+
+  it('refuses an inline secret and says how to reference it', () => {
+    const errs = configErrors(
+      minimal.replace('privateKey: { file: key }', 'privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----"'),
+    );
+    expect(errs.join('\n')).toMatch(
+      /pools\.0\.ssh\.privateKey: must be a reference: \{ env: VAR_NAME \} or \{ file: .* inline secret values are refused/,
+    );
+  });
+
+  it('requires pinned host keys', () => {
+    const errs = configErrors(minimal.replace(', knownHosts: { file: known_hosts }', ''));
+    expect(errs.join('\n')).toMatch(/pools\.0\.hosts\.0\.ssh\.knownHosts: host keys must be pinned/);
+  });
+
+  it('names unknown fields, bad values and duplicate names', () => {
+    const errs = configErrors(`
+imageStore: { bucket: images, endpoint: not-a-url }
+pools:
+  - name: ci
+    healthCheckSecs: 5
+    ssh: { privateKey: { file: key }, knownHosts: { file: known_hosts } }
+    hosts: [{ name: m1, address: a, resources: { vm: -1 } }, { name: m1, address: b }]
+`);
+    const all = errs.join('\n');
+    expect(all).toMatch(/imageStore\.endpoint: must be a URL/);
+    expect(all).toMatch(/pools\.0: unknown field\(s\) "healthCheckSecs"/);
+    expect(all).toMatch(/pools\.0\.hosts\.0\.resources\.vm: resource amounts are non-negative/);
+    expect(all).toMatch(/pools\.0\.hosts\.1\.name: duplicate host name "m1"/);
+  });
+
+  it('reports YAML syntax errors with a line number', () => {
+    expect(configErrors('pools: [\n  - name: x\n').join('\n')).toMatch(/YAML syntax at line \d+/);
+  });
+});
+
+describe('job spec', () => {
+  const good = { id: 'build-1', pool: 'ci', image: 'macos-base', script: 'make', timeoutSeconds: 60 };
+
+  it('defaults the tag and one vm slot', () => {
+    const s = normalizeJobSpec(good);
+    expect(s.image).toBe('macos-base:latest');
+    expect(s.resources).toEqual({ vm: 1 });
+  });
+
+  it('lists every bad field at once', () => {
+    const errs = validateJobSpec({
+      ...good,
+      id: 'bad id!',
+      script: '',
+      timeoutSeconds: -1,
+      env: { '1X': 'a' },
+      resources: { vm: -2 },
+    });
+    expect(errs.map((e) => e.field).sort()).toEqual(['env.1X', 'id', 'resources.vm', 'script', 'timeoutSeconds']);
+    expect(() => normalizeJobSpec({ ...good, script: '' })).toThrow(JobSpecError);
+  });
+});
+
+const host = (name: string, over: Partial<HostState> = {}): HostState => ({
+  name,
+  resources: { vm: 2, cpu: 8 },
+  labels: { os: 'macos' },
+  consecutiveHealthFailures: 0,
+  ...over,
+});
+const req = (id: string, over: Partial<LeaseRequest> = {}): LeaseRequest => ({
+  jobWorkflowId: id,
+  resources: { vm: 1 },
+  labels: {},
+  requestedAt: 0,
+  ...over,
+});
+
+describe('placement policy', () => {
+  it('fills 2 hosts x 2 slots with 4 jobs, spread, and queues the 5th', () => {
+    const grants = placeQueue(
+      [host('a'), host('b')],
+      [],
+      ['1', '2', '3', '4', '5'].map((i) => req(i)),
+    );
+    expect(grants.map((g) => g.host)).toEqual(['a', 'b', 'a', 'b']);
+  });
+
+  it('never places on a cordoned host or beyond a resource', () => {
+    const leases: Lease[] = [
+      { leaseId: 'x', jobWorkflowId: 'x', host: 'a', resources: { vm: 1, cpu: 6 }, grantedAt: 0 },
+    ];
+    const grants = placeQueue([host('a'), host('b', { cordoned: 'operator' })], leases, [
+      req('1', { resources: { vm: 1, cpu: 4 } }),
+      req('2', { resources: { vm: 1, cpu: 2 } }),
+    ]);
+    expect(grants).toEqual([{ request: expect.objectContaining({ jobWorkflowId: '2' }), host: 'a' }]);
+  });
+
+  it('matches labels and explains jobs no host could ever run', () => {
+    expect(whyNeverFits([host('a')], { resources: { vm: 1 }, labels: { os: 'linux' } })).toMatch(/no host has labels/);
+    expect(whyNeverFits([host('a')], { resources: { vm: 3 }, labels: {} })).toMatch(/no host offers resources/);
+    expect(
+      whyNeverFits([host('a', { cordoned: 'health' })], { resources: { vm: 1 }, labels: { os: 'macos' } }),
+    ).toBeUndefined();
+  });
+
+  it('cordons after repeated failed health checks and uncordons on recovery', () => {
+    let h = host('a');
+    for (let i = 0; i < UNHEALTHY_AFTER_FAILURES - 1; i++) h = healthAfterCheck(h, false, 'ssh refused');
+    expect(h.cordoned).toBeUndefined();
+    h = healthAfterCheck(h, false, 'ssh refused');
+    expect(h.cordoned).toBe('health');
+    h = healthAfterCheck(h, true);
+    expect(h.cordoned).toBeUndefined();
+    expect(healthAfterCheck(host('b', { cordoned: 'operator' }), true).cordoned).toBe('operator');
+  });
+});
+
+describe('known_hosts pinning', () => {
+  const key = randomBytes(51);
+  const other = randomBytes(51);
+  const b64 = key.toString('base64');
+
+  it('matches plain, [host]:port and hashed entries, and detects a mismatch', () => {
+    const salt = randomBytes(20);
+    const hashed = createHmac('sha1', salt).update('[10.0.0.9]:2222').digest('base64');
+    const entries = parseKnownHosts(
+      `# comment\nmac1.example,10.0.0.1 ssh-ed25519 ${b64}\n[127.0.0.1]:2201 ssh-ed25519 ${b64}\n|1|${salt.toString('base64')}|${hashed} ssh-ed25519 ${b64}\n`,
+    );
+    expect(verifyHostKey(entries, '10.0.0.1', 22, key)).toBe('match');
+    expect(verifyHostKey(entries, '127.0.0.1', 2201, key)).toBe('match');
+    expect(verifyHostKey(entries, '10.0.0.9', 2222, key)).toBe('match');
+    expect(verifyHostKey(entries, '10.0.0.1', 22, other)).toBe('mismatch');
+    expect(verifyHostKey(entries, '127.0.0.1', 22, key)).toBe('unknown');
+    expect(verifyHostKey(parseKnownHosts(`@revoked * ssh-ed25519 ${b64}`), 'x', 22, key)).toBe('revoked');
+  });
+});
