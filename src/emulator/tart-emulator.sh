@@ -35,11 +35,10 @@ setcfg() { # setcfg vm key value
 getcfg() { grep "^$2=" "$(vmdir "$1")/config.env" | tail -1 | cut -d= -f2-; }
 
 kill_vm_processes() { # every process started inside the VM carries its directory in MARINA_EMU_VM
-  local d=$1 sig=$2 pid
-  for env in /proc/[0-9]*/environ; do
-    pid=${env#/proc/}; pid=${pid%/environ}
-    [ "$pid" = "$$" ] && continue
-    if tr '\0' '\n' 2>/dev/null < "$env" | grep -qx "MARINA_EMU_VM=$d"; then kill "-$sig" "$pid" 2>/dev/null || true; fi
+  local d=$1 sig=$2 f pid
+  for f in $(grep -lzx "MARINA_EMU_VM=$d" /proc/[0-9]*/environ 2>/dev/null); do
+    pid=${f#/proc/}; pid=${pid%/environ}
+    [ "$pid" = "$$" ] || kill "-$sig" "$pid" 2>/dev/null || true
   done
 }
 
