@@ -35,9 +35,10 @@ fi
 command -v temporal >/dev/null || { log "temporal CLI still missing"; exit 1; }
 python3 -c 'import moto.server, flask, flask_cors' || { log "moto[server] is missing"; exit 1; }
 
-# npm packages, exactly as locked.
+# npm packages at the locked versions. `npm install`, not `npm ci`: npm 11 leaves other platforms' optional
+# packages (@swc/core-darwin-*) out of the lock it writes on Linux and then refuses its own lock in `npm ci`.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  log "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  log "npm install (locked versions)"
+  npm install --no-audit --no-fund --loglevel=error
 fi
 log "ready: $(temporal --version | head -1); $(/usr/sbin/sshd -V 2>&1 | head -1 | cut -d, -f1); node $(node --version)"

@@ -99,6 +99,8 @@ program
       snapshot: o.snapshot ? { image: o.snapshot } : undefined,
       client: o.client,
     };
+    // Refuse a bad job before touching the network.
+    await checkJobSpec(config(), spec, { checkImage: false });
     await withClient(async (client, cfg) => {
       const handle = await startJob(client, cfg, spec);
       if (o.detach) {

@@ -13,7 +13,15 @@ import type { jobWorkflow } from '../../workflows/job';
 import { SA_CLIENT, SA_IMAGE, SA_JOB_STATE, SA_POOL, type JobResult } from '../../workflows/definitions';
 
 export async function connectClient(config: LoadedConfig): Promise<Client> {
-  const connection = await Connection.connect(temporalConnectionOptions(config));
+  let connection: Connection;
+  try {
+    connection = await Connection.connect(temporalConnectionOptions(config));
+  } catch (e) {
+    throw new Error(
+      `cannot reach Temporal at ${config.temporal.address} (temporal.address in ${config.path}): ${(e as Error).message}; ` +
+        'is the server up (`marina dev` starts one)?',
+    );
+  }
   return new Client({ connection, namespace: config.temporal.namespace });
 }
 
@@ -41,7 +49,22 @@ export async function checkJobSpec(
   input: unknown,
   opts: { checkImage?: boolean } = {},
 ): Promise<JobSpec> {
-  const spec = normalizeJobSpec(input);
+  let spec: JobSpec;
+  try {
+    spec = normalizeJobSpec(input);
+  } catch (e) {
+    // Report an unknown pool together with the spec's own problems, so one round fixes all.
+    const pool = (input as { pool?: unknown } | null)?.pool;
+    if (
+      e instanceof JobSpecError &&
+      typeof pool === 'string' &&
+      !findPool(config, pool) &&
+      !e.errors.some((x) => x.field === 'pool')
+    ) {
+      throw new JobSpecError([...e.errors, unknownPool(config, pool)]);
+    }
+    throw e;
+  }
   const errors: FieldError[] = [];
   const pool = findPool(config, spec.pool);
   if (!pool) {
@@ -76,6 +99,11 @@ export async function checkJobSpec(
   if (errors.length) throw new JobSpecError(errors);
   return spec;
 }
+
+const unknownPool = (config: LoadedConfig, pool: string): FieldError => ({
+  field: 'pool',
+  message: `unknown pool "${pool}"; configured pools: ${config.pools.map((p) => p.name).join(', ')}`,
+});
 
 export async function startJob(
   client: Client,
