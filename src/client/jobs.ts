@@ -20,6 +20,7 @@ export async function connectClient(config: LoadedConfig): Promise<Client> {
     throw new Error(
       `cannot reach Temporal at ${config.temporal.address} (temporal.address in ${config.path}): ${(e as Error).message}; ` +
         'is the server up (`marina dev` starts one)?',
+      { cause: e },
     );
   }
   return new Client({ connection, namespace: config.temporal.namespace });
