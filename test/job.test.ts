@@ -117,6 +117,27 @@ describe('job workflow', () => {
     expect(leftoverVms(spec.id)).toEqual([]);
   });
 
+  it("snapshots a VM into a new image without the job's secrets, and a later job boots from it", async () => {
+    const snap = `snap-${Date.now().toString(36)}:1`;
+    const first = job({
+      script: 'echo built-by-first-job > "$HOME/artifact.txt"; echo "$TOKEN" > /dev/null',
+      secrets: { TOKEN: 'test-token' },
+      snapshot: { image: snap },
+    });
+    const r1 = await (await startJob(client, config, first)).result();
+    expect(r1.state).toBe('succeeded');
+    expect(r1.snapshot?.image).toBe(snap);
+    expect(r1.snapshot?.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(leftoverVms(first.id)).toEqual([]);
+    const second = job({
+      image: snap,
+      // The secret's value is assembled at run time so the spec itself never contains it.
+      script: `cat "$HOME/artifact.txt"; ls "$HOME/.marina/jobs"; if grep -rqF "$(printf 's3cr3t-%s' VALUE)" "$HOME"; then echo LEAKED; else echo clean; fi`,
+    });
+    const r2 = await (await startJob(client, config, second)).result();
+    expect(await readJobLog(config, r2.log.key)).toBe(`built-by-first-job\n${second.id}\nclean\n`);
+  });
+
   it('runs 5 jobs on 2 hosts x 2 slots: 4 at once, the 5th waits, then runs', async () => {
     const cfg5 = fileConfig('five', (raw) => {
       raw.pools[0].hosts = raw.pools[0].hosts.slice(0, 2);
