@@ -1,19 +1,24 @@
 /** Host health (SSH + hypervisor answers) and lease bookkeeping for the pool workflow. */
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { ActivityContext, HostRef } from './context';
+import { isJobVm } from '../src/domain/job';
 
 export function healthActivities(ctx: ActivityContext) {
   return {
-    async checkHostHealth(target: HostRef): Promise<{ ok: boolean; error?: string; version?: string }> {
+    /** SSH + hypervisor answer, and the job VMs present (so the pool can reap those no lease owns). */
+    async checkHostHealth(
+      target: HostRef,
+    ): Promise<{ ok: boolean; error?: string; version?: string; jobVms?: string[] }> {
       try {
         const driver = await ctx.driver(target);
-        const version = await Promise.race([
-          driver.version(),
+        const answer = async () => ({ version: await driver.version(), vms: await driver.list() });
+        const { version, vms } = await Promise.race([
+          answer(),
           new Promise<never>((_, reject) =>
             setTimeout(() => reject(new Error('hypervisor did not answer in 15 s')), 15_000),
           ),
         ]);
-        return { ok: true, version };
+        return { ok: true, version, jobVms: vms.map((v) => v.name).filter(isJobVm) };
       } catch (e) {
         ctx.ssh.drop(`host ${target.pool}/${target.host}`);
         return { ok: false, error: (e as Error).message };

@@ -186,12 +186,16 @@ describe('job workflow', () => {
     }
   });
 
-  it('reclaims the lease of a job that was terminated', async () => {
+  it('reclaims the lease and reaps the VM of a job that was terminated', async () => {
     const spec = job({ script: 'sleep 120', timeoutSeconds: 300 });
     const handle = await startJob(client, config, spec);
     const pool = client.workflow.getHandle(poolWorkflowId(POOL));
     await eventually('lease granted', async () =>
       (await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId),
+    );
+    await eventually(
+      'script running in its VM',
+      async () => leftoverVms(spec.id).length === 1 && vmProcesses(spec.id).length > 0,
     );
     await handle.terminate('test: simulate a job killed by an operator');
     await eventually(
@@ -199,11 +203,9 @@ describe('job workflow', () => {
       async () => !(await pool.query(poolStateQuery)).leases.some((l) => l.jobWorkflowId === handle.workflowId),
       30_000,
     );
-    // Terminated workflows run no cleanup: the VM is the operator's to remove (noted in README).
-    execFileSync('bash', [
-      '-c',
-      `for d in ${stack().stateDir}/hosts/*; do TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} stop marina-${spec.id} >/dev/null 2>&1; TART_HOME=$d/tart ${join(__dirname, '../src/emulator/tart-emulator.sh')} delete marina-${spec.id} >/dev/null 2>&1; done; true`,
-    ]);
+    // A terminated workflow runs no cleanup: the pool's health sweep finds the VM no lease owns and deletes it.
+    await eventually('orphaned VM reaped', async () => leftoverVms(spec.id).length === 0, 30_000);
+    expect(vmProcesses(spec.id)).toEqual([]);
   });
 });
 

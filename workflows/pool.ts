@@ -17,6 +17,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
 import type { HostState, Lease, PoolState } from '../src/domain/pool';
+import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
 import { healthAfterCheck, placeQueue, whyNeverFits } from '../src/policy/placement';
 import {
   cordonHostUpdate,
@@ -33,6 +34,11 @@ import {
 const { checkHostHealth, findClosedWorkflows } = proxyActivities<Activities>({
   startToCloseTimeout: '1m',
   retry: { maximumAttempts: 1 },
+});
+const { destroyVm: reapVm } = proxyActivities<Activities>({
+  startToCloseTimeout: '5m',
+  retry: { maximumAttempts: 3 },
+  summary: 'reap an orphaned job VM',
 });
 
 export async function poolWorkflow(input: PoolInput): Promise<void> {
@@ -128,6 +134,25 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         const r = results[i];
         return r ? healthAfterCheck(h, r.ok, r.error) : h;
       });
+      // A job VM no lease owns whose job workflow has closed is an orphan: a terminated job never cleans up.
+      // Only closed jobs' VMs are reaped, so a host shared by two pools (a config mistake) loses nothing.
+      const candidates: Array<{ host: string; vm: string; jobId: string }> = [];
+      state.hosts.forEach((h, i) => {
+        for (const vm of (results[i] as { jobVms?: string[] } | undefined)?.jobVms ?? []) {
+          const jobId = jobIdOfVm(vm);
+          if (!state.leases.some((l) => l.host === h.name && l.jobWorkflowId === jobWorkflowId(jobId))) {
+            candidates.push({ host: h.name, vm, jobId });
+          }
+        }
+      });
+      if (candidates.length > 0) {
+        const closed = new Set(
+          await findClosedWorkflows(candidates.map((c) => jobWorkflowId(c.jobId))).catch(() => []),
+        );
+        for (const c of candidates.filter((x) => closed.has(jobWorkflowId(x.jobId)))) {
+          void reapVm({ pool: state.name, ...c }).catch(() => undefined);
+        }
+      }
       dirty = true;
     } finally {
       healthRunning = false;

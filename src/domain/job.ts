@@ -165,3 +165,6 @@ export function normalizeJobSpec(spec: unknown): JobSpec {
 export const jobWorkflowId = (id: string): string => `job/${id}`;
 /** VM names derive from the job id, so a retried step finds its own VM. */
 export const vmNameForJob = (id: string): string => `marina-${id}`;
+/** Cached images are `marina-img-<digest>`; every other `marina-` VM belongs to a job. */
+export const isJobVm = (vm: string): boolean => vm.startsWith('marina-') && !vm.startsWith('marina-img-');
+export const jobIdOfVm = (vm: string): string => vm.slice('marina-'.length);
