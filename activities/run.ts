@@ -131,11 +131,14 @@ export function runActivities(ctx: ActivityContext) {
 
 async function uploadFullLog(ctx: ActivityContext, vm: SshConnection, jobId: string): Promise<string> {
   const logs = ctx.logsLocation;
-  const r = await vm.exec(`cat ${jobDir(jobId)}/log`, { onStdout: undefined });
+  // Collected as raw bytes: a build log is not always valid UTF-8.
+  const chunks: Buffer[] = [];
+  await vm.run(`cat ${jobDir(jobId)}/log`, { onStdout: (d) => chunks.push(d) });
+  const body = Buffer.concat(chunks);
   const key = logObjectKey(logs, jobId);
   await ctx
     .s3(logs)
-    .send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: r.stdout, ContentType: 'text/plain' }));
+    .send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: body, ContentType: 'text/plain' }));
   return key;
 }
 

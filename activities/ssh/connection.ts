@@ -16,7 +16,7 @@ export interface SshTarget {
   password?: string;
   /** Pinned keys; undefined means the key is not checked (only for VMs reached through a pinned host). */
   knownHosts?: KnownHostEntry[];
-  /** Name the host is pinned under, if it differs from `host` (e.g. a VM's address). */
+  /** How long the SSH handshake may take; 20 s by default. */
   readyTimeoutMs?: number;
 }
 
