@@ -1,6 +1,7 @@
 /** What activities share on one worker: config, SSH connections, S3 and Temporal clients. */
 import { readFileSync } from 'node:fs';
-import { S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { s3ClientFor } from '../src/config/s3';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { LoadedConfig } from '../src/config/load';
@@ -118,22 +119,18 @@ export class ActivityContext {
   }
 
   s3(location: S3Location): S3Client {
-    const key = `${location.endpoint ?? 'aws'}|${location.region}`;
+    // Keyed by everything but bucket and prefix: the same endpoint with other credentials is another client.
+    const { bucket: _b, prefix: _p, ...identity } = location;
+    const key = JSON.stringify(identity);
     let client = this.s3Clients.get(key);
     if (!client) {
-      const creds = location.credentials;
-      client = new S3Client({
-        region: location.region,
-        endpoint: location.endpoint,
-        forcePathStyle: location.forcePathStyle,
-        credentials: creds
-          ? {
-              accessKeyId: this.secret(creds.accessKeyId, 'S3 access key id'),
-              secretAccessKey: this.secret(creds.secretAccessKey, 'S3 secret access key'),
-              sessionToken: creds.sessionToken ? this.secret(creds.sessionToken, 'S3 session token') : undefined,
-            }
-          : undefined,
-      });
+      try {
+        client = s3ClientFor(this.config, location);
+      } catch (e) {
+        if (e instanceof SecretError)
+          throw ApplicationFailure.create({ message: e.message, type: 'UnknownSecret', nonRetryable: true });
+        throw e;
+      }
       this.s3Clients.set(key, client);
     }
     return client;

@@ -10,7 +10,7 @@ import { loadConfig, logsLocation, type LoadedConfig } from '../src/config/load'
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 import { createMarinaWorker, type MarinaWorker } from '../src/worker';
-import { s3For } from '../src/client/jobs';
+import { s3ClientFor } from '../src/config/s3';
 
 let runtimeInstalled = false;
 function quietRuntime() {
@@ -100,7 +100,7 @@ export function vmProcesses(jobId: string): number[] {
 
 export async function readJobLog(config: LoadedConfig, key: string): Promise<string> {
   const loc = logsLocation(config);
-  const s3 = s3For(config, loc);
+  const s3 = s3ClientFor(config, loc);
   try {
     const out = await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: key }));
     return await out.Body!.transformToString();

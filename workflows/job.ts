@@ -54,8 +54,6 @@ const retry = {
 // A dead worker's attempt is noticed within one heartbeat timeout, then the next attempt re-attaches.
 const HEARTBEAT = '10s';
 
-const quick = proxyActivities<Activities>({ startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 } });
-
 function withOptions<K extends keyof Activities>(name: K, options: ActivityOptions) {
   return (summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> => {
     const fn = proxyActivities<Activities>(options)[name] as unknown as {
@@ -99,12 +97,11 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
     }
   };
 
-  const image = await timed('resolve', undefined, () =>
-    quick.resolveImage.executeWithOptions(
-      { startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 }, summary: `resolve ${spec.image}` },
-      [spec.image],
-    ),
-  );
+  const resolveImage = withOptions('resolveImage', {
+    startToCloseTimeout: '1m',
+    retry: { ...retry, maximumAttempts: 10 },
+  });
+  const image = await timed('resolve', undefined, () => resolveImage(`resolve ${spec.image}`, spec.image));
 
   // Leasing: the pool answers with a signal, so a long queue costs no open update or activity.
   let lease: Lease | undefined;

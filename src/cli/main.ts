@@ -6,7 +6,8 @@ import { Command } from 'commander';
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
-import { checkJobSpec, connectClient, followLog, s3For, startJob } from '../client/jobs';
+import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
+import { s3ClientFor } from '../config/s3';
 import { ImageStore } from '../images/store';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
 import { jobStatusQuery, poolStateQuery, poolWorkflowId, type JobResult } from '../../workflows/definitions';
@@ -231,14 +232,14 @@ image
   .description('upload a VM archive (tart export format) as name:tag')
   .action(async (ref: string, archive: string) => {
     const cfg = config();
-    const s3 = s3For(cfg, cfg.imageStore);
+    const s3 = s3ClientFor(cfg, cfg.imageStore);
     const m = await new ImageStore(s3, cfg.imageStore).pushFile(ref, archive);
     console.log(`${m.name}:${m.tag} ${m.digest} ${m.size} bytes`);
     s3.destroy();
   });
 image.command('ls').action(async () => {
   const cfg = config();
-  const s3 = s3For(cfg, cfg.imageStore);
+  const s3 = s3ClientFor(cfg, cfg.imageStore);
   for (const ref of await new ImageStore(s3, cfg.imageStore).list()) console.log(ref);
   s3.destroy();
 });

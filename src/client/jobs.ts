@@ -1,11 +1,10 @@
 /** The typed client CI systems and the CLI use to submit, follow and cancel jobs. */
 import { Client, Connection, WorkflowIdReusePolicy, type WorkflowHandle } from '@temporalio/client';
-import { ListObjectsV2Command, GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, GetObjectCommand } from '@aws-sdk/client-s3';
 import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
 import { whyNeverFits } from '../policy/placement';
 import { findPool, hostSpecs, logsLocation, type LoadedConfig } from '../config/load';
-import type { S3Location } from '../config/schema';
-import { readSecret } from '../config/secrets';
+import { s3ClientFor } from '../config/s3';
 import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
 import { ImageStore } from '../images/store';
 import { temporalConnectionOptions } from './connection';
@@ -24,21 +23,6 @@ export async function connectClient(config: LoadedConfig): Promise<Client> {
     );
   }
   return new Client({ connection, namespace: config.temporal.namespace });
-}
-
-export function s3For(config: LoadedConfig, loc: S3Location): S3Client {
-  const c = loc.credentials;
-  return new S3Client({
-    region: loc.region,
-    endpoint: loc.endpoint,
-    forcePathStyle: loc.forcePathStyle,
-    credentials: c
-      ? {
-          accessKeyId: readSecret(config, c.accessKeyId, 'accessKeyId'),
-          secretAccessKey: readSecret(config, c.secretAccessKey, 'secretAccessKey'),
-        }
-      : undefined,
-  });
 }
 
 /**
@@ -83,7 +67,7 @@ export async function checkJobSpec(
     }
   }
   if (opts.checkImage && errors.length === 0) {
-    const s3 = s3For(config, config.imageStore);
+    const s3 = s3ClientFor(config, config.imageStore);
     try {
       const store = new ImageStore(s3, config.imageStore);
       if (!(await store.resolve(spec.image))) {
@@ -143,7 +127,7 @@ export async function followLog(
   pollMs = 300,
 ): Promise<number> {
   const loc = logsLocation(config);
-  const s3 = s3For(config, loc);
+  const s3 = s3ClientFor(config, loc);
   let printed = 0;
   let finished = false;
   void done.finally(() => (finished = true)).catch(() => undefined);
