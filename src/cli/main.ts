@@ -12,6 +12,8 @@ import { ImageStore } from '../images/store';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
 import { jobStatusQuery, poolStateQuery, poolWorkflowId, type JobResult } from '../../workflows/definitions';
 import { runDev } from './dev';
+import { registerSimulateCommands } from './simulate';
+import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 
@@ -252,8 +254,11 @@ program
     console.log(JSON.stringify(spec, null, 2));
   });
 
+registerSimulateCommands(program);
+
 program.parseAsync(process.argv).catch((e: unknown) => {
-  if (e instanceof ConfigError || e instanceof UsageError) console.error(`marina: ${e.message}`);
+  if (e instanceof ConfigError || e instanceof UsageError || e instanceof TraceError)
+    console.error(`marina: ${e.message}`);
   else if (e instanceof JobSpecError)
     console.error(`marina: job refused:\n${e.errors.map((x) => `  - ${x.field}: ${x.message}`).join('\n')}`);
   else console.error(`marina: ${e instanceof Error ? e.message : String(e)}`);
