@@ -240,7 +240,8 @@ class MonthBook {
 }
 
 const PHASES: readonly HostPhase[] = ['allocating', 'idle', 'launching', 'ready', 'pending', 'replacing', 'released'];
-const perPhase = (): Record<HostPhase, number> => Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<HostPhase, number>;
+const perPhase = (): Record<HostPhase, number> =>
+  Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<HostPhase, number>;
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return 0;
