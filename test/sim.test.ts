@@ -133,6 +133,31 @@ describe('EC2 Mac billing and release rules', () => {
   });
 });
 
+describe('root-volume replacement', () => {
+  it('takes the host out of service for its duration, billed, without a scrub', () => {
+    // A policy that refreshes every idle ready host once: jobs arriving meanwhile wait for it.
+    const refreshed = new Set<number>();
+    const refresher: FleetPolicy = {
+      ...naivePolicy(),
+      name: 'refresher',
+      onTick(fleet) {
+        naivePolicy().onTick(fleet);
+        for (const h of fleet.hosts)
+          if (h.phase === 'ready' && !refreshed.has(h.id) && fleet.replaceRoot(h)) refreshed.add(h.id);
+      },
+    };
+    const t0 = Date.parse('2026-01-05T09:00:00Z') / 1000;
+    const timings = { ...instant, rootVolumeReplacementSeconds: 15 * 60 };
+    const r = simulate([job(t0, 60), job(t0 + 120, 60)], refresher, config({ timings, maxHosts: 1 }));
+    // The first job ran at once; the replacement began at the next tick (t0 + 60) and the
+    // second job waited for it to end at t0 + 60 + 900.
+    expect(r.wait.max).toBe(60 + 900 - 120);
+    expect(r.scrubs).toBe(0);
+    expect(r.phaseHours.replacing).toBeCloseTo(0.25, 9);
+    expect(r.phaseHours.pending).toBe(0);
+  });
+});
+
 describe('every policy, on generated traces', () => {
   const traces = [
     { name: 'small, 3 weeks', jobs: generateTrace(shapeFor('small', 21, 3)) },
