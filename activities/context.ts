@@ -1,6 +1,7 @@
 /** What activities share on one worker: config, SSH connections, S3 and Temporal clients. */
 import { readFileSync } from 'node:fs';
 import type { S3Client } from '@aws-sdk/client-s3';
+import { EC2Client } from '@aws-sdk/client-ec2';
 import { s3ClientFor } from '../src/config/s3';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
@@ -26,6 +27,7 @@ export interface VmRef extends HostRef {
 export class ActivityContext {
   readonly ssh = new SshPool();
   private readonly s3Clients = new Map<string, S3Client>();
+  private readonly ec2Clients = new Map<string, EC2Client>();
 
   constructor(
     readonly config: LoadedConfig,
@@ -118,6 +120,35 @@ export class ActivityContext {
     return this.ssh.get(target, () => host.forward(ip, pool.vm.port));
   }
 
+  /** The EC2 client of an AWS-backed pool (one per pool; credentials resolved by reference here). */
+  ec2(poolName: string): EC2Client {
+    let client = this.ec2Clients.get(poolName);
+    if (!client) {
+      const aws = this.pool(poolName).aws;
+      if (!aws) {
+        throw ApplicationFailure.create({
+          message: `pool "${poolName}" has no aws section`,
+          type: 'ConfigError',
+          nonRetryable: true,
+        });
+      }
+      const c = aws.credentials;
+      client = new EC2Client({
+        region: aws.region,
+        endpoint: aws.endpoint,
+        credentials: c
+          ? {
+              accessKeyId: this.secret(c.accessKeyId, 'EC2 access key id'),
+              secretAccessKey: this.secret(c.secretAccessKey, 'EC2 secret access key'),
+              sessionToken: c.sessionToken ? this.secret(c.sessionToken, 'EC2 session token') : undefined,
+            }
+          : undefined,
+      });
+      this.ec2Clients.set(poolName, client);
+    }
+    return client;
+  }
+
   s3(location: S3Location): S3Client {
     // Keyed by everything but bucket and prefix: the same endpoint with other credentials is another client.
     const { bucket: _b, prefix: _p, ...identity } = location;
@@ -147,5 +178,6 @@ export class ActivityContext {
   async close(): Promise<void> {
     await this.ssh.closeAll();
     for (const c of this.s3Clients.values()) c.destroy();
+    for (const c of this.ec2Clients.values()) c.destroy();
   }
 }

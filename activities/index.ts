@@ -5,6 +5,7 @@ import { vmActivities } from './vm';
 import { runActivities } from './run';
 import { snapshotActivities } from './snapshot';
 import { healthActivities } from './health';
+import { ec2Activities } from './ec2';
 
 export function createActivities(ctx: ActivityContext) {
   return {
@@ -13,5 +14,6 @@ export function createActivities(ctx: ActivityContext) {
     ...runActivities(ctx),
     ...snapshotActivities(ctx),
     ...healthActivities(ctx),
+    ...ec2Activities(ctx),
   };
 }

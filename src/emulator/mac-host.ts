@@ -14,6 +14,8 @@ export const TART_EMULATOR = resolve(__dirname, 'tart-emulator.sh');
 export interface EmulatedHostOptions {
   name: string;
   dir: string;
+  /** loopback address sshd binds (default 127.0.0.1); EC2 instances each get their own 127.78.x.y */
+  address?: string;
   port: number;
   /** public key the worker logs in with */
   authorizedKey: string;
@@ -62,7 +64,7 @@ if [ -n "\${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/bash -c "$SSH_ORIGINAL_CO
   writeFileSync(
     join(dir, 'sshd_config'),
     `Port ${o.port}
-ListenAddress 127.0.0.1
+ListenAddress ${o.address ?? '127.0.0.1'}
 HostKey ${dir}/ssh_host_ed25519_key
 AuthorizedKeysFile ${dir}/authorized_keys
 PidFile ${dir}/sshd.pid
@@ -85,13 +87,14 @@ LogLevel ERROR
     ['-D', '-e', '-f', join(dir, 'sshd_config')],
     join(dir, 'sshd.log'),
   );
-  await waitFor(`emulated host ${o.name} (sshd on ${o.port})`, () => portOpen(o.port), 15_000);
+  const address = o.address ?? '127.0.0.1';
+  await waitFor(`emulated host ${o.name} (sshd on ${address}:${o.port})`, () => portOpen(o.port, address), 15_000);
   const pub = readFileSync(join(dir, 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(/\s+/);
   return {
     name: o.name,
     port: o.port,
     dir,
-    knownHostsLine: `[127.0.0.1]:${o.port} ${pub[0]} ${pub[1]}`,
+    knownHostsLine: `[${address}]:${o.port} ${pub[0]} ${pub[1]}`,
     process: proc,
     async stop() {
       await proc.stop();

@@ -1,0 +1,346 @@
+/**
+ * EC2 Mac hosts: every call Marina makes to EC2, in one place. Each activity is
+ * idempotent: ClientTokens derive from the host workflow's id and step, and every
+ * mutation first looks for what an earlier attempt already did (check-then-act), so a
+ * worker killed right after AllocateHosts or RunInstances was sent never makes a second
+ * host or instance. Everything Marina owns is tagged with its pool and workflow id.
+ */
+import { createHash } from 'node:crypto';
+import {
+  AllocateHostsCommand,
+  DescribeHostsCommand,
+  DescribeInstancesCommand,
+  EC2Client,
+  ReleaseHostsCommand,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
+  type EC2ServiceException,
+  type Host,
+  type Instance,
+  type Tag,
+  type _InstanceType,
+} from '@aws-sdk/client-ec2';
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { Client as SshClient } from 'ssh2';
+import { classifyEc2Error } from '../src/ec2mac/errors';
+import type { ActivityContext } from './context';
+
+export const TAG_POOL = 'marina:pool';
+export const TAG_WORKFLOW = 'marina:workflow';
+
+/** A ClientToken (≤ 64 ASCII) from the workflow id and the step: the same step always sends the same token. */
+export function clientToken(workflowId: string, step: string): string {
+  return `marina-${createHash('sha256').update(`${workflowId}\n${step}`).digest('hex').slice(0, 40)}-${step}`.slice(
+    0,
+    64,
+  );
+}
+
+function tags(pool: string, workflowId: string): Tag[] {
+  return [
+    { Key: TAG_POOL, Value: pool },
+    { Key: TAG_WORKFLOW, Value: workflowId },
+  ];
+}
+
+/** Turns an EC2 error into a Temporal failure: retryable unless no retry can succeed. */
+function ec2Failure(e: unknown, what: string): never {
+  const err = e as EC2ServiceException;
+  const code = err.name ?? 'Unknown';
+  const cls = classifyEc2Error(code);
+  throw ApplicationFailure.create({
+    message: `${what}: ${code}: ${err.message}`,
+    type: code,
+    nonRetryable: cls === 'fatal',
+  });
+}
+
+export interface HostStep {
+  pool: string;
+  workflowId: string;
+}
+
+export interface AllocatedHost {
+  hostId: string;
+  zone: string;
+  /** Epoch seconds (EC2's clock). */
+  allocatedAt: number;
+}
+
+export interface HostStatus {
+  hostId: string;
+  state: string;
+  allocatedAt: number;
+  instanceId?: string;
+}
+
+export interface InstanceEndpoint {
+  instanceId: string;
+  address: string;
+  port: number;
+  /** known_hosts line for the key the instance presented on first contact (trust on first use). */
+  knownHostsLine: string;
+}
+
+const seconds = (d: Date | undefined): number => (d ? d.getTime() / 1000 : 0);
+
+export function ec2Activities(ctx: ActivityContext) {
+  const aws = (pool: string) => {
+    const p = ctx.pool(pool);
+    if (!p.aws) {
+      throw ApplicationFailure.create({
+        message: `pool "${pool}" has no aws section`,
+        type: 'ConfigError',
+        nonRetryable: true,
+      });
+    }
+    return { pool: p, aws: p.aws, ec2: ctx.ec2(pool) };
+  };
+
+  async function hostsByToken(ec2: EC2Client, tokens: string[]): Promise<Host[]> {
+    const r = await ec2.send(
+      new DescribeHostsCommand({
+        Filter: [
+          { Name: 'client-token', Values: tokens },
+          { Name: 'state', Values: ['available', 'pending', 'under-assessment', 'permanent-failure'] },
+        ],
+      }),
+    );
+    return r.Hosts ?? [];
+  }
+
+  return {
+    /**
+     * AllocateHosts in the first zone that has a Mac for us. One token per zone; before
+     * sending any, look for a host an earlier attempt made with any of them.
+     */
+    async allocateHost(step: HostStep): Promise<AllocatedHost> {
+      const { aws: cfg, ec2 } = aws(step.pool);
+      const tokenFor = (zone: string) => clientToken(step.workflowId, `allocate-${zone}`);
+      const existing = await hostsByToken(ec2, cfg.zones.map(tokenFor)).catch((e) => ec2Failure(e, 'DescribeHosts'));
+      if (existing[0])
+        return {
+          hostId: existing[0].HostId!,
+          zone: existing[0].AvailabilityZone!,
+          allocatedAt: seconds(existing[0].AllocationTime),
+        };
+      const refusals: string[] = [];
+      for (const zone of cfg.zones) {
+        try {
+          const r = await ec2.send(
+            new AllocateHostsCommand({
+              InstanceType: cfg.instanceType,
+              AvailabilityZone: zone,
+              Quantity: 1,
+              AutoPlacement: 'off',
+              HostRecovery: 'off',
+              HostMaintenance: 'off',
+              ClientToken: tokenFor(zone),
+              TagSpecifications: [{ ResourceType: 'dedicated-host', Tags: tags(step.pool, step.workflowId) }],
+            }),
+          );
+          const hostId = r.HostIds![0]!;
+          const d = await ec2.send(new DescribeHostsCommand({ HostIds: [hostId] }));
+          return { hostId, zone, allocatedAt: seconds(d.Hosts?.[0]?.AllocationTime) };
+        } catch (e) {
+          const code = (e as EC2ServiceException).name;
+          if (classifyEc2Error(code) === 'next-zone') {
+            refusals.push(`${zone}: ${code}`);
+            continue;
+          }
+          ec2Failure(e, `AllocateHosts in ${zone}`);
+        }
+      }
+      // Every zone is out of Mac hosts now: retry later (Temporal backs off).
+      throw ApplicationFailure.create({
+        message: `no zone has a ${cfg.instanceType} host: ${refusals.join('; ')}`,
+        type: 'InsufficientHostCapacity',
+      });
+    },
+
+    async describeHost(ref: { pool: string; hostId: string }): Promise<HostStatus> {
+      const { ec2 } = aws(ref.pool);
+      try {
+        const h = (await ec2.send(new DescribeHostsCommand({ HostIds: [ref.hostId] }))).Hosts?.[0];
+        if (!h)
+          throw ApplicationFailure.create({ message: `host ${ref.hostId} not found`, type: 'InvalidHostID.NotFound' });
+        return {
+          hostId: ref.hostId,
+          state: h.State!,
+          allocatedAt: seconds(h.AllocationTime),
+          instanceId: h.Instances?.[0]?.InstanceId,
+        };
+      } catch (e) {
+        if (e instanceof ApplicationFailure) throw e;
+        ec2Failure(e, 'DescribeHosts');
+      }
+    },
+
+    /** Polls until the host is `available` (a new host, or one whose scrub is over); heartbeats its state. */
+    async waitHostAvailable(ref: { pool: string; hostId: string; pollMs: number }): Promise<HostStatus> {
+      const { ec2 } = aws(ref.pool);
+      for (;;) {
+        let h: Host | undefined;
+        try {
+          h = (await ec2.send(new DescribeHostsCommand({ HostIds: [ref.hostId] }))).Hosts?.[0];
+        } catch (e) {
+          if (classifyEc2Error((e as EC2ServiceException).name) === 'fatal') ec2Failure(e, 'DescribeHosts');
+        }
+        if (h?.State === 'available') {
+          return {
+            hostId: ref.hostId,
+            state: 'available',
+            allocatedAt: seconds(h.AllocationTime),
+            instanceId: h.Instances?.[0]?.InstanceId,
+          };
+        }
+        if (h?.State === 'permanent-failure' || h?.State === 'released' || h?.State === 'released-permanent-failure') {
+          throw ApplicationFailure.create({
+            message: `host ${ref.hostId} is ${h.State}`,
+            type: 'HostFailed',
+            nonRetryable: true,
+          });
+        }
+        Context.current().heartbeat(h?.State ?? 'unknown');
+        await Context.current().sleep(ref.pollMs);
+      }
+    },
+
+    /** RunInstances on the host, or the instance an earlier attempt of this step launched. */
+    async launchInstance(step: HostStep & { hostId: string; generation: number }): Promise<string> {
+      const { aws: cfg, ec2 } = aws(step.pool);
+      const token = clientToken(step.workflowId, `run-${step.generation}`);
+      try {
+        const seen = await ec2.send(
+          new DescribeInstancesCommand({ Filters: [{ Name: 'client-token', Values: [token] }] }),
+        );
+        const live = (seen.Reservations ?? [])
+          .flatMap((r) => r.Instances ?? [])
+          .find((i) => i.State?.Name !== 'terminated');
+        if (live) return live.InstanceId!;
+        const r = await ec2.send(
+          new RunInstancesCommand({
+            ImageId: cfg.imageId,
+            InstanceType: cfg.instanceType as _InstanceType,
+            MinCount: 1,
+            MaxCount: 1,
+            ClientToken: token,
+            Placement: { Tenancy: 'host', HostId: step.hostId, Affinity: 'host' },
+            TagSpecifications: [{ ResourceType: 'instance', Tags: tags(step.pool, step.workflowId) }],
+          }),
+        );
+        return r.Instances![0]!.InstanceId!;
+      } catch (e) {
+        ec2Failure(e, `RunInstances on ${step.hostId}`);
+      }
+    },
+
+    /**
+     * Waits for the instance to run and answer SSH, heartbeating its progress, and returns
+     * where to reach it with the host key it presented (pinned from then on).
+     */
+    async waitInstanceReady(ref: { pool: string; instanceId: string; pollMs: number }): Promise<InstanceEndpoint> {
+      const { pool, ec2 } = aws(ref.pool);
+      const port = pool.ssh.port ?? 22;
+      for (;;) {
+        let inst: Instance | undefined;
+        try {
+          const r = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [ref.instanceId] }));
+          inst = r.Reservations?.[0]?.Instances?.[0];
+        } catch (e) {
+          if (classifyEc2Error((e as EC2ServiceException).name) === 'fatal') ec2Failure(e, 'DescribeInstances');
+        }
+        const state = inst?.State?.Name;
+        if (state === 'terminated' || state === 'shutting-down' || state === 'stopped' || state === 'stopping') {
+          throw ApplicationFailure.create({
+            message: `instance ${ref.instanceId} is ${state}`,
+            type: 'InstanceLost',
+            nonRetryable: true,
+          });
+        }
+        const address = inst?.PrivateIpAddress;
+        if (state === 'running' && address) {
+          const key = await hostKey(address, port);
+          if (key)
+            return {
+              instanceId: ref.instanceId,
+              address,
+              port,
+              knownHostsLine: `${port === 22 ? address : `[${address}]:${port}`} ${key}`,
+            };
+        }
+        Context.current().heartbeat(state ?? 'unknown');
+        await Context.current().sleep(ref.pollMs);
+      }
+    },
+
+    /** Terminates the instance (AWS then scrubs the host). Done already is fine. */
+    async terminateInstance(ref: { pool: string; instanceId: string }): Promise<void> {
+      const { ec2 } = aws(ref.pool);
+      try {
+        await ec2.send(new TerminateInstancesCommand({ InstanceIds: [ref.instanceId] }));
+      } catch (e) {
+        if ((e as EC2ServiceException).name === 'InvalidInstanceID.NotFound') return;
+        ec2Failure(e, `TerminateInstances ${ref.instanceId}`);
+      }
+    },
+
+    /**
+     * ReleaseHosts. A host under 24 h is refused by AWS per host; this returns when it may
+     * be released instead of failing, so the workflow sleeps exactly that long.
+     */
+    async releaseHost(ref: {
+      pool: string;
+      hostId: string;
+    }): Promise<{ released: true } | { released: false; code: string; retryAt?: number }> {
+      const { ec2 } = aws(ref.pool);
+      let r;
+      try {
+        r = await ec2.send(new ReleaseHostsCommand({ HostIds: [ref.hostId] }));
+      } catch (e) {
+        ec2Failure(e, `ReleaseHosts ${ref.hostId}`);
+      }
+      if (r.Successful?.includes(ref.hostId)) return { released: true };
+      const u = r.Unsuccessful?.find((x) => x.ResourceId === ref.hostId);
+      const code = u?.Error?.Code ?? 'Unknown';
+      if (code === 'Client.InvalidHostID.NotFound') {
+        // Released already (by an earlier attempt whose answer was lost)?
+        const d = await ec2.send(new DescribeHostsCommand({ HostIds: [ref.hostId] })).catch(() => undefined);
+        const state = d?.Hosts?.[0]?.State;
+        if (state === undefined || state === 'released' || state === 'released-permanent-failure')
+          return { released: true };
+      }
+      const after = /any time after (\S+?Z)\./.exec(u?.Error?.Message ?? '');
+      return { released: false, code, ...(after ? { retryAt: Date.parse(after[1]!) / 1000 } : {}) };
+    },
+  };
+}
+
+/** The host key an SSH server presents, as `type base64`, or undefined if it does not answer yet. */
+function hostKey(address: string, port: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const c = new SshClient();
+    let key: string | undefined;
+    const done = (): void => {
+      c.end();
+      resolve(key);
+    };
+    c.on('error', done);
+    c.on('close', done);
+    c.on('handshake', () => done());
+    c.connect({
+      host: address,
+      port,
+      username: 'probe',
+      readyTimeout: 5000,
+      hostVerifier: (k: Buffer) => {
+        const typeLen = k.readUInt32BE(0);
+        key = `${k.subarray(4, 4 + typeLen).toString()} ${k.toString('base64')}`;
+        return true;
+      },
+      // No credentials: the handshake (and so the key) is all this needs.
+      authHandler: () => false,
+    } as never);
+  });
+}

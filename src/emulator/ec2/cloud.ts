@@ -1,0 +1,731 @@
+/**
+ * The emulated EC2 Mac cloud: dedicated hosts, instances, images and root-volume tasks,
+ * moved through time by the EC2 Mac model (src/ec2mac/model.ts). Transitions are lazy:
+ * every read first settles whatever the clock says has happened. No I/O here; the server
+ * (server.ts) speaks the wire protocol and starts SSH servers for instances that boot.
+ */
+import { createHash } from 'node:crypto';
+import {
+  BILLING_MODES,
+  DEFAULT_TIMINGS,
+  billedSeconds,
+  releaseVerdict,
+  scrubDuration,
+  type BillingMode,
+  type MacTimings,
+} from '../../ec2mac/model';
+import { seeded, type Uniform } from '../../sim/random';
+import { Ec2Error, type Tags } from './wire';
+
+export interface EmulatorTimings extends MacTimings {
+  /** StopInstances: `stopping` → `stopped` (about 15 min on Mac). */
+  stoppingSeconds: number;
+  /** TerminateInstances: `shutting-down` → `terminated`. */
+  shuttingDownSeconds: number;
+  /** How long a terminated instance stays listed. */
+  terminatedVisibleSeconds: number;
+  /** CreateImage: `pending` → `available`. */
+  imageSeconds: number;
+}
+
+export const DEFAULT_EMULATOR_TIMINGS: EmulatorTimings = {
+  ...DEFAULT_TIMINGS,
+  stoppingSeconds: 15 * 60,
+  shuttingDownSeconds: 60,
+  terminatedVisibleSeconds: 3600,
+  imageSeconds: 10 * 60,
+};
+
+export interface ZoneSpec {
+  name: string;
+  id: string;
+  /** Mac hosts this zone has for the account (InsufficientHostCapacity beyond). */
+  capacity: number;
+}
+
+export interface CloudOptions {
+  region: string;
+  zones: ZoneSpec[];
+  /** Hosts of a family the account may hold, scrubbing ones included (HostLimitExceeded beyond). */
+  quotaPerFamily: number;
+  timings: EmulatorTimings;
+  seed: number;
+}
+
+export const MAC_TYPES: Readonly<
+  Record<string, { vcpus: number; memoryGiB: number; arch: 'x86_64_mac' | 'arm64_mac' }>
+> = {
+  'mac1.metal': { vcpus: 12, memoryGiB: 32, arch: 'x86_64_mac' },
+  'mac2.metal': { vcpus: 8, memoryGiB: 16, arch: 'arm64_mac' },
+  'mac2-m2.metal': { vcpus: 8, memoryGiB: 24, arch: 'arm64_mac' },
+  'mac2-m2pro.metal': { vcpus: 12, memoryGiB: 32, arch: 'arm64_mac' },
+  'mac-m4.metal': { vcpus: 10, memoryGiB: 24, arch: 'arm64_mac' },
+  'mac-m4pro.metal': { vcpus: 14, memoryGiB: 48, arch: 'arm64_mac' },
+};
+
+const family = (type: string): string => type.split('.')[0]!;
+
+/** Virtual time in epoch seconds: real time × speed, plus any explicit advance. */
+export class EmulatorClock {
+  private realStart = Date.now();
+  private base: number;
+  constructor(
+    private speedFactor = 1,
+    start = Date.now() / 1000,
+  ) {
+    this.base = start;
+  }
+  now(): number {
+    return this.base + ((Date.now() - this.realStart) / 1000) * this.speedFactor;
+  }
+  get speed(): number {
+    return this.speedFactor;
+  }
+  setSpeed(speed: number): void {
+    this.base = this.now();
+    this.realStart = Date.now();
+    this.speedFactor = speed;
+  }
+  advance(seconds: number): void {
+    this.base += seconds;
+  }
+}
+
+export type HostState =
+  'available' | 'pending' | 'under-assessment' | 'permanent-failure' | 'released' | 'released-permanent-failure';
+export type InstanceState = 'pending' | 'running' | 'stopping' | 'stopped' | 'shutting-down' | 'terminated';
+export const INSTANCE_CODES: Record<InstanceState, number> = {
+  pending: 0,
+  running: 16,
+  'shutting-down': 32,
+  terminated: 48,
+  stopping: 64,
+  stopped: 80,
+};
+
+export interface Host {
+  id: string;
+  instanceType: string;
+  zone: ZoneSpec;
+  state: HostState;
+  allocatedAt: number;
+  releasedAt?: number;
+  clientToken?: string;
+  autoPlacement: string;
+  hostRecovery: string;
+  hostMaintenance: string;
+  tags: Tags;
+  /** The host's one live (not terminated) instance. */
+  instanceId?: string;
+  /** While scrubbing: since when, and until when. */
+  pendingSince?: number;
+  pendingUntil?: number;
+  pendingSeconds: number;
+}
+
+export interface Instance {
+  id: string;
+  hostId: string;
+  imageId: string;
+  instanceType: string;
+  state: InstanceState;
+  /** When the current state ends, for timed states. */
+  until?: number;
+  launchedAt: number;
+  /** When SSH answers (while running). */
+  sshAt?: number;
+  clientToken: string;
+  tags: Tags;
+  privateIp: string;
+  terminatedAt?: number;
+  /** Bumped by each root-volume replacement: the SSH server restarts with a fresh disk. */
+  generation: number;
+}
+
+export interface Image {
+  id: string;
+  name: string;
+  arch: 'x86_64_mac' | 'arm64_mac';
+  state: 'pending' | 'available';
+  availableAt: number;
+  createdAt: number;
+  owner: string;
+  tags: Tags;
+  sourceInstance?: string;
+}
+
+export interface RootVolumeTask {
+  id: string;
+  instanceId: string;
+  state: 'pending' | 'in-progress' | 'succeeded' | 'failed';
+  startedAt: number;
+  doneAt: number;
+  clientToken: string;
+  imageId?: string;
+  snapshotId?: string;
+  deleteReplaced: boolean;
+}
+
+interface TokenRecord {
+  action: string;
+  fingerprint: string;
+  result: string[];
+}
+
+export const ACCOUNT_ID = '123456789012';
+
+export const SEEDED_IMAGES: Omit<Image, 'availableAt' | 'createdAt' | 'tags'>[] = [
+  {
+    id: 'ami-0a1b2c3d4e5f60715',
+    name: 'amzn-ec2-macos-15.7-arm64',
+    arch: 'arm64_mac',
+    state: 'available',
+    owner: 'amazon',
+  },
+  {
+    id: 'ami-0a1b2c3d4e5f60714',
+    name: 'amzn-ec2-macos-14.8-arm64',
+    arch: 'arm64_mac',
+    state: 'available',
+    owner: 'amazon',
+  },
+  {
+    id: 'ami-0a1b2c3d4e5f60713',
+    name: 'amzn-ec2-macos-15.7-x86_64',
+    arch: 'x86_64_mac',
+    state: 'available',
+    owner: 'amazon',
+  },
+];
+
+/** What the ledger says about one host: billed time under each reading, scrubbing apart. */
+export interface LedgerEntry {
+  hostId: string;
+  instanceType: string;
+  zone: string;
+  state: HostState;
+  allocatedAt: string;
+  releasedAt?: string;
+  tags: Record<string, string>;
+  allocatedSeconds: number;
+  scrubbingSeconds: number;
+  billedSeconds: Record<BillingMode, number>;
+}
+
+export interface Ledger {
+  now: string;
+  hosts: LedgerEntry[];
+  stillAllocated: string[];
+  billedHours: Record<BillingMode, number>;
+  scrubbingHours: number;
+}
+
+export class Ec2MacCloud {
+  readonly hosts = new Map<string, Host>();
+  readonly instances = new Map<string, Instance>();
+  readonly images = new Map<string, Image>();
+  readonly rootVolumeTasks = new Map<string, RootVolumeTask>();
+  private readonly tokens = new Map<string, TokenRecord>();
+  private readonly random: Uniform;
+  private counter = 0;
+  private ipCounter = 0;
+
+  constructor(
+    readonly options: CloudOptions,
+    readonly clock: EmulatorClock,
+  ) {
+    this.random = seeded(options.seed);
+    const now = clock.now();
+    for (const img of SEEDED_IMAGES)
+      this.images.set(img.id, { ...img, availableAt: now, createdAt: now - 86400 * 30, tags: new Map() });
+  }
+
+  private newId(prefix: string): string {
+    const h = createHash('sha256').update(`${this.options.seed}/${prefix}/${++this.counter}`).digest('hex');
+    return `${prefix}-0${h.slice(0, 16)}`;
+  }
+
+  /** Applies every transition whose time has come, in time order per resource. */
+  settle(): void {
+    const now = this.clock.now();
+    for (const i of this.instances.values()) {
+      if (i.until === undefined || i.until > now) continue;
+      const at = i.until;
+      i.until = undefined;
+      if (i.state === 'pending') {
+        i.state = 'running';
+        i.sshAt = at + this.options.timings.sshReadySeconds;
+      } else if (i.state === 'stopping') {
+        i.state = 'stopped';
+        this.startScrub(this.hosts.get(i.hostId)!, at);
+      } else if (i.state === 'shutting-down') {
+        i.state = 'terminated';
+        i.terminatedAt = at;
+        const h = this.hosts.get(i.hostId)!;
+        if (h.instanceId === i.id) h.instanceId = undefined;
+        this.startScrub(h, at);
+      }
+    }
+    for (const i of [...this.instances.values()]) {
+      if (i.state === 'terminated' && now - i.terminatedAt! > this.options.timings.terminatedVisibleSeconds)
+        this.instances.delete(i.id);
+    }
+    for (const h of this.hosts.values()) {
+      if (h.state === 'pending' && h.pendingUntil !== undefined && h.pendingUntil <= now) {
+        h.pendingSeconds += h.pendingUntil - h.pendingSince!;
+        h.state = 'available';
+        h.pendingSince = h.pendingUntil = undefined;
+      }
+    }
+    for (const img of this.images.values())
+      if (img.state === 'pending' && img.availableAt <= now) img.state = 'available';
+    for (const t of this.rootVolumeTasks.values()) {
+      if (t.state === 'pending' && now >= t.startedAt + 5) t.state = 'in-progress';
+      if (t.state === 'in-progress' && now >= t.doneAt) {
+        t.state = 'succeeded';
+        const i = this.instances.get(t.instanceId);
+        if (i) i.sshAt = t.doneAt;
+      }
+    }
+  }
+
+  private startScrub(h: Host, at: number): void {
+    if (h.state !== 'available') return; // a failed or released host is not scrubbed
+    h.state = 'pending';
+    h.pendingSince = at;
+    h.pendingUntil = at + scrubDuration(this.options.timings, this.random());
+  }
+
+  /** Idempotency: a token seen before returns its result, or refuses different parameters. */
+  private idempotent(action: string, token: string | undefined, fingerprint: string, make: () => string[]): string[] {
+    if (!token) return make();
+    if (token.length > 64)
+      throw new Ec2Error('InvalidClientToken', 'The client token must be at most 64 ASCII characters.');
+    const key = `${action}/${token}`;
+    const seen = this.tokens.get(key);
+    if (seen) {
+      if (seen.fingerprint !== fingerprint) {
+        throw new Ec2Error(
+          'IdempotentParameterMismatch',
+          `The client token ${token} was used with different parameters.`,
+        );
+      }
+      return seen.result;
+    }
+    const result = make();
+    this.tokens.set(key, { action, fingerprint, result });
+    return result;
+  }
+
+  private zone(name: string | undefined): ZoneSpec {
+    const z = this.options.zones.find((x) => x.name === name || x.id === name);
+    if (!z) {
+      throw new Ec2Error(
+        'InvalidParameterValue',
+        `Invalid availability zone: [${name ?? ''}] (this region has ${this.options.zones.map((x) => x.name).join(', ')})`,
+      );
+    }
+    return z;
+  }
+
+  private held = (h: Host): boolean => h.state !== 'released' && h.state !== 'released-permanent-failure';
+
+  allocateHosts(p: {
+    instanceType?: string;
+    instanceFamily?: string;
+    zone?: string;
+    quantity: number;
+    autoPlacement?: string;
+    hostRecovery?: string;
+    hostMaintenance?: string;
+    clientToken?: string;
+    tags: Tags;
+  }): string[] {
+    this.settle();
+    if (p.instanceType && p.instanceFamily) {
+      throw new Ec2Error('InvalidParameterCombination', 'You cannot specify both InstanceType and InstanceFamily.');
+    }
+    const type = p.instanceType ?? Object.keys(MAC_TYPES).find((t) => family(t) === p.instanceFamily);
+    if (!type)
+      throw new Ec2Error('MissingParameter', 'The request must contain the parameter InstanceType or InstanceFamily.');
+    if (!MAC_TYPES[type])
+      throw new Ec2Error(
+        'UnsupportedHostConfiguration',
+        `The requested configuration is currently not supported: ${type} (this emulator models Mac hosts).`,
+      );
+    const zone = this.zone(p.zone);
+    if (!(p.quantity >= 1)) throw new Ec2Error('InvalidParameterValue', 'Quantity must be at least 1.');
+    const fingerprint = JSON.stringify([
+      type,
+      zone.name,
+      p.quantity,
+      p.autoPlacement,
+      p.hostRecovery,
+      p.hostMaintenance,
+      [...p.tags],
+    ]);
+    return this.idempotent('AllocateHosts', p.clientToken, fingerprint, () => {
+      const held = [...this.hosts.values()].filter(this.held);
+      if (
+        held.filter((h) => family(h.instanceType) === family(type)).length + p.quantity >
+        this.options.quotaPerFamily
+      ) {
+        throw new Ec2Error(
+          'HostLimitExceeded',
+          `You have reached the limit of Dedicated Hosts of family ${family(type)} (${this.options.quotaPerFamily}).`,
+        );
+      }
+      if (held.filter((h) => h.zone.name === zone.name).length + p.quantity > zone.capacity) {
+        throw new Ec2Error(
+          'InsufficientHostCapacity',
+          `There is not enough capacity to fulfill your Dedicated Host request in ${zone.name}.`,
+          500,
+        );
+      }
+      const now = this.clock.now();
+      const ids: string[] = [];
+      for (let i = 0; i < p.quantity; i++) {
+        const id = this.newId('h');
+        this.hosts.set(id, {
+          id,
+          instanceType: type,
+          zone,
+          state: 'available',
+          allocatedAt: now,
+          clientToken: p.clientToken,
+          autoPlacement: p.autoPlacement ?? 'off',
+          hostRecovery: p.hostRecovery ?? 'off',
+          hostMaintenance: p.hostMaintenance ?? 'on',
+          tags: new Map(p.tags),
+          pendingSeconds: 0,
+        });
+        ids.push(id);
+      }
+      return ids;
+    });
+  }
+
+  host(id: string): Host {
+    this.settle();
+    const h = this.hosts.get(id);
+    if (!h) throw new Ec2Error('InvalidHostID.NotFound', `The host ID '${id}' does not exist`);
+    return h;
+  }
+
+  releaseHosts(ids: string[]): { successful: string[]; unsuccessful: { id: string; code: string; message: string }[] } {
+    this.settle();
+    const now = this.clock.now();
+    const out = { successful: [] as string[], unsuccessful: [] as { id: string; code: string; message: string }[] };
+    for (const id of ids) {
+      const h = this.hosts.get(id);
+      if (!h || !this.held(h)) {
+        out.unsuccessful.push({
+          id,
+          code: 'Client.InvalidHostID.NotFound',
+          message: `The host ID '${id}' does not exist or is already released.`,
+        });
+        continue;
+      }
+      const live = h.instanceId !== undefined && this.instances.get(h.instanceId)?.state !== 'terminated';
+      const v = releaseVerdict(
+        { id, instanceType: h.instanceType, allocatedAt: h.allocatedAt, hasLiveInstance: live },
+        now,
+      );
+      if (!v.ok) {
+        out.unsuccessful.push({ id, code: v.code, message: v.message });
+        continue;
+      }
+      if (h.state === 'pending') {
+        h.pendingSeconds += now - h.pendingSince!;
+        h.pendingSince = h.pendingUntil = undefined;
+      }
+      h.state = h.state === 'permanent-failure' ? 'released-permanent-failure' : 'released';
+      h.releasedAt = now;
+      out.successful.push(id);
+    }
+    return out;
+  }
+
+  runInstance(p: {
+    imageId: string;
+    instanceType?: string;
+    hostId?: string;
+    tenancy?: string;
+    clientToken: string;
+    tags: Tags;
+  }): Instance {
+    this.settle();
+    const fingerprint = JSON.stringify([p.imageId, p.instanceType, p.hostId, p.tenancy, [...p.tags]]);
+    const [id] = this.idempotent('RunInstances', p.clientToken, fingerprint, () => [this.launch(p)]);
+    const i = this.instances.get(id!);
+    if (!i || i.state === 'terminated') {
+      throw new Ec2Error(
+        'IdempotentInstanceTerminated',
+        `The instance ${id} launched with client token ${p.clientToken} has been terminated.`,
+      );
+    }
+    return i;
+  }
+
+  private launch(p: {
+    imageId: string;
+    instanceType?: string;
+    hostId?: string;
+    tenancy?: string;
+    clientToken: string;
+    tags: Tags;
+  }): string {
+    const img = this.images.get(p.imageId);
+    if (!img) throw new Ec2Error('InvalidAMIID.NotFound', `The image id '[${p.imageId}]' does not exist`);
+    if (img.state !== 'available')
+      throw new Ec2Error('InvalidAMIID.Unavailable', `The image ${p.imageId} is not available yet.`);
+    if (p.tenancy !== 'host') {
+      throw new Ec2Error(
+        'InvalidParameterValue',
+        'Mac instances run only on Dedicated Hosts: set Placement.Tenancy=host.',
+      );
+    }
+    let host: Host | undefined;
+    if (p.hostId) {
+      host = this.host(p.hostId);
+    } else {
+      host = [...this.hosts.values()].find(
+        (h) =>
+          h.state === 'available' &&
+          !h.instanceId &&
+          h.autoPlacement === 'on' &&
+          (!p.instanceType || h.instanceType === p.instanceType),
+      );
+      if (!host)
+        throw new Ec2Error(
+          'InsufficientHostCapacity',
+          'You do not have a host with a matching configuration and sufficient capacity.',
+          500,
+        );
+    }
+    const type = p.instanceType ?? host.instanceType;
+    if (type !== host.instanceType) {
+      throw new Ec2Error(
+        'UnsupportedInstanceTypeOnHost',
+        `Instance type ${type} is not supported on host ${host.id} (${host.instanceType}).`,
+      );
+    }
+    if (MAC_TYPES[type]!.arch !== img.arch) {
+      throw new Ec2Error(
+        'InvalidParameterValue',
+        `The architecture '${img.arch}' of image ${img.id} does not match instance type ${type}.`,
+      );
+    }
+    if (host.state !== 'available' || host.instanceId) {
+      throw new Ec2Error(
+        'InsufficientCapacityOnHost',
+        `There is not enough capacity on the Dedicated Host ${host.id} to launch or start the instance.`,
+      );
+    }
+    const now = this.clock.now();
+    const id = this.newId('i');
+    const n = ++this.ipCounter;
+    this.instances.set(id, {
+      id,
+      hostId: host.id,
+      imageId: img.id,
+      instanceType: type,
+      state: 'pending',
+      until: now + this.options.timings.instanceRunningSeconds,
+      launchedAt: now,
+      clientToken: p.clientToken,
+      tags: new Map(p.tags),
+      privateIp: `127.78.${(n >> 8) & 255}.${n & 255}`,
+      generation: 0,
+    });
+    host.instanceId = id;
+    return id;
+  }
+
+  instance(id: string): Instance {
+    this.settle();
+    const i = this.instances.get(id);
+    if (!i) throw new Ec2Error('InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
+    return i;
+  }
+
+  /** Terminate or stop; returns [previous, current] states per instance. */
+  endInstances(
+    ids: string[],
+    how: 'stop' | 'terminate',
+  ): { id: string; previous: InstanceState; current: InstanceState }[] {
+    const out = [];
+    for (const id of ids) {
+      const i = this.instance(id);
+      const previous = i.state;
+      const now = this.clock.now();
+      if (how === 'terminate' && i.state !== 'terminated' && i.state !== 'shutting-down') {
+        i.state = 'shutting-down';
+        i.until = now + this.options.timings.shuttingDownSeconds;
+        i.sshAt = undefined;
+      } else if (how === 'stop') {
+        if (i.state === 'running' || i.state === 'pending') {
+          i.state = 'stopping';
+          i.until = now + this.options.timings.stoppingSeconds;
+          i.sshAt = undefined;
+        } else if (i.state !== 'stopping' && i.state !== 'stopped') {
+          throw new Ec2Error(
+            'IncorrectInstanceState',
+            `The instance '${id}' is not in a state from which it can be stopped.`,
+          );
+        }
+      }
+      out.push({ id, previous, current: i.state });
+    }
+    return out;
+  }
+
+  startInstances(ids: string[]): { id: string; previous: InstanceState; current: InstanceState }[] {
+    const out = [];
+    for (const id of ids) {
+      const i = this.instance(id);
+      const previous = i.state;
+      if (i.state === 'stopped') {
+        const h = this.hosts.get(i.hostId)!;
+        if (h.state !== 'available') {
+          throw new Ec2Error(
+            'InsufficientCapacityOnHost',
+            `There is not enough capacity on the Dedicated Host ${h.id} to launch or start the instance.`,
+          );
+        }
+        i.state = 'pending';
+        i.until = this.clock.now() + this.options.timings.instanceRunningSeconds;
+      } else if (i.state !== 'running' && i.state !== 'pending') {
+        throw new Ec2Error(
+          'IncorrectInstanceState',
+          `The instance '${id}' is not in a state from which it can be started.`,
+        );
+      }
+      out.push({ id, previous, current: i.state });
+    }
+    return out;
+  }
+
+  createTags(ids: string[], tags: Tags): void {
+    this.settle();
+    for (const id of ids) {
+      const r = this.hosts.get(id) ?? this.instances.get(id) ?? this.images.get(id);
+      if (!r) {
+        const kind = id.startsWith('h-')
+          ? 'InvalidHostID.NotFound'
+          : id.startsWith('i-')
+            ? 'InvalidInstanceID.NotFound'
+            : 'InvalidID';
+        throw new Ec2Error(kind, `The ID '${id}' does not exist`);
+      }
+      for (const [k, v] of tags) r.tags.set(k, v);
+    }
+  }
+
+  createImage(instanceId: string, name: string, tags: Tags): string {
+    const i = this.instance(instanceId);
+    if (i.state !== 'running' && i.state !== 'stopped')
+      throw new Ec2Error('IncorrectInstanceState', `The instance '${instanceId}' is not running or stopped.`);
+    if ([...this.images.values()].some((x) => x.name === name))
+      throw new Ec2Error('InvalidAMIName.Duplicate', `AMI name ${name} is already in use by another AMI`);
+    const now = this.clock.now();
+    const id = this.newId('ami');
+    this.images.set(id, {
+      id,
+      name,
+      arch: MAC_TYPES[i.instanceType]!.arch,
+      state: 'pending',
+      availableAt: now + this.options.timings.imageSeconds,
+      createdAt: now,
+      owner: ACCOUNT_ID,
+      tags: new Map(tags),
+      sourceInstance: instanceId,
+    });
+    return id;
+  }
+
+  replaceRootVolume(p: {
+    instanceId: string;
+    imageId?: string;
+    snapshotId?: string;
+    deleteReplaced: boolean;
+    clientToken: string;
+  }): RootVolumeTask {
+    this.settle();
+    const fingerprint = JSON.stringify([p.instanceId, p.imageId, p.snapshotId, p.deleteReplaced]);
+    const [id] = this.idempotent('CreateReplaceRootVolumeTask', p.clientToken, fingerprint, () => {
+      const i = this.instance(p.instanceId);
+      if (i.state !== 'running')
+        throw new Ec2Error(
+          'IncorrectInstanceState',
+          `The instance '${p.instanceId}' must be running to replace its root volume.`,
+        );
+      if (p.imageId && !this.images.has(p.imageId))
+        throw new Ec2Error('InvalidAMIID.NotFound', `The image id '[${p.imageId}]' does not exist`);
+      const now = this.clock.now();
+      const t: RootVolumeTask = {
+        id: this.newId('replacevol'),
+        instanceId: i.id,
+        state: 'pending',
+        startedAt: now,
+        doneAt: now + this.options.timings.rootVolumeReplacementSeconds,
+        clientToken: p.clientToken,
+        imageId: p.imageId,
+        snapshotId: p.snapshotId,
+        deleteReplaced: p.deleteReplaced,
+      };
+      // The instance reboots onto a fresh root volume: SSH goes away until the task is done.
+      i.sshAt = undefined;
+      i.generation++;
+      this.rootVolumeTasks.set(t.id, t);
+      return [t.id];
+    });
+    return this.rootVolumeTasks.get(id!)!;
+  }
+
+  /** Fault injection: AWS moves a host into a side state (its instance keeps running, as AWS warns). */
+  setHostHealth(id: string, state: 'under-assessment' | 'permanent-failure' | 'available'): void {
+    const h = this.host(id);
+    if (!this.held(h)) throw new Ec2Error('InvalidHostState', `Host ${id} is released.`);
+    h.state = state;
+  }
+
+  ledger(): Ledger {
+    this.settle();
+    const now = this.clock.now();
+    const billedHours = Object.fromEntries(BILLING_MODES.map((m) => [m, 0])) as Record<BillingMode, number>;
+    let scrubbingHours = 0;
+    const hosts: LedgerEntry[] = [];
+    for (const h of this.hosts.values()) {
+      const end = h.releasedAt ?? now;
+      const scrubbing = h.pendingSeconds + (h.state === 'pending' ? now - h.pendingSince! : 0);
+      const allocated = end - h.allocatedAt;
+      const billed = Object.fromEntries(
+        BILLING_MODES.map((m) => [m, billedSeconds(allocated, scrubbing, m)]),
+      ) as Record<BillingMode, number>;
+      for (const m of BILLING_MODES) billedHours[m] += billed[m] / 3600;
+      scrubbingHours += scrubbing / 3600;
+      hosts.push({
+        hostId: h.id,
+        instanceType: h.instanceType,
+        zone: h.zone.name,
+        state: h.state,
+        allocatedAt: new Date(h.allocatedAt * 1000).toISOString(),
+        ...(h.releasedAt ? { releasedAt: new Date(h.releasedAt * 1000).toISOString() } : {}),
+        tags: Object.fromEntries(h.tags),
+        allocatedSeconds: allocated,
+        scrubbingSeconds: scrubbing,
+        billedSeconds: billed,
+      });
+    }
+    return {
+      now: new Date(now * 1000).toISOString(),
+      hosts,
+      stillAllocated: hosts
+        .filter((h) => h.state !== 'released' && h.state !== 'released-permanent-failure')
+        .map((h) => h.hostId),
+      billedHours,
+      scrubbingHours,
+    };
+  }
+}

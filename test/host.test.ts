@@ -1,0 +1,243 @@
+/**
+ * EC2 Mac host workflows on the real dev server against the EC2 Mac emulator in
+ * compressed time (1 real second = 1 virtual hour), with real SSH to the instances.
+ * Every test ends with the emulator's ledger showing no host that no workflow owns.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { Client as SshClient } from 'ssh2';
+import { readFileSync } from 'node:fs';
+import type { LoadedConfig } from '../src/config/load';
+import { publicKeyOf } from '../src/emulator/seed-image';
+import { defaultEmulatorOptions, NO_FAULTS, startEc2Emulator, type Ec2Emulator } from '../src/emulator/ec2/server';
+import { SEEDED_IMAGES } from '../src/emulator/ec2/cloud';
+import { hostStateQuery, hostWorkflowId, retireHostSignal, type HostLife, type hostWorkflow } from '../workflows/host';
+import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
+
+const POOL = 'aws';
+const SPEED = 3600;
+let emu: Ec2Emulator;
+let config: LoadedConfig;
+let client: Client;
+let worker: Awaited<ReturnType<typeof startWorker>> | undefined;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  const s = stack();
+  const o = defaultEmulatorOptions();
+  o.speed = SPEED;
+  o.cloud.zones = [
+    { name: 'us-east-1a', id: 'use1-az6', capacity: 20 },
+    { name: 'us-east-1b', id: 'use1-az4', capacity: 20 },
+  ];
+  o.ssh = {
+    authorizedKey: publicKeyOf(join(s.stateDir, 'keys', 'worker_ed25519')),
+    dir: join(s.stateDir, 'ec2-instances'),
+    port: 2222,
+    vmPort: 2200,
+    vmBootSeconds: 1,
+  };
+  emu = await startEc2Emulator(o);
+  mkdirSync(join(s.stateDir, 'secrets'), { recursive: true });
+  writeFileSync(join(s.stateDir, 'secrets', 'ec2-key-id'), 'emulator');
+  writeFileSync(join(s.stateDir, 'secrets', 'ec2-secret'), 'emulator');
+  config = fileConfig(POOL, (raw) => {
+    raw.pools[0].hosts = [];
+    raw.pools[0].ssh = { user: 'root', port: 2222, privateKey: { file: 'keys/worker_ed25519' } };
+    raw.pools[0].aws = {
+      region: 'us-east-1',
+      endpoint: emu.endpoint,
+      credentials: { accessKeyId: { file: 'secrets/ec2-key-id' }, secretAccessKey: { file: 'secrets/ec2-secret' } },
+      instanceType: 'mac2-m2.metal',
+      zones: ['us-east-1a', 'us-east-1b'],
+      imageId: SEEDED_IMAGES[0]!.id,
+      timeScale: SPEED,
+    };
+  });
+  client = new Client({ connection: await Connection.connect({ address: config.temporal.address }) });
+});
+
+afterEach(() => {
+  emu.setFaults(NO_FAULTS);
+  for (const z of emu.cloud.options.zones) z.capacity = 20;
+});
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await worker?.stop();
+  await client?.connection.close();
+  await emu?.stop();
+});
+
+async function inProcessWorker(): Promise<void> {
+  worker ??= await startWorker(config);
+}
+
+function startHost(name: string): Promise<WorkflowHandle<typeof hostWorkflow>> {
+  return client.workflow.start<typeof hostWorkflow>('hostWorkflow', {
+    taskQueue: config.temporal.taskQueue,
+    workflowId: hostWorkflowId(POOL, name),
+    args: [{ pool: POOL, timeScale: SPEED, pollSeconds: 60 }],
+  });
+}
+
+const phase = async (h: WorkflowHandle<typeof hostWorkflow>) => (await h.query(hostStateQuery)).phase;
+
+/** Hosts and instances the emulator holds for one host workflow. */
+function owned(workflowId: string) {
+  const hosts = [...emu.cloud.hosts.values()].filter((h) => h.tags.get('marina:workflow') === workflowId);
+  const instances = [...emu.cloud.instances.values()].filter((i) => i.tags.get('marina:workflow') === workflowId);
+  return { hosts, instances };
+}
+
+/** The run's invariant: every host still allocated belongs to a host workflow that is still open. */
+async function noOrphans(): Promise<void> {
+  for (const id of emu.cloud.ledger().stillAllocated) {
+    const wf = emu.cloud.hosts.get(id)!.tags.get('marina:workflow');
+    expect(wf, `host ${id} has no owner tag`).toBeDefined();
+    const d = await client.workflow.getHandle(wf!).describe();
+    expect(d.status.name, `host ${id} is allocated but ${wf} is ${d.status.name}`).toBe('RUNNING');
+  }
+}
+
+function sshRun(endpoint: { address: string; port: number; knownHostsLine: string }, command: string): Promise<string> {
+  const key = readFileSync(join(stack().stateDir, 'keys', 'worker_ed25519'));
+  const pinned = endpoint.knownHostsLine.split(' ')[2];
+  return new Promise((resolve, reject) => {
+    const c = new SshClient();
+    c.on('ready', () =>
+      c.exec(command, (err, ch) => {
+        if (err) return reject(err);
+        let out = '';
+        ch.on('data', (d: Buffer) => (out += d.toString()));
+        ch.on('close', () => {
+          c.end();
+          resolve(out);
+        });
+      }),
+    );
+    c.on('error', reject);
+    c.connect({
+      host: endpoint.address,
+      port: endpoint.port,
+      username: 'root',
+      privateKey: key,
+      hostVerifier: (k: Buffer) => k.toString('base64') === pinned,
+    } as never);
+  });
+}
+
+describe('an EC2 Mac host workflow', () => {
+  it('lives a whole life: allocate, boot, answer SSH, retire young, release at 24 h', async () => {
+    await inProcessWorker();
+    const h = await startHost(uniqueId('life'));
+    await eventually('the host to be ready', async () => (await phase(h)) === 'ready', 60_000);
+    const view = await h.query(hostStateQuery);
+    expect(view.hostId).toMatch(/^h-0/);
+    expect(view.ageSeconds).toBeLessThan(86400);
+    // The instance answers SSH with the key pinned on first contact, as the emulated Mac host.
+    expect(await sshRun(view.endpoint!, 'tart --version; echo on-$MARINA_EMU_HOST')).toMatch(
+      new RegExp(`on-${view.instanceId}`),
+    );
+    const desc = await h.describe();
+    expect(desc.searchAttributes.MarinaHostState).toEqual(['ready']);
+
+    // Retire it a few virtual hours in: AWS refuses the release before 24 h, the workflow
+    // waits exactly until the time AWS names, and releases it then.
+    await h.signal(retireHostSignal, { reason: 'test: idle' });
+    const life: HostLife = await h.result();
+    expect(life.phase).toBe('released');
+    expect(life.releaseAttempts).toBe(1);
+    const entry = emu.cloud.ledger().hosts.find((x) => x.hostId === life.hostId)!;
+    expect(entry.state).toBe('released');
+    expect(entry.allocatedSeconds).toBeGreaterThanOrEqual(86400);
+    // Released within 30 virtual minutes (0.5 s real) of the earliest moment.
+    expect(entry.allocatedSeconds).toBeLessThan(86400 + 1800);
+    // Its instance's end sent it to scrub; the scrub is not billed in the default reading.
+    expect(entry.scrubbingSeconds).toBeGreaterThan(0);
+    expect(entry.billedSeconds['minimum-of-metered']).toBe(86400);
+    await noOrphans();
+  });
+
+  it('falls back to the next zone when the first has no Mac host', async () => {
+    await inProcessWorker();
+    emu.cloud.options.zones[0]!.capacity = 0;
+    const h = await startHost(uniqueId('zone'));
+    await eventually('the host to be ready', async () => (await phase(h)) === 'ready', 60_000);
+    expect((await h.query(hostStateQuery)).zone).toBe('us-east-1b');
+    await h.signal(retireHostSignal, { reason: 'test done' });
+    expect((await h.result()).phase).toBe('released');
+    await noOrphans();
+  });
+
+  it('completes under 30 % throttling and 5xx', async () => {
+    await inProcessWorker();
+    emu.setFaults({ throttleRate: 0.3, serverErrorRate: 0.05, seed: 7 });
+    const h = await startHost(uniqueId('throttled'));
+    await eventually('the host to be ready', async () => (await phase(h)) === 'ready', 90_000);
+    await h.signal(retireHostSignal, { reason: 'test done' });
+    expect((await h.result()).phase).toBe('released');
+    expect(owned(h.workflowId).hosts).toHaveLength(1);
+    await noOrphans();
+  });
+
+  it('retires and releases a host whose instance cannot launch (bad AMI), without leaking it', async () => {
+    await inProcessWorker();
+    emu.cloud.images.delete(SEEDED_IMAGES[0]!.id);
+    try {
+      const h = await startHost(uniqueId('badami'));
+      const err = await h.result().then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(String((err as { cause?: Error })?.cause?.message ?? err)).toMatch(
+        /InvalidAMIID\.NotFound.*the host was released/,
+      );
+      expect(owned(h.workflowId).hosts.map((x) => x.state)).toEqual(['released']);
+      await noOrphans();
+    } finally {
+      const img = SEEDED_IMAGES[0]!;
+      emu.cloud.images.set(img.id, { ...img, availableAt: 0, createdAt: 0, tags: new Map() });
+    }
+  });
+});
+
+describe('a worker SIGKILLed right after an EC2 call was sent', () => {
+  for (const action of ['AllocateHosts', 'RunInstances'] as const) {
+    it(`leaves exactly one host and one instance (${action})`, async () => {
+      await worker?.stop();
+      worker = undefined;
+      // EC2 commits the call, then holds the answer: the worker dies without seeing it.
+      emu.setFaults({ holdAfterCommitMs: 3000, actions: [action] });
+      const first = spawnWorker(config);
+      children.push(first);
+      const h = await startHost(uniqueId(`kill-${action}`));
+      await eventually(
+        `${action} to be committed`,
+        async () => {
+          const o = owned(h.workflowId);
+          return (action === 'AllocateHosts' ? o.hosts.length : o.instances.length) === 1;
+        },
+        30_000,
+      );
+      first.kill('SIGKILL');
+      emu.setFaults(NO_FAULTS);
+      const second = spawnWorker(config);
+      children.push(second);
+      try {
+        await eventually('the host to be ready', async () => (await phase(h)) === 'ready', 120_000);
+        const o = owned(h.workflowId);
+        expect(o.hosts).toHaveLength(1);
+        expect(o.instances).toHaveLength(1);
+        await h.signal(retireHostSignal, { reason: 'test done' });
+        expect((await h.result()).phase).toBe('released');
+        await noOrphans();
+      } finally {
+        second.kill('SIGKILL');
+      }
+    });
+  }
+});
