@@ -27,6 +27,8 @@ import {
 } from '@aws-sdk/client-ec2';
 import { defaultEmulatorOptions, startEc2Emulator, type Ec2Emulator } from '../src/emulator/ec2/server';
 import { SEEDED_IMAGES } from '../src/emulator/ec2/cloud';
+import { classifyEc2Error } from '../src/ec2mac/errors';
+import { clientToken } from '../activities/ec2';
 
 const AMI = SEEDED_IMAGES[0]!.id;
 const X86_AMI = SEEDED_IMAGES[2]!.id;
@@ -442,3 +444,35 @@ describe('the AWS CLI, a client we did not write', () => {
 
 // Enough virtual time for a launched instance to be running.
 const DEFAULT_RUNNING = 3 * 60;
+
+describe('EC2 error classes and idempotency tokens', () => {
+  it('retries throttling, 5xx and busy hosts, moves on from a full zone, stops on what no retry fixes', () => {
+    for (const c of [
+      'RequestLimitExceeded',
+      'InternalError',
+      'ServiceUnavailable',
+      'InsufficientCapacityOnHost',
+      'InvalidInstanceID.NotFound',
+    ]) {
+      expect(classifyEc2Error(c), c).toBe('retry');
+    }
+    expect(classifyEc2Error('InsufficientHostCapacity')).toBe('next-zone');
+    for (const c of [
+      'HostLimitExceeded',
+      'InvalidAMIID.NotFound',
+      'IdempotentParameterMismatch',
+      'UnauthorizedOperation',
+      'InvalidParameterValue',
+    ]) {
+      expect(classifyEc2Error(c), c).toBe('fatal');
+    }
+  });
+
+  it('derives a stable token of at most 64 characters per workflow and step', () => {
+    const a = clientToken('host/ci/0f3a9c1e-5b7d-4c2a-9e8f-1234567890ab', 'allocate-us-east-1a');
+    expect(a).toBe(clientToken('host/ci/0f3a9c1e-5b7d-4c2a-9e8f-1234567890ab', 'allocate-us-east-1a'));
+    expect(a.length).toBeLessThanOrEqual(64);
+    expect(clientToken('host/ci/0f3a9c1e-5b7d-4c2a-9e8f-1234567890ab', 'allocate-us-east-1b')).not.toBe(a);
+    expect(clientToken('host/ci/other', 'allocate-us-east-1a')).not.toBe(a);
+  });
+});
