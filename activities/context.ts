@@ -28,6 +28,7 @@ export class ActivityContext {
   readonly ssh = new SshPool();
   private readonly s3Clients = new Map<string, S3Client>();
   private readonly ec2Clients = new Map<string, EC2Client>();
+  private readonly ec2Clocks = new Map<string, number>();
 
   constructor(
     readonly config: LoadedConfig,
@@ -144,9 +145,25 @@ export class ActivityContext {
             }
           : undefined,
       });
+      // EC2's answers carry its clock in the Date header; keep the latest, so waits on
+      // EC2's rules (the 24 h minimum) are measured on EC2's clock, not the worker's.
+      client.middlewareStack.add(
+        (next) => async (args) => {
+          const out = await next(args);
+          const date = (out.response as { headers?: Record<string, string> }).headers?.date;
+          if (date && !Number.isNaN(Date.parse(date))) this.ec2Clocks.set(poolName, Date.parse(date) / 1000);
+          return out;
+        },
+        { step: 'deserialize', name: 'marinaEc2Clock' },
+      );
       this.ec2Clients.set(poolName, client);
     }
     return client;
+  }
+
+  /** EC2's time (epoch seconds) at its latest answer for this pool, if any. */
+  ec2Now(poolName: string): number | undefined {
+    return this.ec2Clocks.get(poolName);
   }
 
   s3(location: S3Location): S3Client {

@@ -259,6 +259,15 @@ export function ec2Activities(ctx: ActivityContext) {
             nonRetryable: true,
           });
         }
+        const launched = inst?.LaunchTime ? inst.LaunchTime.getTime() / 1000 : undefined;
+        const now = ctx.ec2Now(ref.pool);
+        if (launched !== undefined && now !== undefined && now - launched > pool.aws!.sshReadyTimeoutSeconds) {
+          throw ApplicationFailure.create({
+            message: `instance ${ref.instanceId} has not answered SSH ${Math.round((now - launched) / 60)} min after launch (aws.sshReadyTimeoutSeconds)`,
+            type: 'InstanceNeverAnswered',
+            nonRetryable: true,
+          });
+        }
         const address = inst?.PrivateIpAddress;
         if (state === 'running' && address) {
           const key = await hostKey(address, port);
@@ -312,7 +321,15 @@ export function ec2Activities(ctx: ActivityContext) {
           return { released: true };
       }
       const after = /any time after (\S+?Z)\./.exec(u?.Error?.Message ?? '');
-      return { released: false, code, ...(after ? { retryAt: Date.parse(after[1]!) / 1000 } : {}) };
+      if (!after) return { released: false, code };
+      const retryAt = Date.parse(after[1]!) / 1000;
+      const now = ctx.ec2Now(ref.pool);
+      return {
+        released: false,
+        code,
+        retryAt,
+        ...(now !== undefined ? { waitSeconds: Math.max(0, retryAt - now) } : {}),
+      };
     },
   };
 }

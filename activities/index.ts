@@ -6,6 +6,7 @@ import { runActivities } from './run';
 import { snapshotActivities } from './snapshot';
 import { healthActivities } from './health';
 import { ec2Activities } from './ec2';
+import { reconcileActivities } from './reconcile';
 
 export function createActivities(ctx: ActivityContext) {
   return {
@@ -15,5 +16,6 @@ export function createActivities(ctx: ActivityContext) {
     ...snapshotActivities(ctx),
     ...healthActivities(ctx),
     ...ec2Activities(ctx),
+    ...reconcileActivities(ctx),
   };
 }

@@ -1,7 +1,8 @@
 import { resolve } from 'node:path';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import type { Client } from '@temporalio/client';
+import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
+import { reconcileScheduleId, type ReconcilerInput } from '../workflows/reconciler';
 import { createActivities } from '../activities';
 import { ActivityContext } from '../activities/context';
 import { hostSpecs, type LoadedConfig } from './config/load';
@@ -29,6 +30,39 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
       typedSearchAttributes: [{ key: SA_POOL, value: pool.name }],
       staticSummary: `Pool ${pool.name}: ${pool.hosts.length} on-prem Mac host(s)`,
     });
+    if (pool.aws) await ensureReconcileSchedule(client, config, pool.name, pool.aws);
+  }
+}
+
+/** The reconciler's Temporal Schedule for an AWS pool: created, or updated to the current config. */
+async function ensureReconcileSchedule(
+  client: Client,
+  config: LoadedConfig,
+  pool: string,
+  aws: NonNullable<LoadedConfig['pools'][number]['aws']>,
+): Promise<void> {
+  const input: ReconcilerInput = {
+    pool,
+    taskQueue: config.temporal.taskQueue,
+    timeScale: aws.timeScale,
+    pollSeconds: aws.pollSeconds,
+  };
+  const options = {
+    spec: { intervals: [{ every: `${aws.reconcileSeconds}s` as const }] },
+    action: {
+      type: 'startWorkflow' as const,
+      workflowType: 'reconcilerWorkflow',
+      workflowId: reconcileScheduleId(pool),
+      taskQueue: config.temporal.taskQueue,
+      args: [input],
+    },
+    policies: { overlap: ScheduleOverlapPolicy.SKIP },
+  };
+  try {
+    await client.schedule.create({ scheduleId: reconcileScheduleId(pool), ...options });
+  } catch (e) {
+    if (!(e instanceof ScheduleAlreadyRunning)) throw e;
+    await client.schedule.getHandle(reconcileScheduleId(pool)).update((prev) => ({ ...prev, ...options }));
   }
 }
 

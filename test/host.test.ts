@@ -16,6 +16,8 @@ import { defaultEmulatorOptions, NO_FAULTS, startEc2Emulator, type Ec2Emulator }
 import { SEEDED_IMAGES } from '../src/emulator/ec2/cloud';
 import { hostStateQuery, hostWorkflowId, retireHostSignal, type HostLife, type hostWorkflow } from '../workflows/host';
 import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
+import { reconcileScheduleId } from '../workflows/reconciler';
+import type { ReconcileReport } from '../activities/reconcile';
 
 const POOL = 'aws';
 const SPEED = 3600;
@@ -55,6 +57,9 @@ beforeAll(async () => {
       zones: ['us-east-1a', 'us-east-1b'],
       imageId: SEEDED_IMAGES[0]!.id,
       timeScale: SPEED,
+      pollSeconds: 60,
+      // The test triggers the reconciler itself.
+      reconcileSeconds: 3600,
     };
   });
   client = new Client({ connection: await Connection.connect({ address: config.temporal.address }) });
@@ -202,6 +207,43 @@ describe('an EC2 Mac host workflow', () => {
       const img = SEEDED_IMAGES[0]!;
       emu.cloud.images.set(img.id, { ...img, availableAt: 0, createdAt: 0, tags: new Map() });
     }
+  });
+});
+
+describe('the reconciler', () => {
+  it('adopts and releases a host whose workflow was terminated', async () => {
+    await inProcessWorker();
+    const h = await startHost(uniqueId('orphan'));
+    await eventually('the host to be ready', async () => (await phase(h)) === 'ready', 60_000);
+    const { hostId, instanceId } = await h.query(hostStateQuery);
+    await h.terminate('test: an operator terminated the host workflow');
+    // Now EC2 holds a host (and its instance) that no workflow owns: money leaking.
+    expect(emu.cloud.ledger().stillAllocated).toContain(hostId);
+    const schedule = client.schedule.getHandle(reconcileScheduleId(POOL));
+    const before = (await schedule.describe()).info.recentActions.length;
+    await schedule.trigger();
+    const run = await eventually(
+      'the schedule to start the reconciler',
+      async () => (await schedule.describe()).info.recentActions.slice(before)[0]?.action.workflow.workflowId,
+      30_000,
+    );
+    const report = (await client.workflow.getHandle(run).result()) as ReconcileReport;
+    expect(report.actions).toContainEqual(
+      expect.objectContaining({
+        resource: hostId,
+        ownerStatus: 'TERMINATED',
+        action: 'adopted',
+        detail: `host/${POOL}/adopted-${hostId}`,
+      }),
+    );
+    const adopter = client.workflow.getHandle(`host/${POOL}/adopted-${hostId}`);
+    const life = (await adopter.result()) as HostLife;
+    expect(life.phase).toBe('released');
+    expect(emu.cloud.instances.get(instanceId!)?.state ?? 'terminated').toMatch(/shutting-down|terminated/);
+    const entry = emu.cloud.ledger().hosts.find((x) => x.hostId === hostId)!;
+    expect(entry.state).toBe('released');
+    expect(entry.allocatedSeconds).toBeLessThan(86400 + 1800);
+    await noOrphans();
   });
 });
 

@@ -56,6 +56,8 @@ export interface HostLife {
   allocatedAt?: number;
   /** Workflow time (ms) when allocatedAt was read: maps workflow time onto EC2's clock. */
   allocatedAtWorkflowMs?: number;
+  /** For a host adopted by the reconciler: its age on EC2's clock when adopted. */
+  ageAtAdoptionSeconds?: number;
   instanceId?: string;
   /** Bumped for each instance this host runs: one RunInstances token per generation. */
   generation: number;
@@ -103,6 +105,10 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     retry: { initialInterval: '1s', maximumInterval: '1m' },
   });
   const sleepEc2 = (seconds: number): Promise<void> => sleep(Math.max(1, Math.ceil((seconds / scale) * 1000)));
+
+  if (life.allocatedAt !== undefined && life.allocatedAtWorkflowMs === undefined) {
+    life.allocatedAtWorkflowMs = Date.now() - ((life.ageAtAdoptionSeconds ?? 0) * 1000) / scale;
+  }
 
   setHandler(hostStateQuery, () => ({
     ...life,

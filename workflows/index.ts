@@ -2,3 +2,4 @@
 export { jobWorkflow } from './job';
 export { poolWorkflow } from './pool';
 export { hostWorkflow } from './host';
+export { reconcilerWorkflow } from './reconciler';

@@ -64,6 +64,10 @@ const awsPool = z
     /** The macOS AMI the host's instance runs (its arm64/x86 architecture must match the type). */
     imageId: z.string().regex(/^ami-[0-9a-f]+$/, 'an AMI id, e.g. ami-0a1b2c3d4e5f60715'),
     maxHosts: z.number().int().positive().default(10),
+    /** How often host workflows poll EC2 while they wait (EC2 seconds). */
+    pollSeconds: z.number().positive().default(30),
+    /** How often the reconciler compares EC2 with the host workflows (a Temporal Schedule). */
+    reconcileSeconds: z.number().int().min(1).default(300),
     /** How long a new instance may take to answer SSH (AWS: 6–20 min, up to 15 min after running on M4). */
     sshReadyTimeoutSeconds: z
       .number()

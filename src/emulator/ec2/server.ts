@@ -542,7 +542,14 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
       const p = new URLSearchParams(await body(req));
       const action = p.get('Action') ?? '';
       const send = (status: number, xmlText: string): void => {
-        res.writeHead(status, { 'content-type': 'text/xml;charset=UTF-8', 'x-amzn-requestid': requestId }).end(xmlText);
+        // Date carries the emulated clock, as AWS's carries AWS's: clients read EC2's "now" from it.
+        res
+          .writeHead(status, {
+            'content-type': 'text/xml;charset=UTF-8',
+            'x-amzn-requestid': requestId,
+            date: new Date(clock.now() * 1000).toUTCString(),
+          })
+          .end(xmlText);
       };
       const faulty = faults.actions.length === 0 || faults.actions.includes(action);
       if (faulty && faults.slowMs > 0) await new Promise((r) => setTimeout(r, faults.slowMs));
