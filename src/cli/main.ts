@@ -13,6 +13,7 @@ import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from
 import { jobStatusQuery, poolStateQuery, poolWorkflowId, type JobResult } from '../../workflows/definitions';
 import { runDev } from './dev';
 import { registerSimulateCommands } from './simulate';
+import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -255,6 +256,7 @@ program
   });
 
 registerSimulateCommands(program);
+registerEc2EmulatorCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof ConfigError || e instanceof UsageError || e instanceof TraceError)
