@@ -12,6 +12,7 @@ import { readSecret, SecretError } from '../src/config/secrets';
 import { parseKnownHosts } from './ssh/known-hosts';
 import { SshPool, type SshConnection, type SshTarget } from './ssh/connection';
 import { TartDriver } from './hypervisor/tart';
+import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
 import type { HypervisorDriver } from './hypervisor/driver';
 
 export interface HostRef {
@@ -94,8 +95,43 @@ export class ActivityContext {
     };
   }
 
-  hostConnection(ref: HostRef): Promise<SshConnection> {
+  async hostConnection(ref: HostRef): Promise<SshConnection> {
+    const pool = this.pool(ref.pool);
+    if (pool.aws && !pool.hosts.some((h) => h.name === ref.host))
+      return this.ssh.get(await this.dynamicHostTarget(ref));
     return this.ssh.get(this.hostTarget(ref));
+  }
+
+  /**
+   * A host Marina allocated is not in the config: its address and pinned key are in the
+   * pool workflow's state, put there by the host workflow when the host became ready.
+   */
+  async dynamicHostTarget(ref: HostRef): Promise<SshTarget> {
+    const pool = this.pool(ref.pool);
+    if (!this.temporal) {
+      throw ApplicationFailure.create({
+        message: 'resolving an EC2 host needs a Temporal client',
+        type: 'ConfigError',
+        nonRetryable: true,
+      });
+    }
+    const state = await this.temporal.workflow.getHandle(poolWorkflowId(ref.pool)).query(poolStateQuery);
+    const d = state.hosts.find((h) => h.name === ref.host)?.dynamic;
+    if (!d) {
+      throw ApplicationFailure.create({
+        message: `host "${ref.host}" is not (or no longer) in pool "${ref.pool}"`,
+        type: 'UnknownHost',
+        nonRetryable: true,
+      });
+    }
+    return {
+      label: `host ${ref.pool}/${ref.host}`,
+      host: d.address,
+      port: d.port,
+      username: pool.ssh.user ?? 'ec2-user',
+      privateKey: pool.ssh.privateKey ? this.secret(pool.ssh.privateKey, `ssh key of pool ${pool.name}`) : undefined,
+      knownHosts: parseKnownHosts(d.knownHostsLine),
+    };
   }
 
   async driver(ref: HostRef): Promise<HypervisorDriver> {

@@ -259,15 +259,6 @@ export function ec2Activities(ctx: ActivityContext) {
             nonRetryable: true,
           });
         }
-        const launched = inst?.LaunchTime ? inst.LaunchTime.getTime() / 1000 : undefined;
-        const now = ctx.ec2Now(ref.pool);
-        if (launched !== undefined && now !== undefined && now - launched > pool.aws!.sshReadyTimeoutSeconds) {
-          throw ApplicationFailure.create({
-            message: `instance ${ref.instanceId} has not answered SSH ${Math.round((now - launched) / 60)} min after launch (aws.sshReadyTimeoutSeconds)`,
-            type: 'InstanceNeverAnswered',
-            nonRetryable: true,
-          });
-        }
         const address = inst?.PrivateIpAddress;
         if (state === 'running' && address) {
           const key = await hostKey(address, port);
@@ -278,6 +269,16 @@ export function ec2Activities(ctx: ActivityContext) {
               port,
               knownHostsLine: `${port === 22 ? address : `[${address}]:${port}`} ${key}`,
             };
+        }
+        // Only an instance that does not answer is given up on: a worker that was down a while finds it answering.
+        const launched = inst?.LaunchTime ? inst.LaunchTime.getTime() / 1000 : undefined;
+        const now = ctx.ec2Now(ref.pool);
+        if (launched !== undefined && now !== undefined && now - launched > pool.aws!.sshReadyTimeoutSeconds) {
+          throw ApplicationFailure.create({
+            message: `instance ${ref.instanceId} has not answered SSH ${Math.round((now - launched) / 60)} min after launch (aws.sshReadyTimeoutSeconds)`,
+            type: 'InstanceNeverAnswered',
+            nonRetryable: true,
+          });
         }
         Context.current().heartbeat(state ?? 'unknown');
         await Context.current().sleep(ref.pollMs);

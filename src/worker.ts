@@ -5,7 +5,7 @@ import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@tem
 import { reconcileScheduleId, type ReconcilerInput } from '../workflows/reconciler';
 import { createActivities } from '../activities';
 import { ActivityContext } from '../activities/context';
-import { hostSpecs, type LoadedConfig } from './config/load';
+import { hostSpecs, hostTemplates, type LoadedConfig } from './config/load';
 import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
 import { SA_POOL, poolWorkflowId, syncHostsSignal, type PoolSettings } from '../workflows/definitions';
@@ -20,6 +20,17 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
       hosts: hostSpecs(pool),
       healthCheckSeconds: pool.healthCheckSeconds,
       leaseCheckSeconds: pool.leaseCheckSeconds,
+      ...(pool.aws
+        ? {
+            aws: {
+              maxHosts: pool.aws.maxHosts,
+              template: hostTemplates(pool)[0]!,
+              timeScale: pool.aws.timeScale,
+              pollSeconds: pool.aws.pollSeconds,
+              idleRetireSeconds: pool.aws.idleRetireSeconds,
+            },
+          }
+        : {}),
     };
     await client.workflow.signalWithStart<typeof poolWorkflow, [PoolSettings]>('poolWorkflow', {
       workflowId: poolWorkflowId(pool.name),
@@ -28,7 +39,9 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
       signal: syncHostsSignal,
       signalArgs: [settings],
       typedSearchAttributes: [{ key: SA_POOL, value: pool.name }],
-      staticSummary: `Pool ${pool.name}: ${pool.hosts.length} on-prem Mac host(s)`,
+      staticSummary: pool.aws
+        ? `Pool ${pool.name}: up to ${pool.aws.maxHosts} EC2 ${pool.aws.instanceType} host(s) in ${pool.aws.zones.join(', ')}`
+        : `Pool ${pool.name}: ${pool.hosts.length} on-prem Mac host(s)`,
     });
     if (pool.aws) await ensureReconcileSchedule(client, config, pool.name, pool.aws);
   }

@@ -90,7 +90,22 @@ export interface PoolSettings {
   hosts: HostSpec[];
   healthCheckSeconds: number;
   leaseCheckSeconds: number;
+  /** AWS pools: the pool starts host workflows when queued demand exceeds free and starting slots. */
+  aws?: AwsPoolSettings;
 }
+
+export interface AwsPoolSettings {
+  maxHosts: number;
+  /** What each new host offers (resources, labels). */
+  template: HostSpec;
+  timeScale: number;
+  pollSeconds: number;
+  idleRetireSeconds: number;
+}
+
+// Host -> pool
+export const hostReadySignal = defineSignal<[HostSpec]>('hostReady');
+export const hostGoneSignal = defineSignal<[{ workflowId: string; host?: string; reason: string }]>('hostGone');
 
 export interface PoolInput {
   name: string;

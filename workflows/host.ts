@@ -9,6 +9,7 @@
 import {
   ApplicationFailure,
   condition,
+  getExternalWorkflowHandle,
   continueAsNew,
   defineQuery,
   defineSignal,
@@ -21,7 +22,8 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
 import { MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
-import { SA_HOST, SA_HOST_STATE, SA_POOL } from './definitions';
+import type { HostSpec } from '../src/domain/pool';
+import { SA_HOST, SA_HOST_STATE, SA_POOL, hostGoneSignal, hostReadySignal, poolWorkflowId } from './definitions';
 
 export type HostPhase =
   | 'allocating'
@@ -44,6 +46,8 @@ export interface HostWorkflowInput {
   timeScale: number;
   /** How often to poll EC2 while waiting, in EC2 seconds. */
   pollSeconds: number;
+  /** Started by the pool: tell it when the host is ready (offering these resources and labels) and when it is gone. */
+  announce?: HostSpec;
   /** Carried across continue-as-new. */
   life?: HostLife;
 }
@@ -174,13 +178,27 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     life.error = err.cause?.message ?? err.message;
     life.retireReason ??= `failed: ${life.error}`;
   }
+  const pool = getExternalWorkflowHandle(poolWorkflowId(input.pool));
   if (
     life.phase === 'waiting-available' ||
     life.phase === 'launching' ||
     life.phase === 'booting' ||
     life.phase === 'ready'
   ) {
-    // Serve until told to retire. (The pool hands this host's slots out while it is ready.)
+    // Serve until told to retire: the pool hands this host's slots out while it is ready.
+    if (input.announce && life.phase === 'ready' && !life.retireReason) {
+      await pool.signal(hostReadySignal, {
+        name: life.hostId!,
+        resources: input.announce.resources,
+        labels: input.announce.labels,
+        dynamic: {
+          workflowId: id,
+          ...life.endpoint!,
+          ageSecondsAtReady: ec2Now() - life.allocatedAt!,
+          readyAtMs: Date.now(),
+        },
+      });
+    }
     while (!life.retireReason) {
       const woke = await condition(() => life.retireReason !== undefined, '1h');
       if (!woke && workflowInfo().continueAsNewSuggested) await continueAsNew<typeof hostWorkflow>({ ...input, life });
@@ -188,6 +206,10 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     enter('retiring');
   }
   if (life.phase === 'retiring') {
+    if (input.announce)
+      await pool
+        .signal(hostGoneSignal, { workflowId: id, host: life.hostId, reason: life.retireReason ?? 'retired' })
+        .catch(() => undefined);
     if (life.instanceId) await ec2.terminateInstance({ pool: input.pool, instanceId: life.instanceId });
     enter('releasing');
   }

@@ -14,7 +14,12 @@ import {
   setCurrentDetails,
   workflowInfo,
   uuid4,
+  startChild,
+  ParentClosePolicy,
 } from '@temporalio/workflow';
+import { freeResources } from '../src/domain/pool';
+import { retireDecision } from '../src/policy/retire';
+import { hostWorkflow, retireHostSignal } from './host';
 import type { Activities } from '../activities/types';
 import type { HostState, Lease, PoolState } from '../src/domain/pool';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
@@ -27,6 +32,9 @@ import {
   releaseLeaseSignal,
   requestLeaseSignal,
   syncHostsSignal,
+  hostReadySignal,
+  hostGoneSignal,
+  type AwsPoolSettings,
   type PoolInput,
   type PoolSettings,
 } from './definitions';
@@ -52,6 +60,77 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
 
   setHandler(poolStateQuery, () => state);
 
+  // AWS pools: host workflows announce themselves when ready and when gone.
+  state.starting ??= {};
+  state.idleSince ??= {};
+  state.retiring ??= [];
+  setHandler(hostReadySignal, (spec) => {
+    delete state.starting![spec.dynamic!.workflowId];
+    state.hosts = [...state.hosts.filter((h) => h.name !== spec.name), { ...spec, consecutiveHealthFailures: 0 }];
+    state.idleSince![spec.name] = Date.now();
+    dirty = true;
+  });
+  setHandler(hostGoneSignal, ({ workflowId }) => {
+    delete state.starting![workflowId];
+    const gone = state.hosts.filter((h) => h.dynamic?.workflowId === workflowId).map((h) => h.name);
+    state.hosts = state.hosts.filter((h) => !gone.includes(h.name));
+    state.retiring = state.retiring!.filter((n) => !gone.includes(n));
+    for (const n of gone) delete state.idleSince![n];
+    dirty = true;
+  });
+
+  /** Starts host workflows when queued demand exceeds the free slots and those of hosts starting. */
+  function scaleUp(aws: AwsPoolSettings): void {
+    if (state.queue.length === 0) return;
+    const slotsPerHost = aws.template.resources.vm ?? 1;
+    const queued = state.queue.reduce((n, q) => n + (q.resources.vm ?? 1), 0);
+    const schedulable = state.hosts.filter((h) => !h.cordoned && !state.retiring!.includes(h.name));
+    const free = schedulable.reduce((n, h) => n + Math.max(0, freeResources(h, state.leases).vm ?? 0), 0);
+    const starting = Object.keys(state.starting!).length;
+    const deficit = queued - free - starting * slotsPerHost;
+    const held = state.hosts.filter((h) => h.dynamic).length + starting;
+    const n = Math.min(Math.ceil(deficit / slotsPerHost), aws.maxHosts - held);
+    for (let i = 0; i < n; i++) {
+      const workflowId = `host/${state.name}/${uuid4().slice(0, 8)}`;
+      state.starting![workflowId] = Date.now();
+      void startChild(hostWorkflow, {
+        workflowId,
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        args: [{ pool: state.name, timeScale: aws.timeScale, pollSeconds: aws.pollSeconds, announce: aws.template }],
+        staticSummary: `EC2 Mac host of pool ${state.name}: ${queued} slot(s) queued, ${free} free, ${starting} host(s) starting`,
+      }).catch(() => {
+        delete state.starting![workflowId];
+        dirty = true;
+      });
+    }
+  }
+
+  /** Retires dynamic hosts the retire policy lets go. */
+  function retireIdle(aws: AwsPoolSettings): void {
+    const now = Date.now();
+    for (const h of state.hosts) {
+      if (!h.dynamic || state.retiring!.includes(h.name)) continue;
+      const leases = state.leases.filter((l) => l.host === h.name).length;
+      if (leases > 0) delete state.idleSince![h.name];
+      else state.idleSince![h.name] ??= now;
+      const d = retireDecision({
+        leases,
+        queued: state.queue.length,
+        ageSeconds: h.dynamic.ageSecondsAtReady + ((now - h.dynamic.readyAtMs) / 1000) * aws.timeScale,
+        idleSeconds: leases > 0 ? 0 : ((now - state.idleSince![h.name]!) / 1000) * aws.timeScale,
+        idleRetireSeconds: aws.idleRetireSeconds,
+      });
+      if (!d.retire) continue;
+      state.retiring!.push(h.name);
+      void getExternalWorkflowHandle(h.dynamic.workflowId)
+        .signal(retireHostSignal, { reason: d.why })
+        .catch(() => undefined);
+    }
+    state.hosts = state.hosts.filter(
+      (h) => !state.retiring!.includes(h.name) || state.leases.some((l) => l.host === h.name),
+    );
+  }
+
   setHandler(syncHostsSignal, (next) => {
     settings = next;
     state.hosts = mergeHosts(state.hosts, next);
@@ -66,7 +145,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       return;
     }
     if (state.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
-    const never = whyNeverFits(state.hosts, req);
+    const never = whyNeverFits(settings.aws ? [...state.hosts, settings.aws.template] : state.hosts, req);
     if (never) {
       void getExternalWorkflowHandle(req.jobWorkflowId)
         .signal(leaseRefusedSignal, { reason: never })
@@ -161,6 +240,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     }
   }
 
+  let nextAwsCheck = Infinity;
   let leaseCheckRunning = false;
   let nextLeaseCheck = Date.now() + settings.leaseCheckSeconds * 1000;
   async function reclaimDeadLeases(): Promise<void> {
@@ -197,7 +277,15 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         state.leases.push(lease);
         void notifyGrant(lease);
       }
+      if (settings.aws) {
+        scaleUp(settings.aws);
+        retireIdle(settings.aws);
+      }
       setCurrentDetails(describe(state));
+    }
+    // Idle hosts age while nothing happens: look again at least once per EC2 minute (≥ 1 s).
+    if (settings.aws && state.hosts.some((h) => h.dynamic)) {
+      nextAwsCheck = Math.min(nextAwsCheck, Date.now() + Math.max(1000, (60 / settings.aws.timeScale) * 1000));
     }
     const now = Date.now();
     if (!healthRunning && now >= nextHealth) void runHealthChecks();
@@ -207,18 +295,28 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       await condition(() => allHandlersFinished() && !healthRunning && !leaseCheckRunning && grantsInFlight === 0);
       await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
     }
-    const wakeAt = Math.min(healthRunning ? Infinity : nextHealth, leaseCheckRunning ? Infinity : nextLeaseCheck);
+    const wakeAt = Math.min(
+      healthRunning ? Infinity : nextHealth,
+      leaseCheckRunning ? Infinity : nextLeaseCheck,
+      nextAwsCheck,
+    );
     const waitMs = Number.isFinite(wakeAt) ? Math.max(100, wakeAt - Date.now()) : 60_000;
     await condition(() => dirty || wake, waitMs);
     wake = false;
+    if (Date.now() >= nextAwsCheck) {
+      nextAwsCheck = Infinity;
+      dirty = true;
+    }
   }
 }
 
 function mergeHosts(current: HostState[], settings: PoolSettings): HostState[] {
-  return settings.hosts.map((spec) => {
+  const configured = settings.hosts.map((spec) => {
     const old = current.find((h) => h.name === spec.name);
     return old ? { ...old, resources: spec.resources, labels: spec.labels } : { ...spec, consecutiveHealthFailures: 0 };
   });
+  // Hosts Marina allocated are not in the config: they stay until their host workflow says they are gone.
+  return [...configured, ...current.filter((h) => h.dynamic)];
 }
 
 function describe(state: PoolState): string {

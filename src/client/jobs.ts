@@ -3,7 +3,7 @@ import { Client, Connection, WorkflowIdReusePolicy, type WorkflowHandle } from '
 import { ListObjectsV2Command, GetObjectCommand } from '@aws-sdk/client-s3';
 import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
 import { whyNeverFits } from '../policy/placement';
-import { findPool, hostSpecs, logsLocation, type LoadedConfig } from '../config/load';
+import { findPool, hostSpecs, hostTemplates, logsLocation, type LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
 import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
 import { ImageStore } from '../images/store';
@@ -58,7 +58,10 @@ export async function checkJobSpec(
       message: `unknown pool "${spec.pool}"; configured pools: ${config.pools.map((p) => p.name).join(', ')}`,
     });
   } else {
-    const never = whyNeverFits(hostSpecs(pool), { resources: spec.resources ?? {}, labels: spec.labels ?? {} });
+    const never = whyNeverFits([...hostSpecs(pool), ...hostTemplates(pool)], {
+      resources: spec.resources ?? {},
+      labels: spec.labels ?? {},
+    });
     if (never) errors.push({ field: never.startsWith('no host has labels') ? 'labels' : 'resources', message: never });
   }
   for (const [name, ref] of Object.entries(spec.secrets ?? {})) {

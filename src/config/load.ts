@@ -79,6 +79,14 @@ export function hostSpecs(pool: PoolConfig): HostSpec[] {
   }));
 }
 
+/** What a host an AWS pool allocates will offer: jobs are checked against it before any host exists. */
+export function hostTemplates(pool: PoolConfig): HostSpec[] {
+  if (!pool.aws) return [];
+  return [
+    { name: `new ${pool.aws.instanceType} host`, resources: { ...pool.hostResources }, labels: { ...pool.aws.labels } },
+  ];
+}
+
 export function logsLocation(config: MarinaConfig): S3Location {
   const logs: Partial<S3Location> = config.logs ?? {};
   return {

@@ -64,6 +64,13 @@ const awsPool = z
     /** The macOS AMI the host's instance runs (its arm64/x86 architecture must match the type). */
     imageId: z.string().regex(/^ami-[0-9a-f]+$/, 'an AMI id, e.g. ami-0a1b2c3d4e5f60715'),
     maxHosts: z.number().int().positive().default(10),
+    /** Labels of every host of this pool (jobs select hosts by label). */
+    labels: labels.default({}),
+    /** A host with no job for this long (EC2 seconds) retires once its 24 h are paid. */
+    idleRetireSeconds: z
+      .number()
+      .nonnegative()
+      .default(30 * 60),
     /** How often host workflows poll EC2 while they wait (EC2 seconds). */
     pollSeconds: z.number().positive().default(30),
     /** How often the reconciler compares EC2 with the host workflows (a Temporal Schedule). */

@@ -11,6 +11,17 @@ export interface HostSpec {
   /** What the host offers, e.g. `{ vm: 2, cpu: 8, memory: 16384 }`. */
   resources: Resources;
   labels: Labels;
+  /** A host Marina allocated (EC2): the host workflow that owns it, and where to reach it. */
+  dynamic?: {
+    workflowId: string;
+    address: string;
+    port: number;
+    /** known_hosts line pinned on first contact. */
+    knownHostsLine: string;
+    /** Its age on EC2's clock when it became ready, and the workflow time (ms) then. */
+    ageSecondsAtReady: number;
+    readyAtMs: number;
+  };
 }
 
 export type CordonReason = 'operator' | 'health';
@@ -44,6 +55,12 @@ export interface PoolState {
   hosts: HostState[];
   leases: Lease[];
   queue: LeaseRequest[];
+  /** AWS pools: host workflows started and not yet ready (workflow id → workflow time started). */
+  starting?: Record<string, number>;
+  /** AWS pools: since when (workflow ms) each dynamic host has had no lease. */
+  idleSince?: Record<string, number>;
+  /** AWS pools: hosts told to retire, no longer schedulable. */
+  retiring?: string[];
 }
 
 export function usedResources(leases: readonly Lease[], host: string): Resources {
