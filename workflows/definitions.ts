@@ -61,6 +61,8 @@ export interface JobStatus {
   stages: Partial<Record<Stage, number>>;
   logPrefix: string;
   error?: string;
+  /** Hosts lost under this job, each with why: the job ran again on another. */
+  hostsLost?: string[];
 }
 
 export interface LeaseRequestMsg {
@@ -79,6 +81,8 @@ export const releaseLeaseSignal = defineSignal<[{ jobWorkflowId: string }]>('rel
 // Pool -> job
 export const leaseGrantedSignal = defineSignal<[Lease]>('leaseGranted');
 export const leaseRefusedSignal = defineSignal<[LeaseRefusal]>('leaseRefused');
+/** The host under a lease is gone (failed, retired by AWS): the job runs again elsewhere. */
+export const leaseRevokedSignal = defineSignal<[{ leaseId: string; reason: string }]>('leaseRevoked');
 // Worker / operator -> pool
 export const syncHostsSignal = defineSignal<[PoolSettings]>('syncHosts');
 export const cordonHostUpdate = defineUpdate<PoolState, [{ host: string; cordon: boolean }]>('cordonHost');

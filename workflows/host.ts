@@ -199,9 +199,18 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
         },
       });
     }
+    // While serving, look at the host in EC2 every ten polls: AWS may declare it failed.
+    const watchMs = Math.max(1000, Math.round(((input.pollSeconds * 10) / scale) * 1000));
     while (!life.retireReason) {
-      const woke = await condition(() => life.retireReason !== undefined, '1h');
-      if (!woke && workflowInfo().continueAsNewSuggested) await continueAsNew<typeof hostWorkflow>({ ...input, life });
+      const woke = await condition(() => life.retireReason !== undefined, watchMs);
+      if (woke) break;
+      if (life.phase === 'ready') {
+        const h = await ec2.describeHost({ pool: input.pool, hostId: life.hostId! });
+        if (h.state === 'permanent-failure') life.retireReason = 'AWS marked the host permanent-failure';
+      }
+      if (!life.retireReason && workflowInfo().continueAsNewSuggested) {
+        await continueAsNew<typeof hostWorkflow>({ ...input, life });
+      }
     }
     enter('retiring');
   }

@@ -23,6 +23,7 @@ import {
   SA_JOB_STATE,
   jobStatusQuery,
   leaseGrantedSignal,
+  leaseRevokedSignal,
   leaseRefusedSignal,
   poolWorkflowId,
   releaseLeaseSignal,
@@ -115,83 +116,127 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
   const pool = getExternalWorkflowHandle(poolWorkflowId(spec.pool));
   const vm = vmNameForJob(spec.id);
 
+  // A lease is revoked when its host is lost (AWS retired it, it failed): the job then
+  // runs again, from the fetch, on another host. Its VM went with the host.
+  let revoked: string | undefined;
+  let onHost: CancellationScope | undefined;
+  setHandler(leaseRevokedSignal, ({ leaseId, reason }) => {
+    if (lease?.leaseId !== leaseId) return;
+    revoked = reason;
+    onHost?.cancel();
+  });
+
   try {
-    setState('queued');
-    try {
-      await pool.signal(requestLeaseSignal, {
-        jobWorkflowId: info.workflowId,
-        resources: spec.resources ?? { vm: 1 },
-        labels: spec.labels ?? {},
-      });
-    } catch (e) {
-      if (isCancellation(e)) throw e;
-      throw ApplicationFailure.create({
-        message: `pool "${spec.pool}" is not running: check the pool name, or start a worker whose config defines it`,
-        type: 'UnknownPool',
-        nonRetryable: true,
-      });
-    }
-    await timed('queue', undefined, () => condition(() => lease !== undefined || refusal !== undefined));
-    if (refusal) {
-      throw ApplicationFailure.create({
-        message: `refused by pool "${spec.pool}": ${refusal.reason}`,
-        type: 'Refused',
-        nonRetryable: true,
-      });
-    }
-    const host = lease!.host;
-    status.host = host;
-    status.lease = lease;
-    upsertSearchAttributes([{ key: SA_HOST, value: host }]);
-    const target = { pool: spec.pool, host };
-    const vmTarget = { ...target, vm, jobId: spec.id };
-
-    try {
-      const ensureImage = withOptions('ensureImage', { startToCloseTimeout: '4h', heartbeatTimeout: HEARTBEAT, retry });
-      await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
-
-      const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
-      const booted = await timed('boot', 'booting', () =>
-        bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}),
-      );
-
-      const runScript = withOptions('runScript', {
-        startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,
-        heartbeatTimeout: HEARTBEAT,
-        retry,
-        // Let the activity kill the script before cleanup destroys the VM under it.
-        cancellationType: 'WAIT_CANCELLATION_COMPLETED' as ActivityOptions['cancellationType'],
-      });
-      const run = await timed('run', 'running', () =>
-        runScript(
-          `run script in ${vm}`,
-          { ...vmTarget, ip: booted.ip },
-          {
-            id: spec.id,
-            script: spec.script,
-            env: spec.env ?? {},
-            secrets: spec.secrets ?? {},
-            timeoutSeconds: spec.timeoutSeconds,
-          },
-        ),
-      );
-
-      let snapshot: JobResult['snapshot'];
-      if (spec.snapshot && run.exitCode === 0 && !run.timedOut) {
-        const snapshotVm = withOptions('snapshotVm', { startToCloseTimeout: '4h', heartbeatTimeout: HEARTBEAT, retry });
-        snapshot = await timed('snapshot', 'snapshotting', () =>
-          snapshotVm(`snapshot ${vm} to ${spec.snapshot!.image}`, { ...vmTarget, ip: booted.ip }, spec.snapshot!.image),
-        );
+    for (;;) {
+      lease = undefined;
+      revoked = undefined;
+      setState('queued');
+      try {
+        await pool.signal(requestLeaseSignal, {
+          jobWorkflowId: info.workflowId,
+          resources: spec.resources ?? { vm: 1 },
+          labels: spec.labels ?? {},
+        });
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        throw ApplicationFailure.create({
+          message: `pool "${spec.pool}" is not running: check the pool name, or start a worker whose config defines it`,
+          type: 'UnknownPool',
+          nonRetryable: true,
+        });
       }
-      const state = run.timedOut ? 'timed_out' : run.exitCode === 0 ? 'succeeded' : 'failed';
-      const result: JobResult = { jobId: spec.id, state, exitCode: run.exitCode, host, stages, log: run.log, snapshot };
-      await cleanup(vmTarget, stages, setState);
-      setState(state);
-      return result;
-    } catch (e) {
-      // The job's own failure is what the caller needs to see; a cleanup failure must not mask it.
-      await cleanup(vmTarget, stages, setState).catch(() => undefined);
-      throw e;
+      await timed('queue', undefined, () => condition(() => lease !== undefined || refusal !== undefined));
+      if (refusal) {
+        throw ApplicationFailure.create({
+          message: `refused by pool "${spec.pool}": ${refusal.reason}`,
+          type: 'Refused',
+          nonRetryable: true,
+        });
+      }
+      const host = lease!.host;
+      status.host = host;
+      status.lease = lease;
+      upsertSearchAttributes([{ key: SA_HOST, value: host }]);
+      const target = { pool: spec.pool, host };
+      const vmTarget = { ...target, vm, jobId: spec.id };
+
+      onHost = new CancellationScope();
+      try {
+        const done = await onHost.run(async () => {
+          const ensureImage = withOptions('ensureImage', {
+            startToCloseTimeout: '4h',
+            heartbeatTimeout: HEARTBEAT,
+            retry,
+          });
+          await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
+
+          const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
+          const booted = await timed('boot', 'booting', () =>
+            bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}),
+          );
+
+          const runScript = withOptions('runScript', {
+            startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,
+            heartbeatTimeout: HEARTBEAT,
+            retry,
+            // Let the activity kill the script before cleanup destroys the VM under it.
+            cancellationType: 'WAIT_CANCELLATION_COMPLETED' as ActivityOptions['cancellationType'],
+          });
+          const run = await timed('run', 'running', () =>
+            runScript(
+              `run script in ${vm}`,
+              { ...vmTarget, ip: booted.ip },
+              {
+                id: spec.id,
+                script: spec.script,
+                env: spec.env ?? {},
+                secrets: spec.secrets ?? {},
+                timeoutSeconds: spec.timeoutSeconds,
+              },
+            ),
+          );
+
+          let snapshot: JobResult['snapshot'];
+          if (spec.snapshot && run.exitCode === 0 && !run.timedOut) {
+            const snapshotVm = withOptions('snapshotVm', {
+              startToCloseTimeout: '4h',
+              heartbeatTimeout: HEARTBEAT,
+              retry,
+            });
+            snapshot = await timed('snapshot', 'snapshotting', () =>
+              snapshotVm(
+                `snapshot ${vm} to ${spec.snapshot!.image}`,
+                { ...vmTarget, ip: booted.ip },
+                spec.snapshot!.image,
+              ),
+            );
+          }
+          const state = run.timedOut ? 'timed_out' : run.exitCode === 0 ? 'succeeded' : 'failed';
+          const result: JobResult = {
+            jobId: spec.id,
+            state,
+            exitCode: run.exitCode,
+            host,
+            stages,
+            log: run.log,
+            snapshot,
+          };
+          return result;
+        });
+        await cleanup(vmTarget, stages, setState);
+        setState(done.state);
+        return done;
+      } catch (e) {
+        if (revoked !== undefined && !CancellationScope.current().consideredCancelled) {
+          // Whatever the on-host step failed with (cancelled, or its SSH cut), the host and the
+          // VM on it are gone: nothing to clean. Ask the pool again.
+          (status.hostsLost ??= []).push(`${host}: ${revoked}`);
+          continue;
+        }
+        // The job's own failure is what the caller needs to see; a cleanup failure must not mask it.
+        await cleanup(vmTarget, stages, setState).catch(() => undefined);
+        throw e;
+      }
     }
   } catch (e) {
     status.error = e instanceof Error ? e.message : String(e);

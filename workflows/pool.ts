@@ -34,6 +34,7 @@ import {
   syncHostsSignal,
   hostReadySignal,
   hostGoneSignal,
+  leaseRevokedSignal,
   type AwsPoolSettings,
   type PoolInput,
   type PoolSettings,
@@ -70,9 +71,16 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     state.idleSince![spec.name] = Date.now();
     dirty = true;
   });
-  setHandler(hostGoneSignal, ({ workflowId }) => {
+  setHandler(hostGoneSignal, ({ workflowId, reason }) => {
     delete state.starting![workflowId];
     const gone = state.hosts.filter((h) => h.dynamic?.workflowId === workflowId).map((h) => h.name);
+    // Jobs on a lost host run again: their leases end and they ask for new ones.
+    for (const l of state.leases.filter((x) => gone.includes(x.host))) {
+      state.leases = state.leases.filter((x) => x !== l);
+      void getExternalWorkflowHandle(l.jobWorkflowId)
+        .signal(leaseRevokedSignal, { leaseId: l.leaseId, reason: `host ${l.host} is gone: ${reason}` })
+        .catch(() => undefined);
+    }
     state.hosts = state.hosts.filter((h) => !gone.includes(h.name));
     state.retiring = state.retiring!.filter((n) => !gone.includes(n));
     for (const n of gone) delete state.idleSince![n];
@@ -283,9 +291,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       }
       setCurrentDetails(describe(state));
     }
-    // Idle hosts age while nothing happens: look again at least once per EC2 minute (≥ 1 s).
+    // Idle hosts age while nothing happens: look again at least once per EC2 minute (at most 4 times a second).
     if (settings.aws && state.hosts.some((h) => h.dynamic)) {
-      nextAwsCheck = Math.min(nextAwsCheck, Date.now() + Math.max(1000, (60 / settings.aws.timeScale) * 1000));
+      nextAwsCheck = Math.min(nextAwsCheck, Date.now() + Math.max(250, (60 / settings.aws.timeScale) * 1000));
     }
     const now = Date.now();
     if (!healthRunning && now >= nextHealth) void runHealthChecks();

@@ -229,6 +229,8 @@ export class Ec2MacCloud {
   private readonly random: Uniform;
   private counter = 0;
   private ipCounter = 0;
+  /** Instances get addresses `<ipPrefix>.N`; the server picks a prefix per emulator so two never collide. */
+  ipPrefix = '127.78.0';
 
   constructor(
     readonly options: CloudOptions,
@@ -535,7 +537,7 @@ export class Ec2MacCloud {
       launchedAt: now,
       clientToken: p.clientToken,
       tags: new Map(p.tags),
-      privateIp: `127.78.${(n >> 8) & 255}.${n & 255}`,
+      privateIp: `${this.ipPrefix}.${(n % 250) + 1}`,
       generation: 0,
     });
     host.instanceId = id;

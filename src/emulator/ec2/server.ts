@@ -575,6 +575,8 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
   });
   await new Promise<void>((resolve) => server.listen(o.port, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
+  // Instances answer SSH at 127.78.B.N on one port: B from the emulator's own port keeps emulators apart.
+  cloud.ipPrefix = `127.78.${(port % 250) + 1}`;
   return {
     endpoint: `http://127.0.0.1:${port}`,
     cloud,
