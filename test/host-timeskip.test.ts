@@ -50,6 +50,9 @@ describe('host workflow on the time-skipping server', () => {
       async waitHostAvailable() {
         return { hostId: 'h-0123456789abcdef0', state: 'available', allocatedAt };
       },
+      async describeHost() {
+        return { hostId: 'h-0123456789abcdef0', state: 'available', allocatedAt };
+      },
       async launchInstance() {
         return 'i-0123456789abcdef0';
       },
