@@ -14,7 +14,14 @@ import type { LoadedConfig } from '../src/config/load';
 import { publicKeyOf } from '../src/emulator/seed-image';
 import { defaultEmulatorOptions, NO_FAULTS, startEc2Emulator, type Ec2Emulator } from '../src/emulator/ec2/server';
 import { SEEDED_IMAGES } from '../src/emulator/ec2/cloud';
-import { hostStateQuery, hostWorkflowId, retireHostSignal, type HostLife, type hostWorkflow } from '../workflows/host';
+import {
+  drainHostSignal,
+  hostStateQuery,
+  hostWorkflowId,
+  retireHostSignal,
+  type HostLife,
+  type hostWorkflow,
+} from '../workflows/host';
 import { parse } from 'yaml';
 import { startJob } from '../src/client/jobs';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
@@ -269,6 +276,32 @@ describe('an AWS pool', () => {
       expect(entry.scrubbingSeconds).toBeGreaterThan(0);
     }
     expect((await pool.query(poolStateQuery)).hosts).toEqual([]);
+    await noOrphans();
+  });
+
+  it('completes every job under 30 % throttling and 5 % 500s from EC2', async () => {
+    await inProcessWorker();
+    emu.setFaults({ throttleRate: 0.3, serverErrorRate: 0.05, seed: 11 });
+    const specs = [1, 2, 3].map((i) => ({
+      id: uniqueId(`thr${i}`),
+      pool: POOL,
+      image: SEED_IMAGE,
+      script: 'echo ok',
+      timeoutSeconds: 120,
+    }));
+    const results = await Promise.all(specs.map(async (spec) => (await startJob(client, config, spec)).result()));
+    expect(results.map((r) => r.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    // An operator drains a host through its host workflow: the pool stops placing work on it.
+    const pool = client.workflow.getHandle(poolWorkflowId(POOL));
+    // (The hosts are young, so the retire policy keeps them warm: one is there to drain.)
+    const host = (await pool.query(poolStateQuery)).hosts.find((h) => h.dynamic)!;
+    expect(host).toBeDefined();
+    await client.workflow.getHandle(host.dynamic!.workflowId).signal(drainHostSignal, { drain: true });
+    await eventually(
+      'the pool to cordon the drained host',
+      async () => (await pool.query(poolStateQuery)).hosts.find((h) => h.name === host.name)?.cordoned === 'drain',
+      10_000,
+    );
     await noOrphans();
   });
 

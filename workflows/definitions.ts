@@ -108,6 +108,8 @@ export interface AwsPoolSettings {
 }
 
 // Host -> pool
+/** A host workflow told to drain: the pool places no new work on it; running work finishes. */
+export const hostDrainSignal = defineSignal<[{ host: string; drain: boolean }]>('hostDrain');
 export const hostReadySignal = defineSignal<[HostSpec]>('hostReady');
 export const hostGoneSignal = defineSignal<[{ workflowId: string; host?: string; reason: string }]>('hostGone');
 

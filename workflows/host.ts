@@ -23,7 +23,15 @@ import {
 import type { Activities } from '../activities/types';
 import { MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
 import type { HostSpec } from '../src/domain/pool';
-import { SA_HOST, SA_HOST_STATE, SA_POOL, hostGoneSignal, hostReadySignal, poolWorkflowId } from './definitions';
+import {
+  SA_HOST,
+  SA_HOST_STATE,
+  SA_POOL,
+  hostDrainSignal,
+  hostGoneSignal,
+  hostReadySignal,
+  poolWorkflowId,
+} from './definitions';
 
 export type HostPhase =
   | 'allocating'
@@ -128,6 +136,11 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
   });
   setHandler(drainHostSignal, ({ drain }) => {
     life.draining = drain;
+    if (input.announce && life.hostId) {
+      void getExternalWorkflowHandle(poolWorkflowId(input.pool))
+        .signal(hostDrainSignal, { host: life.hostId, drain })
+        .catch(() => undefined);
+    }
   });
 
   const enter = (phase: HostPhase): void => {

@@ -34,6 +34,7 @@ import {
   syncHostsSignal,
   hostReadySignal,
   hostGoneSignal,
+  hostDrainSignal,
   leaseRevokedSignal,
   type AwsPoolSettings,
   type PoolInput,
@@ -69,6 +70,12 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     delete state.starting![spec.dynamic!.workflowId];
     state.hosts = [...state.hosts.filter((h) => h.name !== spec.name), { ...spec, consecutiveHealthFailures: 0 }];
     state.idleSince![spec.name] = Date.now();
+    dirty = true;
+  });
+  setHandler(hostDrainSignal, ({ host, drain }) => {
+    const h = state.hosts.find((x) => x.name === host);
+    if (!h || (h.cordoned && h.cordoned !== 'drain')) return;
+    h.cordoned = drain ? 'drain' : undefined;
     dirty = true;
   });
   setHandler(hostGoneSignal, ({ workflowId, reason }) => {

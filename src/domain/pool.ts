@@ -24,7 +24,7 @@ export interface HostSpec {
   };
 }
 
-export type CordonReason = 'operator' | 'health';
+export type CordonReason = 'operator' | 'health' | 'drain';
 
 export interface HostState extends HostSpec {
   /** Why no new work is placed here; undefined when schedulable. */
