@@ -291,15 +291,37 @@ describe('an AWS pool', () => {
     }));
     const results = await Promise.all(specs.map(async (spec) => (await startJob(client, config, spec)).result()));
     expect(results.map((r) => r.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
-    // An operator drains a host through its host workflow: the pool stops placing work on it.
+    await noOrphans();
+  });
+
+  it('drains a host through its workflow: the pool places no new work on it', async () => {
+    await inProcessWorker();
+    // A host announced to the pool, as the pool starts them; it is young, so the retire policy keeps it.
+    const template = { name: 'template', resources: { vm: 2 }, labels: {} };
+    const h = await client.workflow.start<typeof hostWorkflow>('hostWorkflow', {
+      taskQueue: config.temporal.taskQueue,
+      workflowId: hostWorkflowId(POOL, uniqueId('drain')),
+      args: [{ pool: POOL, timeScale: SPEED, pollSeconds: 60, announce: template }],
+    });
+    await untilReady(h, 60_000);
+    const { hostId } = await h.query(hostStateQuery);
     const pool = client.workflow.getHandle(poolWorkflowId(POOL));
-    // (The hosts are young, so the retire policy keeps them warm: one is there to drain.)
-    const host = (await pool.query(poolStateQuery)).hosts.find((h) => h.dynamic)!;
-    expect(host).toBeDefined();
-    await client.workflow.getHandle(host.dynamic!.workflowId).signal(drainHostSignal, { drain: true });
+    await eventually(
+      'the pool to list the host',
+      async () => (await pool.query(poolStateQuery)).hosts.some((x) => x.name === hostId),
+      10_000,
+    );
+    await h.signal(drainHostSignal, { drain: true });
     await eventually(
       'the pool to cordon the drained host',
-      async () => (await pool.query(poolStateQuery)).hosts.find((h) => h.name === host.name)?.cordoned === 'drain',
+      async () => (await pool.query(poolStateQuery)).hosts.find((x) => x.name === hostId)?.cordoned === 'drain',
+      10_000,
+    );
+    await h.signal(retireHostSignal, { reason: 'test done' });
+    expect((await h.result()).phase).toBe('released');
+    await eventually(
+      'the pool to drop the host',
+      async () => !(await pool.query(poolStateQuery)).hosts.some((x) => x.name === hostId),
       10_000,
     );
     await noOrphans();
