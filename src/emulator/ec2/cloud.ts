@@ -166,6 +166,14 @@ export interface RootVolumeTask {
   deleteReplaced: boolean;
 }
 
+export type StateChange = { id: string; previous: InstanceState; current: InstanceState };
+
+const hostBusy = (hostId: string): Ec2Error =>
+  new Ec2Error(
+    'InsufficientCapacityOnHost',
+    `There is not enough capacity on the Dedicated Host ${hostId} to launch or start the instance.`,
+  );
+
 interface TokenRecord {
   action: string;
   fingerprint: string;
@@ -519,10 +527,7 @@ export class Ec2MacCloud {
       );
     }
     if (host.state !== 'available' || host.instanceId) {
-      throw new Ec2Error(
-        'InsufficientCapacityOnHost',
-        `There is not enough capacity on the Dedicated Host ${host.id} to launch or start the instance.`,
-      );
+      throw hostBusy(host.id);
     }
     const now = this.clock.now();
     const id = this.newId('i');
@@ -551,61 +556,52 @@ export class Ec2MacCloud {
     return i;
   }
 
-  /** Terminate or stop; returns [previous, current] states per instance. */
-  endInstances(
-    ids: string[],
-    how: 'stop' | 'terminate',
-  ): { id: string; previous: InstanceState; current: InstanceState }[] {
-    const out = [];
-    for (const id of ids) {
+  /** Applies a state change to each instance, answering [previous, current] per instance as EC2 does. */
+  private changeStates(ids: string[], change: (i: Instance, now: number) => void): StateChange[] {
+    return ids.map((id) => {
       const i = this.instance(id);
       const previous = i.state;
-      const now = this.clock.now();
-      if (how === 'terminate' && i.state !== 'terminated' && i.state !== 'shutting-down') {
-        i.state = 'shutting-down';
-        i.until = now + this.options.timings.shuttingDownSeconds;
-        i.sshAt = undefined;
-      } else if (how === 'stop') {
-        if (i.state === 'running' || i.state === 'pending') {
-          i.state = 'stopping';
-          i.until = now + this.options.timings.stoppingSeconds;
-          i.sshAt = undefined;
-        } else if (i.state !== 'stopping' && i.state !== 'stopped') {
-          throw new Ec2Error(
-            'IncorrectInstanceState',
-            `The instance '${id}' is not in a state from which it can be stopped.`,
-          );
-        }
-      }
-      out.push({ id, previous, current: i.state });
-    }
-    return out;
+      change(i, this.clock.now());
+      return { id, previous, current: i.state };
+    });
   }
 
-  startInstances(ids: string[]): { id: string; previous: InstanceState; current: InstanceState }[] {
-    const out = [];
-    for (const id of ids) {
-      const i = this.instance(id);
-      const previous = i.state;
-      if (i.state === 'stopped') {
-        const h = this.hosts.get(i.hostId)!;
-        if (h.state !== 'available') {
-          throw new Ec2Error(
-            'InsufficientCapacityOnHost',
-            `There is not enough capacity on the Dedicated Host ${h.id} to launch or start the instance.`,
-          );
-        }
-        i.state = 'pending';
-        i.until = this.clock.now() + this.options.timings.instanceRunningSeconds;
-      } else if (i.state !== 'running' && i.state !== 'pending') {
+  /** Terminate or stop; returns [previous, current] states per instance. */
+  endInstances(ids: string[], how: 'stop' | 'terminate'): StateChange[] {
+    return this.changeStates(ids, (i, now) => {
+      if (how === 'terminate') {
+        if (i.state === 'terminated' || i.state === 'shutting-down') return;
+        i.state = 'shutting-down';
+        i.until = now + this.options.timings.shuttingDownSeconds;
+      } else if (i.state === 'running' || i.state === 'pending') {
+        i.state = 'stopping';
+        i.until = now + this.options.timings.stoppingSeconds;
+      } else if (i.state === 'stopping' || i.state === 'stopped') {
+        return;
+      } else {
         throw new Ec2Error(
           'IncorrectInstanceState',
-          `The instance '${id}' is not in a state from which it can be started.`,
+          `The instance '${i.id}' is not in a state from which it can be stopped.`,
         );
       }
-      out.push({ id, previous, current: i.state });
-    }
-    return out;
+      i.sshAt = undefined;
+    });
+  }
+
+  startInstances(ids: string[]): StateChange[] {
+    return this.changeStates(ids, (i, now) => {
+      if (i.state === 'running' || i.state === 'pending') return;
+      if (i.state !== 'stopped') {
+        throw new Ec2Error(
+          'IncorrectInstanceState',
+          `The instance '${i.id}' is not in a state from which it can be started.`,
+        );
+      }
+      const h = this.hosts.get(i.hostId)!;
+      if (h.state !== 'available') throw hostBusy(h.id);
+      i.state = 'pending';
+      i.until = now + this.options.timings.instanceRunningSeconds;
+    });
   }
 
   createTags(ids: string[], tags: Tags): void {
