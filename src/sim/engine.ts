@@ -16,7 +16,7 @@ import {
   type MacTimings,
 } from '../ec2mac/model';
 import type { TraceJob } from './trace';
-import { seeded, type Uniform } from './random';
+import { seeded, type Uniform } from '../ec2mac/random';
 
 /**
  * How jobs sit on hosts.

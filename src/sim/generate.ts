@@ -3,7 +3,7 @@
  * days with bursts, holidays, and job lengths from a mix of unit tests, builds and UI
  * tests. The same options and seed give the same trace, byte for byte.
  */
-import { seeded, type Uniform } from './random';
+import { seeded, type Uniform } from '../ec2mac/random';
 import type { TraceJob } from './trace';
 
 export interface TraceShape {

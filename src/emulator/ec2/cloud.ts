@@ -14,7 +14,7 @@ import {
   type BillingMode,
   type MacTimings,
 } from '../../ec2mac/model';
-import { seeded, type Uniform } from '../../sim/random';
+import { seeded, type Uniform } from '../../ec2mac/random';
 import { Ec2Error, type Tags } from './wire';
 
 export interface EmulatorTimings extends MacTimings {

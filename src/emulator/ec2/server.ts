@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { seeded, type Uniform } from '../../sim/random';
+import { seeded, type Uniform } from '../../ec2mac/random';
 import { startEmulatedHost, type EmulatedHost } from '../mac-host';
 import {
   ACCOUNT_ID,

@@ -1,3 +1,4 @@
+/** Seeded randomness the EC2 Mac model draws from (scrub durations, faults): shared by the simulator and the emulator. */
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 
