@@ -8,7 +8,9 @@
 import { createHash } from 'node:crypto';
 import {
   AllocateHostsCommand,
+  CreateReplaceRootVolumeTaskCommand,
   DescribeHostsCommand,
+  DescribeReplaceRootVolumeTasksCommand,
   DescribeInstancesCommand,
   EC2Client,
   ReleaseHostsCommand,
@@ -277,6 +279,55 @@ export function ec2Activities(ctx: ActivityContext) {
           throw ApplicationFailure.create({
             message: `instance ${ref.instanceId} has not answered SSH ${Math.round((now - launched) / 60)} min after launch (aws.sshReadyTimeoutSeconds)`,
             type: 'InstanceNeverAnswered',
+            nonRetryable: true,
+          });
+        }
+        Context.current().heartbeat(state ?? 'unknown');
+        await Context.current().sleep(ref.pollMs);
+      }
+    },
+
+    /**
+     * CreateReplaceRootVolumeTask: the instance restarts on a fresh copy of its launch root
+     * volume, with no scrub. `step` numbers the replacements of one host, so a retried call
+     * sends the same ClientToken and gets the same task back.
+     */
+    async replaceRootVolume(ref: HostStep & { instanceId: string; step: number }): Promise<string> {
+      const { ec2 } = aws(ref.pool);
+      try {
+        const r = await ec2.send(
+          new CreateReplaceRootVolumeTaskCommand({
+            InstanceId: ref.instanceId,
+            DeleteReplacedRootVolume: true,
+            ClientToken: clientToken(ref.workflowId, `rrv-${ref.step}`),
+            TagSpecifications: [{ ResourceType: 'replace-root-volume-task', Tags: tags(ref.pool, ref.workflowId) }],
+          }),
+        );
+        return r.ReplaceRootVolumeTask!.ReplaceRootVolumeTaskId!;
+      } catch (e) {
+        ec2Failure(e, `CreateReplaceRootVolumeTask on ${ref.instanceId}`);
+      }
+    },
+
+    /** Polls the replacement task until it succeeds (then the instance boots and SSH comes back); heartbeats its state. */
+    async waitRootVolumeReplaced(ref: { pool: string; taskId: string; pollMs: number }): Promise<void> {
+      const { ec2 } = aws(ref.pool);
+      for (;;) {
+        let state: string | undefined;
+        try {
+          const r = await ec2.send(
+            new DescribeReplaceRootVolumeTasksCommand({ ReplaceRootVolumeTaskIds: [ref.taskId] }),
+          );
+          state = r.ReplaceRootVolumeTasks?.[0]?.TaskState;
+        } catch (e) {
+          if (classifyEc2Error((e as EC2ServiceException).name) === 'fatal')
+            ec2Failure(e, 'DescribeReplaceRootVolumeTasks');
+        }
+        if (state === 'succeeded') return;
+        if (state === 'failed' || state === 'failed-detached') {
+          throw ApplicationFailure.create({
+            message: `root-volume replacement ${ref.taskId} ${state}`,
+            type: 'RootVolumeReplacementFailed',
             nonRetryable: true,
           });
         }

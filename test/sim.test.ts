@@ -14,6 +14,8 @@ import { generateTrace, shapeFor } from '../src/sim/generate';
 import { formatTrace, parseTrace, TraceError, type TraceJob } from '../src/sim/trace';
 import { DemandHistory } from '../src/policy/forecast';
 import { DEFAULT_FLEET_POLICY, planFleet, type FleetHostView } from '../src/policy/fleet';
+import { retireAction } from '../src/policy/retire';
+import { marinaPolicy } from '../src/sim/policies';
 
 const HOUR = 3600;
 const instant: MacTimings = {
@@ -156,6 +158,26 @@ describe('root-volume replacement', () => {
     expect(r.phaseHours.replacing).toBeCloseTo(0.25, 9);
     expect(r.phaseHours.pending).toBe(0);
   });
+
+  it("prices Marina's cleaning rule: replacement where the host is wanted, scrubs without it", () => {
+    const jobs = generateTrace(shapeFor('small', 14, 5));
+    const plain = simulate(jobs, marinaPolicy(), config());
+    // Every job dirties its host (refreshAfterJobs: 1), as for untrusted jobs.
+    const rrv = simulate(jobs, marinaPolicy({ refreshAfterJobs: 1 }), config());
+    const scrubOnly = simulate(jobs, marinaPolicy({ refreshAfterJobs: 1, rootVolumeReplacement: false }), config());
+    for (const r of [plain, rrv, scrubOnly]) {
+      expect(r.startedOnce && r.finishedOnce).toBe(true);
+      expect(r.earlyReleaseAttempts).toBe(0);
+    }
+    expect(plain.phaseHours.replacing).toBe(0);
+    expect(rrv.phaseHours.replacing).toBeGreaterThan(0);
+    expect(scrubOnly.phaseHours.replacing).toBe(0);
+    // Cleaning by scrubs alone takes wanted hosts away for hours: more scrubs, more hosts allocated to
+    // cover for them, and longer waits than cleaning them in 15 min by replacement.
+    expect(scrubOnly.scrubs).toBeGreaterThan(rrv.scrubs);
+    expect(scrubOnly.hostsAllocated).toBeGreaterThan(rrv.hostsAllocated);
+    expect(scrubOnly.wait.p95).toBeGreaterThan(rrv.wait.p95);
+  });
 });
 
 describe('every policy, on generated traces', () => {
@@ -254,7 +276,88 @@ describe("Marina's fleet policy (pure)", () => {
     expect(plan.launch.map((h) => h.id)).toEqual([1]);
     // 5 queued − 2 slots coming from host 1 = 3 slots → 2 new hosts; the forecast's extra 3 slots buy nothing.
     expect(plan.allocate).toBe(2);
-    expect(plan.reasons[0]).toMatch(/^allocate 2: 8 slots wanted/);
+    expect(plan.reasons).toEqual([
+      expect.stringMatching(/^launch host 1: 8 slots wanted soon/),
+      expect.stringMatching(/^allocate 2: 8 slots wanted/),
+    ]);
+  });
+
+  it('cleans a dirty host by root-volume replacement when it is wanted soon, else by a scrub or a release', () => {
+    const dirty = host({ id: 1, jobsSinceClean: 3 });
+    const refresh = { ...base.config, refreshAfterJobs: 3 };
+    // Wanted: the park window needs its slots.
+    const wanted = planFleet({
+      ...base,
+      config: refresh,
+      hosts: [dirty],
+      forecast: { soon: 2, parkWindow: 2, week: 2 },
+    });
+    expect(wanted.replaceRoot.map((h) => h.id)).toEqual([1]);
+    expect(wanted.reasons[0]).toMatch(/^replace the root volume of host 1: 3 jobs since it was clean/);
+    // Root-volume replacement off: a scrub cleans it.
+    const off = planFleet({
+      ...base,
+      config: { ...refresh, rootVolumeReplacement: false },
+      hosts: [dirty],
+      forecast: { soon: 2, parkWindow: 2, week: 2 },
+    });
+    expect(off.replaceRoot).toEqual([]);
+    expect(off.park.map((h) => h.id)).toEqual([1]);
+    // Not wanted: parked (scrubbing cleans it for free); one job short of the threshold: left alone.
+    const spare = planFleet({
+      ...base,
+      config: refresh,
+      hosts: [dirty, host({ id: 2 })],
+      forecast: { soon: 2, parkWindow: 2, week: 2 },
+    });
+    expect(spare.park.map((h) => h.id)).toEqual([1]);
+    expect(spare.replaceRoot).toEqual([]);
+    const unwanted = planFleet({
+      ...base,
+      config: refresh,
+      hosts: [dirty],
+      forecast: { soon: 0, parkWindow: 0, week: 2 },
+    });
+    expect(unwanted.park.map((h) => h.id)).toEqual([1]);
+    const clean = planFleet({
+      ...base,
+      config: refresh,
+      hosts: [host({ id: 1, jobsSinceClean: 2, idleSince: now })],
+      forecast: { soon: 2, parkWindow: 2, week: 2 },
+    });
+    expect([...clean.replaceRoot, ...clean.park, ...clean.release]).toEqual([]);
+    // A busy dirty host is never touched; a host that failed health checks is dirty whatever its jobs.
+    expect(
+      planFleet({ ...base, config: refresh, hosts: [host({ id: 1, jobsSinceClean: 9, busy: 1 })], busySlots: 1 })
+        .replaceRoot,
+    ).toEqual([]);
+    const sick = planFleet({
+      ...base,
+      hosts: [host({ id: 1, unhealthy: true })],
+      forecast: { soon: 2, parkWindow: 2, week: 2 },
+    });
+    expect(sick.replaceRoot.map((h) => h.id)).toEqual([1]);
+  });
+
+  it('retires one host by the named rules: never busy, release paid-up, park where it pays, else keep warm', () => {
+    const r = (o: Partial<Parameters<typeof retireAction>[0]>) =>
+      retireAction({
+        reason: 'surplus',
+        busy: 0,
+        releasable: false,
+        parkPays: true,
+        wanted: false,
+        rootVolumeReplacement: true,
+        ...o,
+      }).action;
+    expect(r({ busy: 1, releasable: true })).toBe('keep');
+    expect(r({ releasable: true })).toBe('release');
+    expect(r({})).toBe('park');
+    expect(r({ parkPays: false })).toBe('keep');
+    expect(r({ reason: 'dirty', wanted: true })).toBe('replace-root');
+    expect(r({ reason: 'dirty', wanted: true, rootVolumeReplacement: false })).toBe('park');
+    expect(r({ reason: 'dirty', releasable: true })).toBe('release');
+    expect(r({ reason: 'dirty', parkPays: false })).toBe('park');
   });
 
   it('parks idle hosts the scrub window does not need, and never touches a busy one', () => {
@@ -366,6 +469,12 @@ describe('marina simulate (CLI)', () => {
       code: 2,
       stderr: expect.stringMatching(/--billing: "cheap" is not a billing reading; use one of minimum-of-metered/),
     });
+    await expect(marina(['simulate', '--generate', 'small:14', '--refresh-after-jobs', 'often'])).rejects.toMatchObject(
+      {
+        code: 2,
+        stderr: expect.stringMatching(/--refresh-after-jobs: "often" must be a whole number ≥ 0 \(0: never\)/),
+      },
+    );
     const dir = mkdtempSync(join(tmpdir(), 'marina-sim-'));
     const file = join(dir, 'bad.csv');
     writeFileSync(file, 'startTime,executionTime,jobName,stageName\n100,60,a,s\nsoon,60,b,s\n');

@@ -63,6 +63,33 @@ pools:
     expect(all).toMatch(/pools\.0\.hosts\.1\.name: duplicate host name "m1"/);
   });
 
+  it('fills the AWS fleet policy defaults and names bad policy values', () => {
+    const aws = `
+imageStore: { bucket: images }
+pools:
+  - name: mac
+    ssh: { privateKey: { file: key } }
+    aws: { instanceType: mac2-m2.metal, zones: [us-east-1a], imageId: ami-0a1b2c3d4e5f60715 ARGS }
+`;
+    const c = parseConfig(aws.replace(' ARGS', ''), '/etc/marina.yaml');
+    expect(c.pools[0]!.aws).toMatchObject({
+      park: true,
+      billing: 'minimum-of-metered',
+      keepWarmSeconds: 600,
+      headroomSlots: 1,
+      minHosts: 0,
+      refreshAfterJobs: 0,
+      rootVolumeReplacement: true,
+    });
+    const all = configErrors(
+      aws.replace(' ARGS', ', billing: free, minHosts: 12, maxHosts: 4, refreshAfterJobs: -1'),
+    ).join('\n');
+    expect(all).toMatch(/pools\.0\.aws\.billing: .*minimum-of-metered/);
+    expect(all).toMatch(/pools\.0\.aws\.refreshAfterJobs: /);
+    const cap = configErrors(aws.replace(' ARGS', ', minHosts: 12, maxHosts: 4')).join('\n');
+    expect(cap).toMatch(/pools\.0\.aws\.minHosts: must not exceed maxHosts; lower minHosts or raise maxHosts/);
+  });
+
   it('reports YAML syntax errors with a line number', () => {
     expect(configErrors('pools: [\n  - name: x\n').join('\n')).toMatch(/YAML syntax at line \d+/);
   });

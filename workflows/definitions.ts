@@ -4,7 +4,9 @@
  */
 import { defineSignal, defineQuery, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import type { HostSpec, Lease, PoolState } from '../src/domain/pool';
+import type { CordonReason, HostSpec, Lease, PoolState } from '../src/domain/pool';
+import type { FleetHostPhase } from '../src/policy/fleet';
+import type { BillingMode } from '../src/ec2mac/model';
 import type { JobSpec } from '../src/domain/job';
 
 // Search attributes: what an operator filters on in the Web UI (`MarinaPool="ci" AND MarinaJobState="running"`).
@@ -100,16 +102,34 @@ export interface PoolSettings {
 
 export interface AwsPoolSettings {
   maxHosts: number;
+  /** Never fewer hosts (serving, parked or scrubbing) than this. */
+  minHosts: number;
+  /** Spare slots kept serving above the forecast. */
+  headroomSlots: number;
   /** What each new host offers (resources, labels). */
   template: HostSpec;
   timeScale: number;
   pollSeconds: number;
-  idleRetireSeconds: number;
+  /** How long an idle host waits for the next job before the fleet policy may park or release it. */
+  keepWarmSeconds: number;
+  /** Park idle hosts by terminating their instance (AWS scrubs them; billing pauses under most readings). */
+  park: boolean;
+  /** How AWS's bill is read (src/ec2mac/model.ts): decides whether parking pays and when a host is paid up. */
+  billing: BillingMode;
+  /** Clean an instance after this many jobs (0: never). */
+  refreshAfterJobs: number;
+  /** Clean a host wanted soon by root-volume replacement instead of a scrub. */
+  rootVolumeReplacement: boolean;
 }
 
 // Host -> pool
 /** A host workflow told to drain: the pool places no new work on it; running work finishes. */
-export const hostDrainSignal = defineSignal<[{ host: string; drain: boolean }]>('hostDrain');
+export const hostDrainSignal = defineSignal<[{ host: string; drain: boolean; reason?: CordonReason }]>('hostDrain');
+/** A host workflow's phase as the fleet policy sees it (every phase but `ready`, which hostReady announces). */
+export const hostPhaseSignal =
+  defineSignal<
+    [{ workflowId: string; host?: string; phase: FleetHostPhase; ageSeconds: number; scrubbingSeconds: number }]
+  >('hostPhase');
 export const hostReadySignal = defineSignal<[HostSpec]>('hostReady');
 export const hostGoneSignal = defineSignal<[{ workflowId: string; host?: string; reason: string }]>('hostGone');
 

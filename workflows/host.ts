@@ -1,14 +1,22 @@
 /**
  * One EC2 Mac dedicated host, for its whole life:
- * allocate → wait until available → launch the instance → wait for SSH → prepare →
- * serve → retire (terminate: AWS scrubs) → release once AWS allows (24 h) → done.
- * Every EC2 call is an idempotent activity keyed by this workflow's id, so a worker
- * killed anywhere resumes here without a second host or instance. Money leaks only if a
- * host outlives its workflow; the reconciler catches that.
+ *
+ *   allocate → wait until available → launch the instance → wait for SSH → ready (serve)
+ *   ready → replace the root volume → ready                  (clean, no scrub)
+ *   ready → park: terminate → scrubbing → parked → launch → … (billing pauses, the host stays ours)
+ *   any   → retire: terminate → release once AWS allows (24 h) → released
+ *
+ * The pool decides (src/policy/fleet.ts and retire.ts) and sends commands; this workflow
+ * executes them and reports each phase back. Every EC2 call is an idempotent activity keyed
+ * by this workflow's id and step, so a worker killed anywhere resumes here without a second
+ * host, instance or replacement task. Money leaks only if a host outlives its workflow; the
+ * reconciler catches that.
  */
 import {
   ApplicationFailure,
+  CancellationScope,
   condition,
+  isCancellation,
   getExternalWorkflowHandle,
   continueAsNew,
   defineQuery,
@@ -22,13 +30,15 @@ import {
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
 import { MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
-import type { HostSpec } from '../src/domain/pool';
+import type { CordonReason, HostSpec } from '../src/domain/pool';
+import type { FleetHostPhase } from '../src/policy/fleet';
 import {
   SA_HOST,
   SA_HOST_STATE,
   SA_POOL,
   hostDrainSignal,
   hostGoneSignal,
+  hostPhaseSignal,
   hostReadySignal,
   poolWorkflowId,
 } from './definitions';
@@ -38,12 +48,18 @@ export type HostPhase =
   | 'waiting-available'
   | 'launching'
   | 'booting'
-  | 'preparing'
   | 'ready'
+  | 'replacing-root'
+  | 'parking'
+  | 'scrubbing'
+  | 'parked'
   | 'retiring'
   | 'releasing'
   | 'released'
   | 'failed';
+
+/** What the pool asks of a host besides retiring it. */
+export type HostCommand = 'park' | 'launch' | 'replace-root';
 
 export interface HostWorkflowInput {
   pool: string;
@@ -54,7 +70,7 @@ export interface HostWorkflowInput {
   timeScale: number;
   /** How often to poll EC2 while waiting, in EC2 seconds. */
   pollSeconds: number;
-  /** Started by the pool: tell it when the host is ready (offering these resources and labels) and when it is gone. */
+  /** Started by the pool: tell it when the host is ready (offering these resources and labels), each phase, and when it is gone. */
   announce?: HostSpec;
   /** Carried across continue-as-new. */
   life?: HostLife;
@@ -73,6 +89,18 @@ export interface HostLife {
   instanceId?: string;
   /** Bumped for each instance this host runs: one RunInstances token per generation. */
   generation: number;
+  /** Root-volume replacements so far: one ClientToken each. */
+  replacements?: number;
+  /** EC2 seconds spent scrubbing before the current phase (unbilled under most readings). */
+  scrubbingSeconds?: number;
+  /** EC2 time the current phase began. */
+  phaseSince?: number;
+  /** A command from the pool waiting to be carried out. */
+  command?: { action: HostCommand; reason: string };
+  /** Launch only to terminate at once: parks a host that has no instance (an available host is billed). */
+  parkOnLaunch?: boolean;
+  /** AWS has the host under assessment: the pool places nothing on it meanwhile. */
+  underAssessment?: boolean;
   endpoint?: { address: string; port: number; knownHostsLine: string };
   retireReason?: string;
   draining: boolean;
@@ -92,6 +120,8 @@ export const hostStateQuery = defineQuery<HostView>('hostState');
 export const retireHostSignal = defineSignal<[{ reason: string }]>('retireHost');
 /** Drain: take no new work; running work finishes. */
 export const drainHostSignal = defineSignal<[{ drain: boolean }]>('drainHost');
+/** From the pool's fleet policy: park, launch or clean this host. The pool sends it only to an idle host. */
+export const hostCommandSignal = defineSignal<[{ action: HostCommand; reason: string }]>('hostCommand');
 
 // One EC2 call (and the SDK's own retries) takes seconds: a short timeout lets a call lost
 // with a dead worker be retried soon, and the idempotency tokens make the retry safe.
@@ -100,8 +130,40 @@ const ec2 = proxyActivities<Activities>({
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m' },
 });
 
-// History stays bounded over days of life: a host waits in few, long steps, but a
-// long-lived serving loop could still grow, so continue-as-new when Temporal suggests it.
+/** How the pool's fleet policy sees each phase (src/policy/fleet.ts). */
+function fleetPhase(p: HostPhase, parkOnLaunch: boolean): FleetHostPhase | undefined {
+  switch (p) {
+    case 'allocating':
+    case 'waiting-available':
+      return 'allocating';
+    case 'launching':
+    case 'booting':
+      return parkOnLaunch ? 'pending' : 'launching';
+    case 'ready':
+      return 'ready';
+    case 'replacing-root':
+      return 'replacing';
+    case 'parking':
+    case 'scrubbing':
+      return 'pending';
+    case 'parked':
+      return 'idle';
+    default:
+      return undefined;
+  }
+}
+
+const LIVE: ReadonlySet<HostPhase> = new Set<HostPhase>([
+  'waiting-available',
+  'launching',
+  'booting',
+  'ready',
+  'replacing-root',
+  'parking',
+  'scrubbing',
+  'parked',
+]);
+
 export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> {
   const id = workflowInfo().workflowId;
   const life: HostLife = input.life ?? { phase: 'allocating', generation: 0, draining: false, releaseAttempts: 0 };
@@ -112,11 +174,30 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
   const pollMs = Math.max(200, Math.round((input.pollSeconds / scale) * 1000));
   // Waits heartbeat once per poll; a dead worker's wait is noticed after a few missed polls.
   const waiting = proxyActivities<Activities>({
-    startToCloseTimeout: '2h',
+    startToCloseTimeout: '4h',
     heartbeatTimeout: Math.max(10_000, 3 * pollMs),
     retry: { initialInterval: '1s', maximumInterval: '1m' },
   });
   const sleepEc2 = (seconds: number): Promise<void> => sleep(Math.max(1, Math.ceil((seconds / scale) * 1000)));
+  const pool = getExternalWorkflowHandle(poolWorkflowId(input.pool));
+  /** Tells the pool (if it started this host), never failing the host over a lost message. */
+  const tell = (send: () => Promise<void>): void => {
+    if (input.announce) void send().catch(() => undefined);
+  };
+
+  /** Runs a long wait, cut short by a retire. Resolves false if cut short. */
+  const untilRetired = (wait: () => Promise<unknown>): Promise<boolean> =>
+    CancellationScope.cancellable(async () => {
+      const scope = CancellationScope.current();
+      void condition(() => life.retireReason !== undefined).then(() => scope.cancel());
+      try {
+        await wait();
+        return true;
+      } catch (e) {
+        if (isCancellation(e) && life.retireReason !== undefined) return false;
+        throw e;
+      }
+    });
 
   if (life.allocatedAt !== undefined && life.allocatedAtWorkflowMs === undefined) {
     life.allocatedAtWorkflowMs = Date.now() - ((life.ageAtAdoptionSeconds ?? 0) * 1000) / scale;
@@ -134,17 +215,20 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
   setHandler(retireHostSignal, ({ reason }) => {
     life.retireReason ??= reason;
   });
+  setHandler(hostCommandSignal, (c) => {
+    life.command = c;
+  });
+  const cordon = (drain: boolean, reason: CordonReason): void => {
+    if (life.hostId) tell(() => pool.signal(hostDrainSignal, { host: life.hostId!, drain, reason }));
+  };
   setHandler(drainHostSignal, ({ drain }) => {
     life.draining = drain;
-    if (input.announce && life.hostId) {
-      void getExternalWorkflowHandle(poolWorkflowId(input.pool))
-        .signal(hostDrainSignal, { host: life.hostId, drain })
-        .catch(() => undefined);
-    }
+    cordon(drain, 'drain');
   });
 
   const enter = (phase: HostPhase): void => {
     life.phase = phase;
+    if (life.allocatedAt !== undefined && life.allocatedAtWorkflowMs !== undefined) life.phaseSince = ec2Now();
     upsertSearchAttributes([
       { key: SA_POOL, value: input.pool },
       { key: SA_HOST_STATE, value: phase },
@@ -152,9 +236,33 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     ]);
     setCurrentDetails(
       `**${phase}** · host ${life.hostId ?? '—'} (${life.zone ?? '—'}) · instance ${life.instanceId ?? '—'}` +
-        (life.endpoint ? ` · ${life.endpoint.address}:${life.endpoint.port}` : '') +
+        ` · generation ${life.generation}` +
+        (life.endpoint && phase === 'ready' ? ` · ${life.endpoint.address}:${life.endpoint.port}` : '') +
+        (life.command ? ` · ${life.command.action}: ${life.command.reason}` : '') +
         (life.retireReason ? ` · retiring: ${life.retireReason}` : ''),
     );
+    const fleet = fleetPhase(phase, life.parkOnLaunch === true);
+    // `ready` is announced with the host's endpoint (hostReady); gone with hostGone.
+    if (fleet && fleet !== 'ready' && life.allocatedAt !== undefined) {
+      const report = {
+        workflowId: id,
+        host: life.hostId,
+        phase: fleet,
+        ageSeconds: ec2Now() - life.allocatedAt,
+        scrubbingSeconds: life.scrubbingSeconds ?? 0,
+      };
+      tell(() => pool.signal(hostPhaseSignal, report));
+    }
+  };
+  /** Runs one step of a host that exists: a failure retires it (releases it) instead of leaking it. */
+  const step = async (what: () => Promise<void>): Promise<void> => {
+    try {
+      await what();
+    } catch (e) {
+      const err = e as Error & { cause?: Error };
+      life.error = err.cause?.message ?? err.message;
+      life.retireReason ??= `failed: ${life.error}`;
+    }
   };
 
   if (life.phase === 'allocating') {
@@ -167,39 +275,89 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     life.allocatedAtWorkflowMs = Date.now();
     enter('waiting-available');
   }
-  try {
-    if (life.phase === 'waiting-available') {
-      await waiting.waitHostAvailable({ pool: input.pool, hostId: life.hostId!, pollMs });
-      enter('launching');
+
+  while (LIVE.has(life.phase)) {
+    if (life.retireReason) {
+      enter('retiring');
+      break;
     }
-    if (life.phase === 'launching' && !life.retireReason) {
-      life.instanceId = await ec2.launchInstance({
-        pool: input.pool,
-        workflowId: id,
-        hostId: life.hostId!,
-        generation: life.generation,
-      });
-      enter('booting');
+    switch (life.phase) {
+      case 'waiting-available':
+        await step(async () => {
+          await waiting.waitHostAvailable({ pool: input.pool, hostId: life.hostId!, pollMs });
+          enter('launching');
+        });
+        break;
+      case 'launching':
+        await step(async () => {
+          life.instanceId = await ec2.launchInstance({
+            pool: input.pool,
+            workflowId: id,
+            hostId: life.hostId!,
+            generation: life.generation,
+          });
+          // An instance launched only to park the host is terminated at once: the scrub follows.
+          enter(life.parkOnLaunch ? 'parking' : 'booting');
+        });
+        break;
+      case 'booting':
+        await step(async () => {
+          life.endpoint = await waiting.waitInstanceReady({ pool: input.pool, instanceId: life.instanceId!, pollMs });
+          await serveFromNowOn();
+        });
+        break;
+      case 'ready':
+        await serve();
+        break;
+      case 'replacing-root':
+        await step(async () => {
+          const taskId = await ec2.replaceRootVolume({
+            pool: input.pool,
+            workflowId: id,
+            instanceId: life.instanceId!,
+            step: life.replacements ?? 0,
+          });
+          await waiting.waitRootVolumeReplaced({ pool: input.pool, taskId, pollMs });
+          // A fresh root volume has fresh SSH host keys: pin the new one.
+          life.endpoint = await waiting.waitInstanceReady({ pool: input.pool, instanceId: life.instanceId!, pollMs });
+          life.replacements = (life.replacements ?? 0) + 1;
+          await serveFromNowOn();
+        });
+        break;
+      case 'parking':
+        await step(async () => {
+          await ec2.terminateInstance({ pool: input.pool, instanceId: life.instanceId! });
+          life.instanceId = undefined;
+          life.endpoint = undefined;
+          life.parkOnLaunch = false;
+          life.generation++;
+          enter('scrubbing');
+        });
+        break;
+      case 'scrubbing':
+        await step(async () => {
+          const since = ec2Now();
+          // AWS releases a scrubbing host: a retire need not wait for the scrub to end.
+          const done = await untilRetired(() =>
+            waiting.waitHostAvailable({ pool: input.pool, hostId: life.hostId!, pollMs }),
+          );
+          life.scrubbingSeconds = (life.scrubbingSeconds ?? 0) + (ec2Now() - since);
+          if (done) enter('parked');
+        });
+        break;
+      case 'parked':
+        await parked();
+        break;
+      default:
+        break;
     }
-    if (life.phase === 'booting' && !life.retireReason) {
-      life.endpoint = await waiting.waitInstanceReady({ pool: input.pool, instanceId: life.instanceId!, pollMs });
-      enter('ready');
-    }
-  } catch (e) {
-    // From here on a host exists and costs money: a failure retires it instead of leaking it.
-    const err = e as Error & { cause?: Error };
-    life.error = err.cause?.message ?? err.message;
-    life.retireReason ??= `failed: ${life.error}`;
   }
-  const pool = getExternalWorkflowHandle(poolWorkflowId(input.pool));
-  if (
-    life.phase === 'waiting-available' ||
-    life.phase === 'launching' ||
-    life.phase === 'booting' ||
-    life.phase === 'ready'
-  ) {
-    // Serve until told to retire: the pool hands this host's slots out while it is ready.
-    if (input.announce && life.phase === 'ready' && !life.retireReason) {
+
+  /** The instance answers SSH (after a launch or a root-volume replacement): serve. */
+  async function serveFromNowOn(): Promise<void> {
+    life.command = undefined;
+    enter('ready');
+    if (input.announce) {
       await pool.signal(hostReadySignal, {
         name: life.hostId!,
         resources: input.announce.resources,
@@ -211,27 +369,59 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
           readyAtMs: Date.now(),
         },
       });
+      // A new hostReady replaces the pool's view of the host: carry a drain or assessment over.
+      if (life.draining) cordon(true, 'drain');
+      else if (life.underAssessment) cordon(true, 'assessment');
     }
-    // While serving, look at the host in EC2 every ten polls: AWS may declare it failed.
-    const watchMs = Math.max(1000, Math.round(((input.pollSeconds * 10) / scale) * 1000));
-    while (!life.retireReason) {
-      const woke = await condition(() => life.retireReason !== undefined, watchMs);
-      if (woke) break;
-      if (life.phase === 'ready') {
-        const h = await ec2.describeHost({ pool: input.pool, hostId: life.hostId! });
-        if (h.state === 'permanent-failure') life.retireReason = 'AWS marked the host permanent-failure';
-      }
-      if (!life.retireReason && workflowInfo().continueAsNewSuggested) {
-        await continueAsNew<typeof hostWorkflow>({ ...input, life });
-      }
-    }
-    enter('retiring');
   }
+
+  /** Serves until the pool asks for something else; watches EC2 for what AWS decides about the host. */
+  async function serve(): Promise<void> {
+    const watchMs = Math.max(1000, Math.round(((input.pollSeconds * 10) / scale) * 1000));
+    for (;;) {
+      const woke = await condition(() => life.retireReason !== undefined || life.command !== undefined, watchMs);
+      if (woke) break;
+      const h = await ec2.describeHost({ pool: input.pool, hostId: life.hostId! });
+      if (h.state === 'permanent-failure') {
+        life.retireReason ??= 'AWS marked the host permanent-failure';
+        return;
+      }
+      // AWS is checking the hardware: running work goes on (AWS leaves the instance up), new work goes elsewhere.
+      const assessed = h.state === 'under-assessment';
+      if (assessed !== (life.underAssessment === true)) {
+        life.underAssessment = assessed;
+        if (!life.draining) cordon(assessed, 'assessment');
+        setCurrentDetails(`**ready** · host ${life.hostId}${assessed ? ' · under assessment by AWS: cordoned' : ''}`);
+      }
+      if (workflowInfo().continueAsNewSuggested) await continueAsNew<typeof hostWorkflow>({ ...input, life });
+    }
+    const c = life.command;
+    if (life.retireReason || !c) return;
+    if (c.action === 'park') enter('parking');
+    else if (c.action === 'replace-root') enter('replacing-root');
+    else life.command = undefined; // launching a host that runs already: nothing to do
+  }
+
+  /** Available without an instance: wait for a launch (to serve, or to park it). */
+  async function parked(): Promise<void> {
+    for (;;) {
+      const woke = await condition(
+        () => life.retireReason !== undefined || life.command !== undefined,
+        Math.max(1000, Math.round(((input.pollSeconds * 60) / scale) * 1000)),
+      );
+      if (woke) break;
+      if (workflowInfo().continueAsNewSuggested) await continueAsNew<typeof hostWorkflow>({ ...input, life });
+    }
+    const c = life.command;
+    life.command = undefined;
+    if (life.retireReason || !c || c.action === 'replace-root') return;
+    life.parkOnLaunch = c.action === 'park';
+    enter('launching');
+  }
+
   if (life.phase === 'retiring') {
-    if (input.announce)
-      await pool
-        .signal(hostGoneSignal, { workflowId: id, host: life.hostId, reason: life.retireReason ?? 'retired' })
-        .catch(() => undefined);
+    const gone = { workflowId: id, host: life.hostId, reason: life.retireReason ?? 'retired' };
+    if (input.announce) await pool.signal(hostGoneSignal, gone).catch(() => undefined);
     if (life.instanceId) await ec2.terminateInstance({ pool: input.pool, instanceId: life.instanceId });
     enter('releasing');
   }

@@ -14,12 +14,8 @@ import {
   setCurrentDetails,
   workflowInfo,
   uuid4,
-  startChild,
-  ParentClosePolicy,
 } from '@temporalio/workflow';
-import { freeResources } from '../src/domain/pool';
-import { retireDecision } from '../src/policy/retire';
-import { hostWorkflow, retireHostSignal } from './host';
+import { PoolFleet } from './fleet';
 import type { Activities } from '../activities/types';
 import type { HostState, Lease, PoolState } from '../src/domain/pool';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
@@ -35,8 +31,8 @@ import {
   hostReadySignal,
   hostGoneSignal,
   hostDrainSignal,
+  hostPhaseSignal,
   leaseRevokedSignal,
-  type AwsPoolSettings,
   type PoolInput,
   type PoolSettings,
 } from './definitions';
@@ -62,24 +58,31 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
 
   setHandler(poolStateQuery, () => state);
 
-  // AWS pools: host workflows announce themselves when ready and when gone.
-  state.starting ??= {};
-  state.idleSince ??= {};
-  state.retiring ??= [];
+  // AWS pools: host workflows announce themselves when ready, each phase, and when gone;
+  // the fleet policy decides what they do (fleet.ts).
+  const fleet = new PoolFleet(state);
   setHandler(hostReadySignal, (spec) => {
-    delete state.starting![spec.dynamic!.workflowId];
+    fleet.onReady(settings.aws, spec);
     state.hosts = [...state.hosts.filter((h) => h.name !== spec.name), { ...spec, consecutiveHealthFailures: 0 }];
-    state.idleSince![spec.name] = Date.now();
     dirty = true;
   });
-  setHandler(hostDrainSignal, ({ host, drain }) => {
+  setHandler(hostPhaseSignal, (report) => {
+    fleet.onPhase(settings.aws, report);
+    dirty = true;
+  });
+  setHandler(hostDrainSignal, ({ host, drain, reason }) => {
     const h = state.hosts.find((x) => x.name === host);
-    if (!h || (h.cordoned && h.cordoned !== 'drain')) return;
-    h.cordoned = drain ? 'drain' : undefined;
+    const why = reason ?? 'drain';
+    // An operator's cordon outranks the host's own; lifting a cordon lifts only the same kind.
+    if (!h || h.cordoned === 'operator' || (!drain && h.cordoned !== why)) return;
+    h.cordoned = drain ? why : undefined;
+    fleet.decide(
+      `${drain ? 'cordon' : 'uncordon'} host ${host}: ${why === 'assessment' ? 'AWS has it under assessment' : 'drained through its host workflow'}`,
+    );
     dirty = true;
   });
   setHandler(hostGoneSignal, ({ workflowId, reason }) => {
-    delete state.starting![workflowId];
+    fleet.onGone(workflowId);
     const gone = state.hosts.filter((h) => h.dynamic?.workflowId === workflowId).map((h) => h.name);
     // Jobs on a lost host run again: their leases end and they ask for new ones.
     for (const l of state.leases.filter((x) => gone.includes(x.host))) {
@@ -89,62 +92,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         .catch(() => undefined);
     }
     state.hosts = state.hosts.filter((h) => !gone.includes(h.name));
-    state.retiring = state.retiring!.filter((n) => !gone.includes(n));
-    for (const n of gone) delete state.idleSince![n];
+    fleet.decide(`host workflow ${workflowId} is gone: ${reason}`);
     dirty = true;
   });
-
-  /** Starts host workflows when queued demand exceeds the free slots and those of hosts starting. */
-  function scaleUp(aws: AwsPoolSettings): void {
-    if (state.queue.length === 0) return;
-    const slotsPerHost = aws.template.resources.vm ?? 1;
-    const queued = state.queue.reduce((n, q) => n + (q.resources.vm ?? 1), 0);
-    const schedulable = state.hosts.filter((h) => !h.cordoned && !state.retiring!.includes(h.name));
-    const free = schedulable.reduce((n, h) => n + Math.max(0, freeResources(h, state.leases).vm ?? 0), 0);
-    const starting = Object.keys(state.starting!).length;
-    const deficit = queued - free - starting * slotsPerHost;
-    const held = state.hosts.filter((h) => h.dynamic).length + starting;
-    const n = Math.min(Math.ceil(deficit / slotsPerHost), aws.maxHosts - held);
-    for (let i = 0; i < n; i++) {
-      const workflowId = `host/${state.name}/${uuid4().slice(0, 8)}`;
-      state.starting![workflowId] = Date.now();
-      void startChild(hostWorkflow, {
-        workflowId,
-        parentClosePolicy: ParentClosePolicy.ABANDON,
-        args: [{ pool: state.name, timeScale: aws.timeScale, pollSeconds: aws.pollSeconds, announce: aws.template }],
-        staticSummary: `EC2 Mac host of pool ${state.name}: ${queued} slot(s) queued, ${free} free, ${starting} host(s) starting`,
-      }).catch(() => {
-        delete state.starting![workflowId];
-        dirty = true;
-      });
-    }
-  }
-
-  /** Retires dynamic hosts the retire policy lets go. */
-  function retireIdle(aws: AwsPoolSettings): void {
-    const now = Date.now();
-    for (const h of state.hosts) {
-      if (!h.dynamic || state.retiring!.includes(h.name)) continue;
-      const leases = state.leases.filter((l) => l.host === h.name).length;
-      if (leases > 0) delete state.idleSince![h.name];
-      else state.idleSince![h.name] ??= now;
-      const d = retireDecision({
-        leases,
-        queued: state.queue.length,
-        ageSeconds: h.dynamic.ageSecondsAtReady + ((now - h.dynamic.readyAtMs) / 1000) * aws.timeScale,
-        idleSeconds: leases > 0 ? 0 : ((now - state.idleSince![h.name]!) / 1000) * aws.timeScale,
-        idleRetireSeconds: aws.idleRetireSeconds,
-      });
-      if (!d.retire) continue;
-      state.retiring!.push(h.name);
-      void getExternalWorkflowHandle(h.dynamic.workflowId)
-        .signal(retireHostSignal, { reason: d.why })
-        .catch(() => undefined);
-    }
-    state.hosts = state.hosts.filter(
-      (h) => !state.retiring!.includes(h.name) || state.leases.some((l) => l.host === h.name),
-    );
-  }
 
   setHandler(syncHostsSignal, (next) => {
     settings = next;
@@ -290,16 +240,14 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         };
         state.queue = state.queue.filter((q) => q.jobWorkflowId !== lease.jobWorkflowId);
         state.leases.push(lease);
+        fleet.onGrant(lease.host);
         void notifyGrant(lease);
       }
-      if (settings.aws) {
-        scaleUp(settings.aws);
-        retireIdle(settings.aws);
-      }
+      if (settings.aws) fleet.tick(settings.aws);
       setCurrentDetails(describe(state));
     }
     // Idle hosts age while nothing happens: look again at least once per EC2 minute (at most 4 times a second).
-    if (settings.aws && state.hosts.some((h) => h.dynamic)) {
+    if (settings.aws && fleet.records.length > 0) {
       nextAwsCheck = Math.min(nextAwsCheck, Date.now() + Math.max(250, (60 / settings.aws.timeScale) * 1000));
     }
     const now = Date.now();
@@ -308,6 +256,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
 
     if (workflowInfo().continueAsNewSuggested) {
       await condition(() => allHandlersFinished() && !healthRunning && !leaseCheckRunning && grantsInFlight === 0);
+      fleet.persist();
       await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
     }
     const wakeAt = Math.min(
@@ -339,5 +288,10 @@ function describe(state: PoolState): string {
     const leases = state.leases.filter((l) => l.host === h.name).length;
     return `- **${h.name}**: ${leases} lease(s)${h.cordoned ? ` · cordoned (${h.cordoned})` : ''}`;
   });
-  return [`**${state.leases.length}** running, **${state.queue.length}** queued`, ...lines].join('\n');
+  const decisions = (state.decisions ?? []).slice(-5).map((d) => `- ${d.at.slice(11, 19)} ${d.what}`);
+  return [
+    `**${state.leases.length}** running, **${state.queue.length}** queued`,
+    ...lines,
+    ...(decisions.length > 0 ? ['', '**Latest decisions**', ...decisions] : []),
+  ].join('\n');
 }

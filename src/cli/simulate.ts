@@ -74,8 +74,14 @@ export function parseOptions(o: SimulateFlags): CompareOptions {
       return { name, hosts };
     });
   }
+  const refreshAfterJobs = Number(o.refreshAfterJobs ?? 0);
+  if (!Number.isInteger(refreshAfterJobs) || refreshAfterJobs < 0)
+    throw new UsageError(
+      `--refresh-after-jobs: "${o.refreshAfterJobs}" must be a whole number ≥ 0 (0: never), e.g. --refresh-after-jobs 50`,
+    );
   return {
     policies: policies as PolicyName[],
+    marina: { refreshAfterJobs, rootVolumeReplacement: o.rootVolumeReplacement !== false },
     timings,
     billing: o.billing as BillingMode,
     maxHosts,
@@ -100,6 +106,8 @@ export interface SimulateFlags {
   json?: boolean;
   months: boolean;
   plots?: string;
+  refreshAfterJobs?: string;
+  rootVolumeReplacement?: boolean;
 }
 
 export function loadTraces(files: string[], generate: string[] | undefined): { name: string; jobs: TraceJob[] }[] {
@@ -154,6 +162,8 @@ export function registerSimulateCommands(program: Command): void {
     .option('--json', 'print the comparison as JSON')
     .option('--no-months', 'leave out the monthly tables')
     .option('--plots <dir>', 'write hosts.svg, queue.svg and cost.svg into this directory')
+    .option('--refresh-after-jobs <n>', "Marina: clean a host's instance after this many jobs (0: never)", '0')
+    .option('--no-root-volume-replacement', 'Marina: clean hosts by scrubbing only, never by root-volume replacement')
     .action(async (files: string[], o: SimulateFlags) => {
       const options = parseOptions(o);
       const traces = loadTraces(files, o.generate);

@@ -1,5 +1,6 @@
 /** The one Marina config file (YAML), as a zod schema: every field documented here and in README. */
 import { z } from 'zod';
+import { BILLING_MODES } from '../ec2mac/model';
 
 const name = z
   .string()
@@ -64,13 +65,28 @@ const awsPool = z
     /** The macOS AMI the host's instance runs (its arm64/x86 architecture must match the type). */
     imageId: z.string().regex(/^ami-[0-9a-f]+$/, 'an AMI id, e.g. ami-0a1b2c3d4e5f60715'),
     maxHosts: z.number().int().positive().default(10),
+    /** Never fewer hosts than this (serving, parked or scrubbing), whatever the forecast. */
+    minHosts: z.number().int().nonnegative().default(0),
+    /** Spare VM slots kept serving above the forecast, for the unforeseen (0 lets an idle pool go to no host). */
+    headroomSlots: z.number().int().nonnegative().default(1),
     /** Labels of every host of this pool (jobs select hosts by label). */
     labels: labels.default({}),
-    /** A host with no job for this long (EC2 seconds) retires once its 24 h are paid. */
-    idleRetireSeconds: z
+    /** The keep-warm window: an idle host waits this long (EC2 seconds) for the next job before the policy may park or release it. */
+    keepWarmSeconds: z
       .number()
       .nonnegative()
-      .default(30 * 60),
+      .default(10 * 60),
+    /** Park idle hosts by terminating their instance: AWS scrubs them, unbilled, and they stay the pool's. */
+    park: z.boolean().default(true),
+    /**
+     * How AWS's bill is read (it is disputed; see the README): `minimum-of-metered` (default),
+     * `minimum-then-pause`, or `scrub-billed` (parking then saves nothing and is skipped).
+     */
+    billing: z.enum(BILLING_MODES).default('minimum-of-metered'),
+    /** Clean a host's instance after this many jobs (0: never). A host that fails health checks is always cleaned. */
+    refreshAfterJobs: z.number().int().nonnegative().default(0),
+    /** Clean a host that is wanted soon by replacing its root volume (about 15 min, no scrub) rather than scrubbing it. */
+    rootVolumeReplacement: z.boolean().default(true),
     /** How often host workflows poll EC2 while they wait (EC2 seconds). */
     pollSeconds: z.number().positive().default(30),
     /** How often the reconciler compares EC2 with the host workflows (a Temporal Schedule). */
@@ -86,7 +102,11 @@ const awsPool = z
      */
     timeScale: z.number().positive().default(1),
   })
-  .strict();
+  .strict()
+  .refine((a) => a.minHosts <= a.maxHosts, {
+    path: ['minHosts'],
+    message: 'must not exceed maxHosts; lower minHosts or raise maxHosts',
+  });
 
 const pool = z
   .object({

@@ -24,7 +24,8 @@ export interface HostSpec {
   };
 }
 
-export type CordonReason = 'operator' | 'health' | 'drain';
+/** `assessment`: AWS is checking the hardware (DescribeHosts says under-assessment). */
+export type CordonReason = 'operator' | 'health' | 'drain' | 'assessment';
 
 export interface HostState extends HostSpec {
   /** Why no new work is placed here; undefined when schedulable. */
@@ -55,12 +56,38 @@ export interface PoolState {
   hosts: HostState[];
   leases: Lease[];
   queue: LeaseRequest[];
-  /** AWS pools: host workflows started and not yet ready (workflow id → workflow time started). */
-  starting?: Record<string, number>;
+  /** AWS pools: every host workflow the pool started that is not gone, by workflow id. */
+  fleet?: Record<string, FleetRecord>;
   /** AWS pools: since when (workflow ms) each dynamic host has had no lease. */
   idleSince?: Record<string, number>;
-  /** AWS pools: hosts told to retire, no longer schedulable. */
-  retiring?: string[];
+  /** AWS pools: the demand memory the forecast reads (src/policy/forecast.ts), carried across continue-as-new. */
+  demand?: { stamps: number[]; peaks: number[] };
+  /** The latest capacity decisions with their reasons, newest last. */
+  decisions?: Decision[];
+}
+
+/** Where a host is, as the fleet policy sees it (src/policy/fleet.ts). */
+export type FleetPhase = 'allocating' | 'idle' | 'launching' | 'ready' | 'pending' | 'replacing' | 'released';
+
+/** What a pool knows of one of its EC2 hosts. Times are the pool's EC2-clock seconds. */
+export interface FleetRecord {
+  workflowId: string;
+  /** The EC2 host id, once allocated. */
+  host?: string;
+  phase: FleetPhase;
+  allocatedAt: number;
+  phaseSince: number;
+  scrubbingSeconds: number;
+  /** Leases granted since its instance last started clean. */
+  jobsSinceClean: number;
+  /** A command sent to the host workflow and not yet reported done. */
+  commanded?: 'launch' | 'park' | 'replace-root' | 'release';
+}
+
+export interface Decision {
+  /** ISO time (workflow clock). */
+  at: string;
+  what: string;
 }
 
 export function usedResources(leases: readonly Lease[], host: string): Resources {

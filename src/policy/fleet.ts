@@ -20,8 +20,10 @@ import {
   type BillingMode,
   type MacTimings,
 } from '../ec2mac/model';
+import type { FleetPhase } from '../domain/pool';
+import { KEEP_WARM_SECONDS, retireAction, type HostAction, type RetireInput } from './retire';
 
-export type FleetHostPhase = 'allocating' | 'idle' | 'launching' | 'ready' | 'pending' | 'replacing' | 'released';
+export type FleetHostPhase = FleetPhase;
 
 /** What the policy needs to know of a host. */
 export interface FleetHostView {
@@ -37,6 +39,10 @@ export interface FleetHostView {
   /** Seconds spent scrubbing before the current phase. */
   readonly pendingSeconds: number;
   readonly phaseSince: number;
+  /** Jobs its current instance has served since it started clean (launch or root-volume replacement). */
+  readonly jobsSinceClean?: number;
+  /** The pool's health checks gave up on its instance: it must be cleaned before it serves again. */
+  readonly unhealthy?: boolean;
 }
 
 /** Seconds this host has been billed for so far (scrubbing excluded where the mode pauses the bill). */
@@ -69,6 +75,10 @@ export interface FleetPolicyConfig {
   park: boolean;
   /** Never fewer hosts than this, whatever the forecast. */
   minHosts: number;
+  /** Clean an instance after this many jobs (0: never); a failed health check always does. */
+  refreshAfterJobs: number;
+  /** Clean a host that is wanted soon by replacing its root volume (15 min, billed) instead of a 1–2 h scrub. */
+  rootVolumeReplacement: boolean;
   /** How yesterday's and last week's demand combine into the forecast. */
   combine: 'max' | 'mean';
   /** Which scrub length a parked host is assumed to take: the documented worst or the midpoint. */
@@ -79,9 +89,11 @@ export const DEFAULT_FLEET_POLICY: FleetPolicyConfig = {
   slotsPerHost: 2,
   headroomSlots: 1,
   headroomFraction: 0.05,
-  idleGraceSeconds: 10 * 60,
+  idleGraceSeconds: KEEP_WARM_SECONDS,
   park: true,
   minHosts: 0,
+  refreshAfterJobs: 0,
+  rootVolumeReplacement: true,
   combine: 'max',
   scrubAssumption: 'max',
 };
@@ -111,6 +123,8 @@ export interface FleetPlan<H extends FleetHostView> {
   allocate: number;
   launch: H[];
   park: H[];
+  /** Clean these by root-volume replacement (their instance restarts on a fresh disk, no scrub). */
+  replaceRoot: H[];
   release: H[];
   /** One line per decision, for the decision trace. */
   reasons: string[];
@@ -153,32 +167,53 @@ function releasable<H extends FleetHostView>(s: Shrink<H>, h: H): boolean {
   return (!s.park || s.cheapAllocation || s.live > s.weekHosts) && paidUp(h, s.input.now, s.input.billing);
 }
 
-/** Releases the host if that saves money, else parks it if parking pays. Returns whether it acted. */
-function retire<H extends FleetHostView>(s: Shrink<H>, h: H, why: string): boolean {
+/** Asks the retire policy what to do with a surplus or dirty host, and applies it to the plan. Returns the action. */
+function retire<H extends FleetHostView>(
+  s: Shrink<H>,
+  h: H,
+  reason: RetireInput['reason'],
+  wanted: boolean,
+  why: string,
+): HostAction {
   const { plan, input } = s;
-  if (releasable(s, h)) {
-    plan.release.push(h);
-    s.live--;
-    plan.reasons.push(
-      s.park && !s.cheapAllocation
-        ? `release host ${h.id}: ${why}; ${s.live + 1} hosts > ${s.weekHosts} that last week's peak of ${input.forecast.week} slots needed`
-        : `release host ${h.id}: ${why}; its 24 h are paid and it is not wanted soon`,
-    );
-    return true;
+  const d = retireAction({
+    reason,
+    busy: h.busy,
+    releasable: releasable(s, h),
+    parkPays: s.park,
+    wanted,
+    rootVolumeReplacement: input.config.rootVolumeReplacement,
+  });
+  switch (d.action) {
+    case 'release':
+      plan.release.push(h);
+      s.live--;
+      plan.reasons.push(
+        s.park && !s.cheapAllocation
+          ? `release host ${h.id}: ${why}; ${d.why} (${s.live + 1} hosts > ${s.weekHosts} that last week's peak of ${input.forecast.week} slots needed)`
+          : `release host ${h.id}: ${why}; ${d.why}`,
+      );
+      break;
+    case 'park':
+      plan.park.push(h);
+      plan.reasons.push(
+        `park host ${h.id}: ${why}; ${d.why}` +
+          (wanted ? '' : ` (${s.later} slots within the scrub + launch window need ${s.keepHosts} hosts)`),
+      );
+      break;
+    case 'replace-root':
+      plan.replaceRoot.push(h);
+      plan.reasons.push(`replace the root volume of host ${h.id}: ${why}; ${d.why}`);
+      break;
+    case 'keep':
+      break;
   }
-  if (s.park) {
-    plan.park.push(h);
-    plan.reasons.push(
-      `park host ${h.id}: ${why}; not wanted within the scrub + launch window (${s.later} slots need ${s.keepHosts} hosts)`,
-    );
-    return true;
-  }
-  return false;
+  return d.action;
 }
 
 export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetPlan<H> {
   const { now, config: c, hosts } = input;
-  const plan: FleetPlan<H> = { allocate: 0, launch: [], park: [], release: [], reasons: [] };
+  const plan: FleetPlan<H> = { allocate: 0, launch: [], park: [], replaceRoot: [], release: [], reasons: [] };
   const need = input.busySlots + input.queued;
   const soon = withHeadroom(Math.max(need, input.forecast.soon), c);
   const later = withHeadroom(Math.max(need, input.forecast.parkWindow), c);
@@ -198,6 +233,7 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
   const idle: H[] = [];
   const quietReady: H[] = [];
   const pending: H[] = [];
+  const dirty: H[] = [];
   for (const h of hosts) {
     if (h.phase === 'launching' && !h.parkOnReady) {
       servingSlots += h.slots;
@@ -205,11 +241,27 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     } else if (serving(h.phase)) {
       servingSlots += h.slots;
       active++;
-      if (h.phase === 'ready' && h.busy === 0 && now - h.idleSince >= c.idleGraceSeconds) quietReady.push(h);
+      if (h.phase === 'ready' && h.busy === 0) {
+        if (isDirty(h, c)) dirty.push(h);
+        else if (now - h.idleSince >= c.idleGraceSeconds) quietReady.push(h);
+      }
     } else if (h.phase === 'idle') {
       idle.push(h);
     } else if (h.phase === 'pending') {
       pending.push(h);
+    }
+  }
+
+  const s: Shrink<H> = { input, plan, park, cheapAllocation, live: hosts.length, weekHosts, keepHosts, later };
+  // Dirty hosts first: cleaned at once (no job waits on a host that must not serve), by a
+  // root-volume replacement if the fleet wants them back soon, else by a scrub or a release.
+  dirty.sort((a, b) => b.allocatedAt - a.allocatedAt);
+  for (const h of dirty) {
+    const wanted = active <= keepHosts;
+    const action = retire(s, h, 'dirty', wanted, dirtyWhy(h, c));
+    if (action === 'park' || action === 'release') {
+      active--;
+      servingSlots -= h.slots;
     }
   }
 
@@ -221,6 +273,10 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     for (const h of idle) {
       if (deficit <= 0) break;
       plan.launch.push(h);
+      plan.reasons.push(
+        `launch host ${h.id}: ${soon} slots wanted soon (busy ${input.busySlots}, queued ${input.queued}, forecast ${input.forecast.soon}), ${servingSlots} serving or coming`,
+      );
+      servingSlots += h.slots;
       deficit -= h.slots;
     }
     // A new host costs at least 24 h, a forecast miss or a spare slot only minutes of
@@ -240,20 +296,19 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     return plan;
   }
 
-  const s: Shrink<H> = { input, plan, park, cheapAllocation, live: hosts.length, weekHosts, keepHosts, later };
   // Scale down: hosts beyond what the park window needs, oldest first.
   if (active > keepHosts && quietReady.length > 0) {
     quietReady.sort((a, b) => a.allocatedAt - b.allocatedAt);
     for (const h of quietReady) {
       if (active <= keepHosts) break;
-      if (retire(s, h, `idle ${Math.round((now - h.idleSince) / 60)} min`)) active--;
+      if (retire(s, h, 'surplus', false, `idle ${Math.round((now - h.idleSince) / 60)} min`) !== 'keep') active--;
     }
   }
   // Idle hosts without an instance are billed and serve nobody: keep those the park
   // window needs as a reserve (a launch away), park or release the rest.
   for (const h of idle) {
     if (active < keepHosts) active++;
-    else retire(s, h, 'available without an instance');
+    else retire(s, h, 'surplus', false, 'available without an instance');
   }
   // Scrubbing hosts are free, but old ones the week does not justify go for good.
   for (const h of pending) {
@@ -261,8 +316,20 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     plan.release.push(h);
     s.live--;
     plan.reasons.push(
-      `release host ${h.id} (scrubbing): its 24 h are paid and ${s.live + 1} hosts > ${weekHosts} that last week's peak needed`,
+      park && !cheapAllocation
+        ? `release host ${h.id} (scrubbing): its 24 h are paid and ${s.live + 1} hosts > ${weekHosts} that last week's peak needed`
+        : `release host ${h.id} (scrubbing): its 24 h are paid and it is not wanted soon`,
     );
   }
   return plan;
+}
+
+function isDirty(h: FleetHostView, c: FleetPolicyConfig): boolean {
+  return h.unhealthy === true || (c.refreshAfterJobs > 0 && (h.jobsSinceClean ?? 0) >= c.refreshAfterJobs);
+}
+
+function dirtyWhy(h: FleetHostView, c: FleetPolicyConfig): string {
+  return h.unhealthy
+    ? 'its instance failed health checks'
+    : `${h.jobsSinceClean} jobs since it was clean (refreshAfterJobs ${c.refreshAfterJobs})`;
 }

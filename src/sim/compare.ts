@@ -2,7 +2,7 @@
 import { DEFAULT_TIMINGS, HOURLY_PRICE_USD, type BillingMode, type MacTimings } from '../ec2mac/model';
 import { simulate, type SimConfig, type SimResult, type ZoneCapacity } from './engine';
 import { lowerBound, parkingYardstick, type LowerBound } from './lower-bound';
-import { forecastHorizons } from '../policy/fleet';
+import { forecastHorizons, type FleetPolicyConfig } from '../policy/fleet';
 import { POLICY_NAMES, policyByName, type PolicyName } from './policies';
 import type { TraceJob } from './trace';
 
@@ -15,6 +15,8 @@ export interface CompareOptions {
   instanceType: string;
   hourlyPriceUsd: number;
   seed: number;
+  /** Marina's policy settings beyond the defaults (refreshAfterJobs, rootVolumeReplacement, ...). */
+  marina?: Partial<FleetPolicyConfig>;
 }
 
 export const DEFAULT_INSTANCE_TYPE = 'mac2-m2.metal';
@@ -61,7 +63,7 @@ export function compare(trace: readonly TraceJob[], opts: CompareOptions): Compa
     seed: opts.seed,
   };
   const lb = lowerBound(trace, 0);
-  const results = opts.policies.map((p) => simulate(trace, policyByName(p), config));
+  const results = opts.policies.map((p) => simulate(trace, policyByName(p, opts.marina), config));
   const aquarium = results.find((r) => r.policy === 'aquarium');
   const aquarium2 = results.find((r) => r.policy === 'aquarium-2slot');
   const rows: PolicyRow[] = results.map((r) => ({

@@ -49,6 +49,8 @@ export interface SimHost {
   /** Seconds spent scrubbing, up to the start of the current phase. */
   pendingSeconds: number;
   jobsServed: number;
+  /** Jobs since its instance last started clean (launch or root-volume replacement). */
+  jobsSinceClean: number;
   /** A launch that only exists to be terminated at once (park a host that has no instance). */
   parkOnReady: boolean;
   /** instance-per-job: the job this host's instance is booting for. */
@@ -356,6 +358,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
           phaseSince: now,
           pendingSeconds: 0,
           jobsServed: 0,
+          jobsSinceClean: 0,
           parkOnReady: false,
           boundJob: -1,
           index: live.length,
@@ -507,6 +510,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
       if (h.phase === 'ready') freeReady--;
       h.busy++;
       h.jobsServed++;
+      h.jobsSinceClean++;
       if (slotModel === 'nested') {
         const begin = now + t.vmBootSeconds;
         startJob(job, begin);
@@ -543,6 +547,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
         } else {
           setPhase(h, 'ready');
           h.idleSince = now;
+          h.jobsSinceClean = 0;
         }
         break;
       case Ev.ScrubDone:
@@ -553,6 +558,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
       case Ev.RootReplaced:
         setPhase(h, 'ready');
         h.idleSince = now;
+        h.jobsSinceClean = 0;
         break;
       case Ev.JobEnd:
         ends[e.job] = ends[e.job]! + 1;

@@ -54,6 +54,7 @@ export function marinaPolicy(overrides: Partial<FleetPolicyConfig> = {}, name = 
     for (const h of plan.launch) fleet.launch(h);
     if (plan.allocate > 0) fleet.allocate(plan.allocate, true);
     for (const h of plan.park) fleet.park(h);
+    for (const h of plan.replaceRoot) fleet.replaceRoot(h);
     for (const h of plan.release) fleet.release(h);
   };
   return {
@@ -168,12 +169,12 @@ export function naivePolicy(): FleetPolicy {
 export const POLICY_NAMES = ['marina', 'marina-noscrub', 'aquarium', 'aquarium-2slot', 'naive'] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
-export function policyByName(name: PolicyName): FleetPolicy {
+export function policyByName(name: PolicyName, marina: Partial<FleetPolicyConfig> = {}): FleetPolicy {
   switch (name) {
     case 'marina':
-      return marinaPolicy();
+      return marinaPolicy(marina);
     case 'marina-noscrub':
-      return marinaPolicy({ park: false }, 'marina-noscrub');
+      return marinaPolicy({ ...marina, park: false }, 'marina-noscrub');
     case 'aquarium':
       return aquariumPolicy('instance-per-job');
     case 'aquarium-2slot':
