@@ -8,7 +8,7 @@ export function healthActivities(ctx: ActivityContext) {
     /** SSH + hypervisor answer, and the job VMs present (so the pool can reap those no lease owns). */
     async checkHostHealth(
       target: HostRef,
-    ): Promise<{ ok: boolean; error?: string; version?: string; jobVms?: string[] }> {
+    ): Promise<{ ok: boolean; error?: string; version?: string; jobVms?: string[]; images?: string[] }> {
       try {
         const driver = await ctx.driver(target);
         const answer = async () => ({ version: await driver.version(), vms: await driver.list() });
@@ -18,7 +18,12 @@ export function healthActivities(ctx: ActivityContext) {
             setTimeout(() => reject(new Error('hypervisor did not answer in 15 s')), 15_000),
           ),
         ]);
-        return { ok: true, version, jobVms: vms.map((v) => v.name).filter(isJobVm) };
+        return {
+          ok: true,
+          version,
+          jobVms: vms.map((v) => v.name).filter(isJobVm),
+          images: vms.map((v) => v.name).filter((n) => n.startsWith('marina-img-')),
+        };
       } catch (e) {
         ctx.ssh.drop(`host ${target.pool}/${target.host}`);
         return { ok: false, error: (e as Error).message };

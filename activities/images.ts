@@ -2,10 +2,11 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { ImageStore, hexOf, type ResolvedImage } from '../src/images/store';
+import { imageCacheName } from '../src/domain/job';
 import type { ActivityContext, HostRef } from './context';
 
 /** The local VM name a host keeps an image under: by digest, so a cache hit is exact. */
-export const cachedImageName = (image: ResolvedImage): string => `marina-img-${hexOf(image.digest).slice(0, 16)}`;
+export const cachedImageName = (image: ResolvedImage): string => imageCacheName(image.digest);
 
 export function imageStore(ctx: ActivityContext): ImageStore {
   return new ImageStore(ctx.s3(ctx.imageStoreLocation), ctx.imageStoreLocation);

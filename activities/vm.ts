@@ -2,13 +2,19 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ResolvedImage } from '../src/images/store';
+import type { Volume } from '../src/domain/job';
 import { cachedImageName } from './images';
 import type { ActivityContext, VmRef } from './context';
 
 export function vmActivities(ctx: ActivityContext) {
   return {
     /** Idempotent: a retry after a crash finds the VM by its name and carries on. */
-    async bootVm(target: VmRef, image: ResolvedImage, resources: Record<string, number>): Promise<{ ip: string }> {
+    async bootVm(
+      target: VmRef,
+      image: ResolvedImage,
+      resources: Record<string, number>,
+      volumes: Volume[] = [],
+    ): Promise<{ ip: string }> {
       const actx = Context.current();
       const pool = ctx.pool(target.pool);
       const driver = await ctx.driver(target);
@@ -18,7 +24,13 @@ export function vmActivities(ctx: ActivityContext) {
       if (!vms.find((v) => v.name === target.vm)?.running) {
         await driver.configure(target.vm, { cpu: resources.cpu, memory: resources.memory });
         actx.heartbeat('start');
-        await driver.start(target.vm);
+        await driver.start(target.vm, {
+          dirs: volumes.map((v) => ({
+            name: v.name ?? v.hostPath.split('/').filter(Boolean).pop() ?? 'root',
+            path: v.hostPath,
+            readOnly: v.readOnly === true,
+          })),
+        });
       }
       const deadline = Date.now() + pool.vm.bootTimeoutSeconds * 1000;
       let ip: string | undefined;

@@ -20,6 +20,8 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
       hosts: hostSpecs(pool),
       healthCheckSeconds: pool.healthCheckSeconds,
       leaseCheckSeconds: pool.leaseCheckSeconds,
+      placement: pool.placement,
+      ...(pool.security ? { security: pool.security } : {}),
       ...(pool.aws
         ? {
             aws: {

@@ -5,10 +5,15 @@ import { startJob } from '../src/client/jobs';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
-import { eventually, fileConfig, stack, startWorker, uniqueId } from './helpers';
+import { eventually, fileConfig, readJobLog, stack, startWorker, uniqueId } from './helpers';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { jobWorkflowId } from '../src/domain/job';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../src/emulator/processes';
 
+const SECURE = 'secure';
+const SHARED = '/tmp/marina-shared';
 let config: LoadedConfig;
 let client: Client;
 let stop: () => Promise<void>;
@@ -16,10 +21,24 @@ let stop: () => Promise<void>;
 beforeAll(async () => {
   const deadPort = await freePort(); // nothing listens here: the host is down
   config = fileConfig('health', (raw) => {
+    const [first, second, third] = raw.pools[0].hosts;
     raw.pools[0].hosts = [
-      raw.pools[0].hosts[0],
+      first,
       { name: 'mac-dead', address: '127.0.0.1', ssh: { port: deadPort }, labels: { os: 'macos', arch: 'arm64' } },
     ];
+    // A second pool with a security policy, on the other two emulated hosts; a label steers a job to mac-3.
+    raw.pools.push({
+      ...raw.pools[0],
+      name: SECURE,
+      hosts: [
+        { ...second, labels: { ...second.labels, slot: 'a' } },
+        { ...third, labels: { ...third.labels, slot: 'b' } },
+      ],
+      security: {
+        allowedImages: ['macos-*'],
+        allowedVolumes: [{ path: `${SHARED}/**`, readOnly: true }],
+      },
+    });
   });
   const w = await startWorker(config);
   client = w.w.client;
@@ -60,6 +79,75 @@ describe('pool', () => {
       ),
     );
     expect(results.map((r) => r.host)).toEqual(['mac-1', 'mac-1', 'mac-1']);
+  });
+
+  it('refuses a volume the security policy does not allow, at the client and at the pool', async () => {
+    const spec = {
+      id: uniqueId('vol'),
+      pool: SECURE,
+      image: SEED_IMAGE,
+      script: 'echo never',
+      timeoutSeconds: 60,
+      volumes: [{ hostPath: '/etc' }],
+    };
+    await expect(startJob(client, config, spec)).rejects.toThrow(
+      /volumes: volume "\/etc" is not allowed in pool secure \(security.allowedVolumes: \/tmp\/marina-shared\/\*\*\)/,
+    );
+    // A CI system that starts the workflow itself skips the client's checks: the pool refuses it.
+    const direct = await client.workflow.start('jobWorkflow', {
+      workflowId: jobWorkflowId(spec.id),
+      taskQueue: config.temporal.taskQueue,
+      args: [spec],
+    });
+    await expect(direct.result()).rejects.toMatchObject({
+      cause: { message: expect.stringMatching(/refused by pool "secure": volume "\/etc" is not allowed/) },
+    });
+    const pool = client.workflow.getHandle(poolWorkflowId(SECURE));
+    expect((await pool.query(poolStateQuery)).decisions!.map((d) => d.what)).toContainEqual(
+      expect.stringMatching(new RegExp(`^refuse ${jobWorkflowId(spec.id)}: volume "/etc" is not allowed`)),
+    );
+  });
+
+  it('mounts an allowed volume read-only, and places the next job on the host that holds its image', async () => {
+    // Neither host holds the image at first (earlier tests may have left it cached).
+    for (const h of ['mac-2', 'mac-3']) {
+      const vms = join(stack().stateDir, 'hosts', h, 'tart', 'vms');
+      for (const vm of existsSync(vms) ? readdirSync(vms) : []) {
+        if (vm.startsWith('marina-img-')) rmSync(join(vms, vm), { recursive: true, force: true });
+      }
+    }
+    const pool = client.workflow.getHandle(poolWorkflowId(SECURE));
+    await eventually(
+      'the pool to see empty caches',
+      async () => (await pool.query(poolStateQuery)).hosts.every((h) => (h.images ?? []).length === 0),
+      20_000,
+    );
+    const first = await (
+      await startJob(client, config, {
+        id: uniqueId('mount'),
+        pool: SECURE,
+        image: SEED_IMAGE,
+        labels: { slot: 'b' },
+        script: 'cat "$MARINA_EMU_VM/dirs"',
+        timeoutSeconds: 60,
+        volumes: [{ hostPath: `${SHARED}/spm`, name: 'spm', readOnly: false }],
+      })
+    ).result();
+    expect(first.host).toBe('mac-3');
+    // The policy forced read-only: Tart got --dir=spm:/tmp/marina-shared/spm:ro.
+    expect(await readJobLog(config, first.log.key)).toBe(`spm:${SHARED}/spm:ro\n`);
+    // Both hosts free and fit; mac-2 comes first, but mac-3 holds the image now.
+    const second = await (
+      await startJob(client, config, {
+        id: uniqueId('warm'),
+        pool: SECURE,
+        image: SEED_IMAGE,
+        script: 'echo warm',
+        timeoutSeconds: 60,
+      })
+    ).result();
+    expect(second.host).toBe('mac-3');
+    expect(second.stages.fetch).toBeLessThan(first.stages.fetch!);
   });
 
   it('replays recorded job and pool histories deterministically', async () => {

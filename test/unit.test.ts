@@ -5,6 +5,7 @@ import { ConfigError, parseConfig } from '../src/config/load';
 import { normalizeJobSpec, JobSpecError, validateJobSpec } from '../src/domain/job';
 import { healthAfterCheck, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from '../src/policy/placement';
 import type { HostState, Lease, LeaseRequest } from '../src/domain/pool';
+import { checkSecurity } from '../src/domain/security';
 import { parseKnownHosts, verifyHostKey } from '../activities/ssh/known-hosts';
 
 const minimal = `
@@ -162,6 +163,61 @@ describe('placement policy', () => {
     ).toBeUndefined();
   });
 
+  it("shares slots fairly between clients: one client's backlog cannot starve another", () => {
+    // Client "big" queued 6 jobs before "small" queued 2; 4 slots free.
+    const queue = [
+      ...['b1', 'b2', 'b3', 'b4', 'b5', 'b6'].map((i, n) => req(i, { client: 'big', requestedAt: n })),
+      ...['s1', 's2'].map((i, n) => req(i, { client: 'small', requestedAt: 10 + n })),
+    ];
+    const grants = placeQueue([host('a'), host('b')], [], queue);
+    expect(grants.map((g) => g.request.jobWorkflowId).sort()).toEqual(['b1', 'b2', 's1', 's2']);
+    // Weights: "big" with weight 3 gets 3 of the 4 slots.
+    const weighted = placeQueue([host('a'), host('b')], [], queue, { clientWeights: { big: 3 } });
+    expect(weighted.filter((g) => g.request.client === 'big')).toHaveLength(3);
+    // Running leases count: "big" already holds 2 slots, so "small" goes first.
+    const running: Lease[] = ['x', 'y'].map((id) => ({
+      leaseId: id,
+      jobWorkflowId: id,
+      host: 'a',
+      resources: { vm: 1 },
+      grantedAt: 0,
+      client: 'big',
+    }));
+    const next = placeQueue([host('a'), host('b')], running, queue);
+    expect(next.map((g) => g.request.jobWorkflowId)).toEqual(['s1', 's2']);
+  });
+
+  it("runs a client's higher-priority job first", () => {
+    const grants = placeQueue(
+      [host('a', { resources: { vm: 1 } })],
+      [],
+      [req('low', { client: 'c', requestedAt: 0 }), req('high', { client: 'c', requestedAt: 5, priority: 10 })],
+    );
+    expect(grants.map((g) => g.request.jobWorkflowId)).toEqual(['high']);
+  });
+
+  it('prefers a host that holds the image, within the affinity slack', () => {
+    const warm = host('b', { images: ['marina-img-abc'] });
+    const one = placeQueue([host('a'), warm], [], [req('1', { image: 'marina-img-abc' })]);
+    expect(one.map((g) => g.host)).toEqual(['b']);
+    // b runs 1 job, a none: still b (slack 1); with 2 running on b, a (the cap).
+    const onB = (n: number): Lease[] =>
+      Array.from({ length: n }, (_, i) => ({
+        leaseId: `l${i}`,
+        jobWorkflowId: `l${i}`,
+        host: 'b',
+        resources: { vm: 0 },
+        grantedAt: 0,
+      }));
+    expect(placeQueue([host('a'), warm], onB(1), [req('2', { image: 'marina-img-abc' })])[0]!.host).toBe('b');
+    expect(placeQueue([host('a'), warm], onB(2), [req('3', { image: 'marina-img-abc' })])[0]!.host).toBe('a');
+    expect(
+      placeQueue([host('a'), warm], onB(1), [req('4', { image: 'marina-img-abc' })], { affinitySlack: 0 })[0]!.host,
+    ).toBe('a');
+    // Equal load, no cached image anywhere: the first least-loaded host.
+    expect(placeQueue([host('a'), host('b')], [], [req('5', { image: 'marina-img-zzz' })])[0]!.host).toBe('a');
+  });
+
   it('cordons after repeated failed health checks and uncordons on recovery', () => {
     let h = host('a');
     for (let i = 0; i < UNHEALTHY_AFTER_FAILURES - 1; i++) h = healthAfterCheck(h, false, 'ssh refused');
@@ -171,6 +227,53 @@ describe('placement policy', () => {
     h = healthAfterCheck(h, true);
     expect(h.cordoned).toBeUndefined();
     expect(healthAfterCheck(host('b', { cordoned: 'operator' }), true).cordoned).toBe('operator');
+  });
+});
+
+describe('pool security policy', () => {
+  const policy = {
+    allowedImages: ['macos-*', 'ghcr.io/acme/*:stable'],
+    allowedVolumes: [
+      { path: '/Users/ci/caches/**', readOnly: true },
+      { path: '/Users/ci/scratch/*', readOnly: false },
+    ],
+  };
+
+  it('allows images by glob, a bare name for any tag, a name:tag glob for that tag only', () => {
+    expect(checkSecurity('ci', policy, { image: 'macos-base:15' }).violations).toEqual([]);
+    expect(checkSecurity('ci', policy, { image: 'ghcr.io/acme/xcode:stable' }).violations).toEqual([]);
+    const [why] = checkSecurity('ci', policy, { image: 'ghcr.io/acme/xcode:nightly' }).violations;
+    expect(why).toMatch(
+      /image "ghcr.io\/acme\/xcode:nightly" is not allowed in pool ci \(security.allowedImages: macos-\*, ghcr.io\/acme\/\*:stable\)/,
+    );
+    expect(checkSecurity('ci', undefined, { image: 'anything:1' }).violations).toEqual([]);
+  });
+
+  it('allows only listed host paths and forces read-only where the rule says', () => {
+    const v = checkSecurity('ci', policy, {
+      image: 'macos-base:15',
+      volumes: [{ hostPath: '/Users/ci/caches/spm', readOnly: false }, { hostPath: '/Users/ci/scratch/tmp' }],
+    });
+    expect(v.violations).toEqual([]);
+    expect(v.volumes.map((x) => x.readOnly)).toEqual([true, false]);
+    const bad = checkSecurity('ci', policy, { image: 'macos-base:15', volumes: [{ hostPath: '/etc' }] });
+    expect(bad.violations[0]).toMatch(/volume "\/etc" is not allowed in pool ci/);
+    expect(checkSecurity('ci', {}, { image: 'x:1', volumes: [{ hostPath: '/tmp' }] }).violations[0]).toMatch(
+      /allowedVolumes: none/,
+    );
+  });
+
+  it('refuses malformed volumes and priorities in the job spec', () => {
+    const errs = validateJobSpec({
+      id: 'j1',
+      pool: 'ci',
+      image: 'macos-base:15',
+      script: 'true',
+      timeoutSeconds: 60,
+      priority: 1000,
+      volumes: [{ hostPath: 'relative/path' }, { hostPath: '/a/../etc' }],
+    }).map((e) => e.field);
+    expect(errs).toEqual(['priority', 'volumes.0.hostPath', 'volumes.1.hostPath']);
   });
 });
 

@@ -7,7 +7,9 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
 import type { CordonReason, HostSpec, Lease, PoolState } from '../src/domain/pool';
 import type { FleetHostPhase } from '../src/policy/fleet';
 import type { BillingMode } from '../src/ec2mac/model';
-import type { JobSpec } from '../src/domain/job';
+import type { JobSpec, Volume } from '../src/domain/job';
+import type { SecurityPolicy } from '../src/domain/security';
+import type { PlacementOptions } from '../src/policy/placement';
 
 // Search attributes: what an operator filters on in the Web UI (`MarinaPool="ci" AND MarinaJobState="running"`).
 export const SA_POOL = defineSearchAttributeKey('MarinaPool', SearchAttributeType.KEYWORD);
@@ -71,6 +73,13 @@ export interface LeaseRequestMsg {
   jobWorkflowId: string;
   resources: Record<string, number>;
   labels: Record<string, string>;
+  client?: string;
+  /** The host cache name of the job's image (cache affinity). */
+  image?: string;
+  /** The image reference and volumes, for the pool's security policy. */
+  imageRef?: string;
+  volumes?: Volume[];
+  priority?: number;
 }
 
 export interface LeaseRefusal {
@@ -79,7 +88,8 @@ export interface LeaseRefusal {
 
 // Job -> pool
 export const requestLeaseSignal = defineSignal<[LeaseRequestMsg]>('requestLease');
-export const releaseLeaseSignal = defineSignal<[{ jobWorkflowId: string }]>('releaseLease');
+/** `cachedImage`: the host now holds this image (its cache name), so later jobs prefer it. */
+export const releaseLeaseSignal = defineSignal<[{ jobWorkflowId: string; cachedImage?: string }]>('releaseLease');
 // Pool -> job
 export const leaseGrantedSignal = defineSignal<[Lease]>('leaseGranted');
 export const leaseRefusedSignal = defineSignal<[LeaseRefusal]>('leaseRefused');
@@ -96,6 +106,8 @@ export interface PoolSettings {
   hosts: HostSpec[];
   healthCheckSeconds: number;
   leaseCheckSeconds: number;
+  placement?: PlacementOptions;
+  security?: SecurityPolicy;
   /** AWS pools: the pool starts host workflows when queued demand exceeds free and starting slots. */
   aws?: AwsPoolSettings;
 }

@@ -16,7 +16,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
-import { JobSpecError, normalizeJobSpec, vmNameForJob, type JobSpec } from '../src/domain/job';
+import { JobSpecError, imageCacheName, normalizeJobSpec, vmNameForJob, type JobSpec } from '../src/domain/job';
 import type { Lease } from '../src/domain/pool';
 import {
   SA_HOST,
@@ -106,6 +106,8 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
 
   // Leasing: the pool answers with a signal, so a long queue costs no open update or activity.
   let lease: Lease | undefined;
+  /** The host that now holds the image in its cache (told to the pool with the release: cache affinity). */
+  let fetchedOn: string | undefined;
   let refusal: LeaseRefusal | undefined;
   setHandler(leaseGrantedSignal, (l) => {
     if (l.jobWorkflowId === info.workflowId) lease = l;
@@ -136,6 +138,11 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
           jobWorkflowId: info.workflowId,
           resources: spec.resources ?? { vm: 1 },
           labels: spec.labels ?? {},
+          image: imageCacheName(image.digest),
+          imageRef: image.ref,
+          ...(spec.client ? { client: spec.client } : {}),
+          ...(spec.priority ? { priority: spec.priority } : {}),
+          ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
         });
       } catch (e) {
         if (isCancellation(e)) throw e;
@@ -169,10 +176,11 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
             retry,
           });
           await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
+          fetchedOn = host;
 
           const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
           const booted = await timed('boot', 'booting', () =>
-            bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}),
+            bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}, lease!.volumes ?? []),
           );
 
           const runScript = withOptions('runScript', {
@@ -245,7 +253,10 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
   } finally {
     // Returning the lease must happen even when the job is cancelled.
     await CancellationScope.nonCancellable(() =>
-      pool.signal(releaseLeaseSignal, { jobWorkflowId: info.workflowId }),
+      pool.signal(releaseLeaseSignal, {
+        jobWorkflowId: info.workflowId,
+        ...(fetchedOn && fetchedOn === lease?.host ? { cachedImage: imageCacheName(image.digest) } : {}),
+      }),
     ).catch(
       () => undefined, // pool gone: nothing to release
     );

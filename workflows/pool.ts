@@ -20,6 +20,7 @@ import type { Activities } from '../activities/types';
 import type { HostState, Lease, PoolState } from '../src/domain/pool';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
 import { healthAfterCheck, placeQueue, whyNeverFits } from '../src/policy/placement';
+import { checkSecurity } from '../src/domain/security';
 import {
   cordonHostUpdate,
   leaseGrantedSignal,
@@ -110,18 +111,38 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       return;
     }
     if (state.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
-    const never = whyNeverFits(settings.aws ? [...state.hosts, settings.aws.template] : state.hosts, req);
+    const security = checkSecurity(state.name, settings.security, {
+      image: req.imageRef ?? '',
+      volumes: req.volumes,
+    });
+    const never =
+      (req.imageRef !== undefined || req.volumes?.length) && security.violations.length > 0
+        ? security.violations.join('; ')
+        : whyNeverFits(settings.aws ? [...state.hosts, settings.aws.template] : state.hosts, req);
     if (never) {
+      fleet.decide(`refuse ${req.jobWorkflowId}: ${never}`);
       void getExternalWorkflowHandle(req.jobWorkflowId)
         .signal(leaseRefusedSignal, { reason: never })
         .catch(() => undefined);
       return;
     }
-    state.queue.push({ ...req, requestedAt: Date.now() });
+    state.queue.push({
+      jobWorkflowId: req.jobWorkflowId,
+      resources: req.resources,
+      labels: req.labels,
+      requestedAt: Date.now(),
+      ...(req.client ? { client: req.client } : {}),
+      ...(req.image ? { image: req.image } : {}),
+      ...(req.priority ? { priority: req.priority } : {}),
+      ...(security.volumes.length > 0 ? { volumes: security.volumes } : {}),
+    });
     dirty = true;
   });
 
-  setHandler(releaseLeaseSignal, ({ jobWorkflowId }) => {
+  setHandler(releaseLeaseSignal, ({ jobWorkflowId, cachedImage }) => {
+    const lease = state.leases.find((l) => l.jobWorkflowId === jobWorkflowId);
+    const host = lease && state.hosts.find((h) => h.name === lease.host);
+    if (host && cachedImage && !host.images?.includes(cachedImage)) host.images = [...(host.images ?? []), cachedImage];
     release(jobWorkflowId);
   });
 
@@ -175,8 +196,11 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         ),
       );
       state.hosts = state.hosts.map((h, i) => {
-        const r = results[i];
-        return r ? healthAfterCheck(h, r.ok, r.error) : h;
+        const r = results[i] as { ok: boolean; error?: string; images?: string[] } | undefined;
+        if (!r) return h;
+        const checked = healthAfterCheck(h, r.ok, r.error);
+        // The cache as the host lists it: evictions show here.
+        return r.images ? { ...checked, images: r.images } : checked;
       });
       // A job VM no lease owns whose job workflow has closed is an orphan: a terminated job never cleans up.
       // Only closed jobs' VMs are reaped, so a host shared by two pools (a config mistake) loses nothing.
@@ -230,13 +254,15 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
   for (;;) {
     if (dirty) {
       dirty = false;
-      for (const grant of placeQueue(state.hosts, state.leases, state.queue)) {
+      for (const grant of placeQueue(state.hosts, state.leases, state.queue, settings.placement)) {
         const lease: Lease = {
           leaseId: uuid4(),
           jobWorkflowId: grant.request.jobWorkflowId,
           host: grant.host,
           resources: grant.request.resources,
           grantedAt: Date.now(),
+          ...(grant.request.client ? { client: grant.request.client } : {}),
+          ...(grant.request.volumes ? { volumes: grant.request.volumes } : {}),
         };
         state.queue = state.queue.filter((q) => q.jobWorkflowId !== lease.jobWorkflowId);
         state.leases.push(lease);

@@ -24,7 +24,8 @@ export interface HypervisorDriver {
   clone(source: string, vm: string): Promise<void>;
   configure(vm: string, settings: VmSettings): Promise<void>;
   /** Boots detached; no-op if running. */
-  start(vm: string): Promise<void>;
+  /** Boots the VM; `dirs` are host directories shared into it (Tart: `--dir=name:path[:ro]`). */
+  start(vm: string, opts?: { dirs?: SharedDir[] }): Promise<void>;
   /** The VM's address on the host's private network, waiting up to `waitSeconds`. */
   ip(vm: string, waitSeconds: number): Promise<string>;
   /** Stops if running; no-op otherwise. */
@@ -33,4 +34,10 @@ export interface HypervisorDriver {
   destroy(vm: string): Promise<boolean>;
   /** Writes a stopped VM to an archive file on the host. */
   exportImage(vm: string, archive: string): Promise<void>;
+}
+
+export interface SharedDir {
+  name: string;
+  path: string;
+  readOnly: boolean;
 }

@@ -1,7 +1,7 @@
 /** The Tart CLI driven over SSH (the contract is in shared/reference/tart.md). */
 import type { SshConnection } from '../ssh/connection';
 import { shq } from '../ssh/connection';
-import type { HypervisorDriver, VmInfo, VmSettings } from './driver';
+import type { HypervisorDriver, SharedDir, VmInfo, VmSettings } from './driver';
 
 // Tart: 2 = VM does not exist / not running / already running.
 const EXIT_STATE = 2;
@@ -59,14 +59,17 @@ export class TartDriver implements HypervisorDriver {
     await this.tart(args);
   }
 
-  async start(vm: string): Promise<void> {
+  async start(vm: string, opts: { dirs?: SharedDir[] } = {}): Promise<void> {
     const state = (await this.list()).find((v) => v.name === vm);
     if (!state) throw new TartError(`cannot start ${vm}: it does not exist`);
     if (state.running) return;
     // `tart run` stays in the foreground for the VM's life: detach it from the SSH session.
     const log = `$HOME/.marina/vms/${vm}.log`;
+    const dirs = (opts.dirs ?? [])
+      .map((d) => `${shq(`--dir=${d.name}:${d.path}${d.readOnly ? ':ro' : ''}`)} `)
+      .join('');
     await this.ssh.run(
-      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
+      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${dirs}${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
         `if ! kill -0 $! 2>/dev/null; then wait $!; rc=$?; [ $rc = 2 ] && exit 0; tail -n 5 "${log}" >&2; exit $rc; fi`,
     );
   }

@@ -3,6 +3,7 @@ import { Client, Connection, WorkflowIdReusePolicy, type WorkflowHandle } from '
 import { ListObjectsV2Command, GetObjectCommand } from '@aws-sdk/client-s3';
 import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
 import { whyNeverFits } from '../policy/placement';
+import { checkSecurity } from '../domain/security';
 import { findPool, hostSpecs, hostTemplates, logsLocation, type LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
 import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
@@ -63,6 +64,9 @@ export async function checkJobSpec(
       labels: spec.labels ?? {},
     });
     if (never) errors.push({ field: never.startsWith('no host has labels') ? 'labels' : 'resources', message: never });
+    const security = checkSecurity(pool.name, pool.security, spec);
+    for (const v of security.violations)
+      errors.push({ field: v.startsWith('image') ? 'image' : 'volumes', message: v });
   }
   for (const [name, ref] of Object.entries(spec.secrets ?? {})) {
     if (!config.secrets[ref]) {

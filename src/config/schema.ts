@@ -130,6 +130,38 @@ const pool = z
     hostResources: resources.default({ vm: 2 }),
     healthCheckSeconds: z.number().positive().default(30),
     leaseCheckSeconds: z.number().positive().default(15),
+    /** Placement: fair share per client, and cache affinity. */
+    placement: z
+      .object({
+        /** Fair-share weight per client (the job spec's `client`); default 1 each. */
+        clientWeights: z.record(z.string(), z.number().positive('weights are positive, e.g. 2')).default({}),
+        /** How many more running jobs a host holding the job's image may have than the least-loaded host and still win. */
+        affinitySlack: z.number().int().nonnegative().default(1),
+      })
+      .strict()
+      .default({ clientWeights: {}, affinitySlack: 1 }),
+    /** What jobs of this pool may boot and mount (Cirrus-style security policy). */
+    security: z
+      .object({
+        /** Globs over image names, e.g. ["macos-*", "ghcr.io/acme/*:stable"]; absent: any image. */
+        allowedImages: z
+          .array(z.string().min(1))
+          .min(1, 'list at least one image glob, or leave the field out')
+          .optional(),
+        /** Host directories jobs may share into their VM; none unless listed. */
+        allowedVolumes: z
+          .array(
+            z
+              .object({
+                path: z.string().startsWith('/', 'an absolute path glob, e.g. /Users/ci/caches/**'),
+                readOnly: z.boolean().default(true),
+              })
+              .strict(),
+          )
+          .default([]),
+      })
+      .strict()
+      .optional(),
     hosts: z.array(host).default([]),
   })
   .strict()

@@ -32,8 +32,20 @@ export interface JobSpec {
   /** Labels a host must carry, e.g. `{ os: 'macos', arch: 'arm64' }`. */
   labels?: Record<string, string>;
   snapshot?: SnapshotTarget;
-  /** Who submitted the job (CI system name); shown in the UI. */
+  /** Who submitted the job (CI system name); shown in the UI, and the unit of fair share in the pool. */
   client?: string;
+  /** Host directories shared into the VM (Tart `--dir`), subject to the pool's security policy. */
+  volumes?: Volume[];
+  /** Among one client's queued jobs, higher runs first (-100..100, default 0). */
+  priority?: number;
+}
+
+export interface Volume {
+  /** Absolute path on the host. */
+  hostPath: string;
+  /** Mount name inside the VM (default: the path's last part). */
+  name?: string;
+  readOnly?: boolean;
 }
 
 export interface FieldError {
@@ -126,6 +138,27 @@ export function validateJobSpec(spec: unknown): FieldError[] {
   if (s.client !== undefined && (typeof s.client !== 'string' || s.client.length > 64)) {
     err('client', 'must be a string of at most 64 characters');
   }
+  if (
+    s.priority !== undefined &&
+    (typeof s.priority !== 'number' || !Number.isInteger(s.priority) || Math.abs(s.priority) > 100)
+  ) {
+    err('priority', 'must be a whole number from -100 to 100 (higher runs first among your jobs)');
+  }
+  if (s.volumes !== undefined) {
+    if (!Array.isArray(s.volumes)) err('volumes', 'must be a list of { hostPath, name?, readOnly? }');
+    else
+      s.volumes.forEach((v: unknown, i) => {
+        const vol = v as Record<string, unknown> | null;
+        if (typeof vol !== 'object' || vol === null)
+          return err(`volumes.${i}`, 'must be { hostPath, name?, readOnly? }');
+        if (typeof vol.hostPath !== 'string' || !vol.hostPath.startsWith('/') || vol.hostPath.split('/').includes('..'))
+          err(`volumes.${i}.hostPath`, 'must be an absolute path without "..", e.g. /Users/ci/caches/spm');
+        if (vol.name !== undefined && (typeof vol.name !== 'string' || !NAME_PATTERN.test(vol.name)))
+          err(`volumes.${i}.name`, 'must be lower-case letters, digits, ".", "_", "-"');
+        if (vol.readOnly !== undefined && typeof vol.readOnly !== 'boolean')
+          err(`volumes.${i}.readOnly`, 'must be true or false');
+      });
+  }
   return errors;
 }
 
@@ -165,6 +198,8 @@ export function normalizeJobSpec(spec: unknown): JobSpec {
 export const jobWorkflowId = (id: string): string => `job/${id}`;
 /** VM names derive from the job id, so a retried step finds its own VM. */
 export const vmNameForJob = (id: string): string => `marina-${id}`;
+/** The local VM name a host keeps an image under: by digest, so a cache hit is exact. */
+export const imageCacheName = (digest: string): string => `marina-img-${digest.replace(/^sha256:/, '').slice(0, 16)}`;
 /** Cached images are `marina-img-<digest>`; every other `marina-` VM belongs to a job. */
 export const isJobVm = (vm: string): boolean => vm.startsWith('marina-') && !vm.startsWith('marina-img-');
 export const jobIdOfVm = (vm: string): string => vm.slice('marina-'.length);

@@ -1,4 +1,5 @@
 /** Pool, host and lease state: plain data shared by the pool workflow, the policy and the client. */
+import type { Volume } from './job';
 
 export type Resources = Record<string, number>;
 export type Labels = Record<string, string>;
@@ -30,6 +31,8 @@ export type CordonReason = 'operator' | 'health' | 'drain' | 'assessment';
 export interface HostState extends HostSpec {
   /** Why no new work is placed here; undefined when schedulable. */
   cordoned?: CordonReason;
+  /** Images the host holds in its cache (`marina-img-<digest>` names), from health checks and finished jobs. */
+  images?: string[];
   consecutiveHealthFailures: number;
   lastHealthError?: string;
 }
@@ -39,6 +42,14 @@ export interface LeaseRequest {
   jobWorkflowId: string;
   resources: Resources;
   labels: Labels;
+  /** The CI system that submitted the job: the unit of fair share. */
+  client?: string;
+  /** The host cache name of the job's image: hosts holding it are preferred. */
+  image?: string;
+  /** Higher runs first among one client's jobs. */
+  priority?: number;
+  /** Volumes as the security policy allows them. */
+  volumes?: Volume[];
   /** Workflow time in ms when the pool received the request. */
   requestedAt: number;
 }
@@ -49,6 +60,9 @@ export interface Lease {
   host: string;
   resources: Resources;
   grantedAt: number;
+  client?: string;
+  /** Host directories to share into the VM, as the pool's security policy allows them (read-only forced where it says). */
+  volumes?: Volume[];
 }
 
 export interface PoolState {

@@ -4,7 +4,6 @@
  */
 import {
   fits,
-  freeResources,
   labelsMatch,
   type HostSpec,
   type HostState,
@@ -42,48 +41,116 @@ export function whyNeverFits(
   return undefined;
 }
 
+export interface PlacementOptions {
+  /** Fair-share weight per client (default 1): a client with weight 2 may hold twice the slots of one with 1. */
+  clientWeights?: Record<string, number>;
+  /**
+   * Cache affinity: a host already holding the job's image wins over the least-loaded host
+   * while it runs at most this many more jobs than that host (OCluster's cache hints, capped
+   * so one warm host is not piled on).
+   */
+  affinitySlack?: number;
+}
+
+export const DEFAULT_AFFINITY_SLACK = 1;
+const DEFAULT_CLIENT = '(none)';
+
 /**
- * Places queued requests in arrival order. A request that cannot fit now waits and
- * later requests may go around it (backfill), so a big job does not idle the pool;
- * among fitting hosts the least loaded one wins, which spreads VMs across Macs.
+ * Places queued requests. Clients take turns by fair share: the next grant goes to the
+ * client holding the fewest slots for its weight (OCluster's rate per client), so one CI
+ * system cannot starve the others. Within a client, higher priority first, then arrival
+ * order; a request that cannot fit now waits and later ones may go around it (backfill),
+ * so a big job does not idle the pool. Among fitting hosts the least loaded wins (spreading
+ * VMs across Macs), unless a host holding the image is within the affinity slack.
  */
 export function placeQueue(
   hosts: readonly HostState[],
   leases: readonly Lease[],
   queue: readonly LeaseRequest[],
+  opts: PlacementOptions = {},
 ): Grant[] {
-  const planned: Lease[] = [...leases];
+  const slack = opts.affinitySlack ?? DEFAULT_AFFINITY_SLACK;
+  const weight = (c: string): number => Math.max(1e-9, opts.clientWeights?.[c] ?? 1);
+  // Per-host use and load, kept current as grants are planned.
+  const used = new Map<string, Resources>();
+  const load = new Map<string, number>();
+  const share = new Map<string, number>();
+  const take = (host: string, resources: Resources, client: string): void => {
+    const u = used.get(host) ?? {};
+    for (const [k, v] of Object.entries(resources)) u[k] = (u[k] ?? 0) + v;
+    used.set(host, u);
+    load.set(host, (load.get(host) ?? 0) + 1);
+    share.set(client, (share.get(client) ?? 0) + (resources.vm ?? 1));
+  };
+  for (const l of leases) take(l.host, l.resources, l.client ?? DEFAULT_CLIENT);
+
+  const byClient = new Map<string, LeaseRequest[]>();
+  for (const q of queue) {
+    const c = q.client ?? DEFAULT_CLIENT;
+    let list = byClient.get(c);
+    if (!list) byClient.set(c, (list = []));
+    list.push(q);
+  }
+  for (const list of byClient.values()) list.sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0));
+
   const grants: Grant[] = [];
-  for (const request of queue) {
-    const host = pickHost(hosts, planned, request);
-    if (!host) continue;
-    grants.push({ request, host: host.name });
-    planned.push({
-      leaseId: `planned-${request.jobWorkflowId}`,
-      jobWorkflowId: request.jobWorkflowId,
-      host: host.name,
-      resources: request.resources,
-      grantedAt: 0,
-    });
+  const open = new Set(byClient.keys());
+  while (open.size > 0) {
+    let client = '';
+    let best = Infinity;
+    for (const c of open) {
+      const s = (share.get(c) ?? 0) / weight(c);
+      if (s < best || (s === best && byClient.get(c)![0]!.requestedAt < byClient.get(client)![0]!.requestedAt)) {
+        best = s;
+        client = c;
+      }
+    }
+    const list = byClient.get(client)!;
+    let placed = false;
+    for (let i = 0; i < list.length; i++) {
+      const request = list[i]!;
+      const host = pickHost(hosts, used, load, request, slack);
+      if (!host) continue;
+      grants.push({ request, host: host.name });
+      take(host.name, request.resources, client);
+      list.splice(i, 1);
+      placed = true;
+      break;
+    }
+    if (!placed || list.length === 0) open.delete(client);
   }
   return grants;
 }
 
-function pickHost(hosts: readonly HostState[], leases: readonly Lease[], request: LeaseRequest): HostState | undefined {
+function pickHost(
+  hosts: readonly HostState[],
+  used: ReadonlyMap<string, Resources>,
+  load: ReadonlyMap<string, number>,
+  request: LeaseRequest,
+  slack: number,
+): HostState | undefined {
   let best: HostState | undefined;
   let bestLoad = Infinity;
+  let warm: HostState | undefined;
+  let warmLoad = Infinity;
   for (const host of hosts) {
     if (host.cordoned) continue;
     if (!labelsMatch(request.labels, host.labels)) continue;
-    const free = freeResources(host, leases);
+    const u = used.get(host.name) ?? {};
+    const free: Resources = {};
+    for (const [k, v] of Object.entries(host.resources)) free[k] = v - (u[k] ?? 0);
     if (!fits(request.resources, free)) continue;
-    const load = leases.filter((l) => l.host === host.name).length;
-    if (load < bestLoad) {
+    const n = load.get(host.name) ?? 0;
+    if (n < bestLoad) {
       best = host;
-      bestLoad = load;
+      bestLoad = n;
+    }
+    if (request.image && host.images?.includes(request.image) && n < warmLoad) {
+      warm = host;
+      warmLoad = n;
     }
   }
-  return best;
+  return warm && warmLoad <= bestLoad + slack ? warm : best;
 }
 
 /** Consecutive failed health checks after which a host is cordoned. */
