@@ -4,7 +4,17 @@ import { Worker } from '@temporalio/worker';
 import { startJob } from '../src/client/jobs';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
-import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
+import {
+  controlPoolUpdate,
+  jobStatusQuery,
+  poolStateQuery,
+  poolWorkflowId,
+  type PoolControl,
+} from '../workflows/definitions';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
 import { eventually, fileConfig, readJobLog, stack, startWorker, uniqueId } from './helpers';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -148,6 +158,68 @@ describe('pool', () => {
     ).result();
     expect(second.host).toBe('mac-3');
     expect(second.stages.fetch).toBeLessThan(first.stages.fetch!);
+  });
+
+  it('takes planner controls: pause holds the queue, drain answers once running jobs finished', async () => {
+    const pool = client.workflow.getHandle(poolWorkflowId(SECURE));
+    const ctl = (c: PoolControl) => pool.executeUpdate(controlPoolUpdate, { args: [c] });
+    // On mac-3, which holds the image since the test before.
+    const job = (name: string, script: string) =>
+      startJob(client, config, {
+        id: uniqueId(name),
+        pool: SECURE,
+        image: SEED_IMAGE,
+        labels: { slot: 'b' },
+        script,
+        timeoutSeconds: 60,
+      });
+
+    // Paused: the job waits in the queue; resumed: it runs.
+    expect((await ctl({ action: 'pause' })).message).toMatch(/paused/);
+    const held = await job('held', 'echo held');
+    await new Promise((r) => setTimeout(r, 3000));
+    expect((await held.query(jobStatusQuery)).state).toBe('queued');
+    await ctl({ action: 'resume' });
+    expect((await held.result()).state).toBe('succeeded');
+
+    // Drain waits for the running job; the host then takes no new work until uncordoned.
+    const busy = await job('busy', 'sleep 3; echo done');
+    await eventually('the job to run', async () => (await busy.query(jobStatusQuery)).state === 'running', 30_000);
+    expect((await ctl({ action: 'drain', host: 'mac-3' })).message).toMatch(/^host mac-3 drained/);
+    expect((await busy.describe()).status.name).toBe('COMPLETED');
+    const after = await job('after', 'echo after');
+    await new Promise((r) => setTimeout(r, 2000));
+    expect((await after.query(jobStatusQuery)).state).toBe('queued');
+    await ctl({ action: 'uncordon', host: 'mac-3' });
+    expect((await after.result()).host).toBe('mac-3');
+    const decisions = (await pool.query(poolStateQuery)).decisions!.map((d) => d.what);
+    expect(decisions).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^operator: drain host mac-3: no new work; waiting for its running jobs/),
+        expect.stringMatching(/^operator: host mac-3 drained/),
+      ]),
+    );
+  });
+
+  it('refuses a bad control with the fix, and changes nothing', async () => {
+    const pool = client.workflow.getHandle(poolWorkflowId(SECURE));
+    const refused = (c: PoolControl) =>
+      pool.executeUpdate(controlPoolUpdate, { args: [c] }).then(
+        () => 'accepted',
+        (e: Error & { cause?: Error }) => e.cause?.message ?? e.message,
+      );
+    expect(await refused({ action: 'cordon', host: 'mac-9' })).toMatch(
+      /no host "mac-9" in pool secure; hosts: mac-2, mac-3/,
+    );
+    expect(await refused({ action: 'retire', host: 'mac-3' })).toMatch(
+      /on-prem host of pool secure: remove it from the config/,
+    );
+    expect(await refused({ action: 'capacity', maxHosts: 3 })).toMatch(/pool secure has no aws section/);
+    expect((await pool.query(poolStateQuery)).hosts.map((h) => h.cordoned)).toEqual([undefined, undefined]);
+    // The CLI says the same and exits 2.
+    await expect(
+      run('./bin/marina', ['-c', config.path, 'pool', 'cordon', SECURE, 'mac-9'], { encoding: 'utf8' }),
+    ).rejects.toMatchObject({ code: 2, stderr: expect.stringMatching(/no host "mac-9" in pool secure/) });
   });
 
   it('replays recorded job and pool histories deterministically', async () => {

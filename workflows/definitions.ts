@@ -99,6 +99,24 @@ export const leaseRevokedSignal = defineSignal<[{ leaseId: string; reason: strin
 export const syncHostsSignal = defineSignal<[PoolSettings]>('syncHosts');
 export const cordonHostUpdate = defineUpdate<PoolState, [{ host: string; cordon: boolean }]>('cordonHost');
 
+/** What a planner or operator asks of a pool (`marina pool ...`). Validated: a bad request fails with the fix. */
+export type PoolControl =
+  | { action: 'pause' }
+  | { action: 'resume' }
+  | { action: 'cordon' | 'uncordon'; host: string }
+  /** Take no new work on the host; answers once its running jobs have finished. */
+  | { action: 'drain'; host: string }
+  /** AWS host: drain, then terminate and release it (when AWS allows). */
+  | { action: 'retire'; host: string }
+  /** AWS pools: override the configured capacity until changed again (absent fields keep their value). */
+  | { action: 'capacity'; minHosts?: number; maxHosts?: number; headroomSlots?: number };
+
+export interface PoolControlResult {
+  message: string;
+}
+
+export const controlPoolUpdate = defineUpdate<PoolControlResult, [PoolControl]>('controlPool');
+
 export const jobStatusQuery = defineQuery<JobStatus>('status');
 export const poolStateQuery = defineQuery<PoolState>('state');
 

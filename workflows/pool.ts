@@ -16,6 +16,7 @@ import {
   uuid4,
 } from '@temporalio/workflow';
 import { PoolFleet } from './fleet';
+import { retireHostSignal } from './host';
 import type { Activities } from '../activities/types';
 import type { HostState, Lease, PoolState } from '../src/domain/pool';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
@@ -34,6 +35,9 @@ import {
   hostDrainSignal,
   hostPhaseSignal,
   leaseRevokedSignal,
+  controlPoolUpdate,
+  type AwsPoolSettings,
+  type PoolControlResult,
   type PoolInput,
   type PoolSettings,
 } from './definitions';
@@ -166,6 +170,121 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     },
   );
 
+  // Planner and operator controls: one validated update, so a bad request fails at once with the fix
+  // and loses nothing, and a good one answers when it is done (a drain, once the host's jobs finished).
+  const invalid = (message: string): ApplicationFailure =>
+    ApplicationFailure.create({ message, type: 'InvalidPoolControl', nonRetryable: true });
+  const hostNamed = (host: string): HostState => {
+    const h = state.hosts.find((x) => x.name === host);
+    if (!h)
+      throw invalid(
+        `no host "${host}" in pool ${state.name}; hosts: ${state.hosts.map((x) => x.name).join(', ') || '(none)'}`,
+      );
+    return h;
+  };
+  const drained = (host: string) => condition(() => !state.leases.some((l) => l.host === host));
+  setHandler(
+    controlPoolUpdate,
+    async (c): Promise<PoolControlResult> => {
+      const say = (message: string): PoolControlResult => {
+        fleet.decide(`operator: ${message}`);
+        dirty = true;
+        return { message };
+      };
+      switch (c.action) {
+        case 'pause':
+          state.paused = true;
+          return say(`pool ${state.name} paused: nothing new is placed or allocated; running jobs go on`);
+        case 'resume':
+          state.paused = false;
+          return say(`pool ${state.name} resumed`);
+        case 'cordon':
+        case 'uncordon': {
+          const h = hostNamed(c.host);
+          h.cordoned = c.action === 'cordon' ? 'operator' : undefined;
+          return say(`${c.action} host ${c.host}`);
+        }
+        case 'drain': {
+          const h = hostNamed(c.host);
+          h.cordoned = 'drain';
+          say(`drain host ${c.host}: no new work; waiting for its running jobs`);
+          const started = Date.now();
+          await drained(c.host);
+          return say(`host ${c.host} drained (${Math.round((Date.now() - started) / 1000)} s)`);
+        }
+        case 'retire': {
+          const h = hostNamed(c.host);
+          h.cordoned = 'drain';
+          say(`retire host ${c.host}: draining first`);
+          await drained(c.host);
+          const rec = fleet.records.find((r) => r.host === c.host);
+          if (rec) rec.commanded = 'release';
+          state.hosts = state.hosts.filter((x) => x.name !== c.host);
+          await getExternalWorkflowHandle(h.dynamic!.workflowId).signal(retireHostSignal, {
+            reason: 'retired by an operator',
+          });
+          return say(`host ${c.host} retired: its workflow terminates the instance and releases it when AWS allows`);
+        }
+        case 'capacity': {
+          const { action: _, ...set } = c;
+          state.capacity = { ...state.capacity, ...set };
+          const a = effectiveAws(settings.aws!);
+          return say(
+            `capacity of pool ${state.name}: minHosts ${a.minHosts}, maxHosts ${a.maxHosts}, headroomSlots ${a.headroomSlots}`,
+          );
+        }
+      }
+    },
+    {
+      validator: (c) => {
+        switch (c.action) {
+          case 'pause':
+          case 'resume':
+            return;
+          case 'cordon':
+          case 'uncordon':
+          case 'drain':
+            hostNamed(c.host);
+            return;
+          case 'retire':
+            if (!hostNamed(c.host).dynamic)
+              throw invalid(
+                `host "${c.host}" is an on-prem host of pool ${state.name}: remove it from the config to retire it, or drain it`,
+              );
+            return;
+          case 'capacity': {
+            if (!settings.aws)
+              throw invalid(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
+            for (const k of ['minHosts', 'maxHosts', 'headroomSlots'] as const) {
+              const v = c[k];
+              if (v !== undefined && (!Number.isInteger(v) || v < 0))
+                throw invalid(`${k}: must be a whole number ≥ 0, got ${String(v)}`);
+            }
+            const next = effectiveAws(settings.aws, { ...state.capacity, ...c });
+            if (next.maxHosts < 1) throw invalid(`maxHosts: must be at least 1, got ${next.maxHosts}`);
+            if (next.minHosts > next.maxHosts)
+              throw invalid(
+                `minHosts ${next.minHosts} exceeds maxHosts ${next.maxHosts}: lower minHosts or raise maxHosts`,
+              );
+            return;
+          }
+          default:
+            throw invalid(
+              `unknown action "${(c as { action: string }).action}"; use pause, resume, cordon, uncordon, drain, retire or capacity`,
+            );
+        }
+      },
+    },
+  );
+  function effectiveAws(aws: AwsPoolSettings, over = state.capacity): AwsPoolSettings {
+    return {
+      ...aws,
+      ...(over?.minHosts !== undefined ? { minHosts: over.minHosts } : {}),
+      ...(over?.maxHosts !== undefined ? { maxHosts: over.maxHosts } : {}),
+      ...(over?.headroomSlots !== undefined ? { headroomSlots: over.headroomSlots } : {}),
+    };
+  }
+
   function release(jobWorkflowId: string): void {
     const before = state.leases.length + state.queue.length;
     state.leases = state.leases.filter((l) => l.jobWorkflowId !== jobWorkflowId);
@@ -254,7 +373,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
   for (;;) {
     if (dirty) {
       dirty = false;
-      for (const grant of placeQueue(state.hosts, state.leases, state.queue, settings.placement)) {
+      for (const grant of state.paused ? [] : placeQueue(state.hosts, state.leases, state.queue, settings.placement)) {
         const lease: Lease = {
           leaseId: uuid4(),
           jobWorkflowId: grant.request.jobWorkflowId,
@@ -269,7 +388,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         fleet.onGrant(lease.host);
         void notifyGrant(lease);
       }
-      if (settings.aws) fleet.tick(settings.aws);
+      if (settings.aws && !state.paused) fleet.tick(effectiveAws(settings.aws));
       setCurrentDetails(describe(state));
     }
     // Idle hosts age while nothing happens: look again at least once per EC2 minute (at most 4 times a second).
@@ -316,7 +435,7 @@ function describe(state: PoolState): string {
   });
   const decisions = (state.decisions ?? []).slice(-5).map((d) => `- ${d.at.slice(11, 19)} ${d.what}`);
   return [
-    `**${state.leases.length}** running, **${state.queue.length}** queued`,
+    `${state.paused ? '**paused** · ' : ''}**${state.leases.length}** running, **${state.queue.length}** queued`,
     ...lines,
     ...(decisions.length > 0 ? ['', '**Latest decisions**', ...decisions] : []),
   ].join('\n');

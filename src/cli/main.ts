@@ -10,7 +10,14 @@ import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs
 import { s3ClientFor } from '../config/s3';
 import { ImageStore } from '../images/store';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
-import { jobStatusQuery, poolStateQuery, poolWorkflowId, type JobResult } from '../../workflows/definitions';
+import {
+  controlPoolUpdate,
+  jobStatusQuery,
+  poolStateQuery,
+  poolWorkflowId,
+  type JobResult,
+  type PoolControl,
+} from '../../workflows/definitions';
 import { runDev } from './dev';
 import { registerSimulateCommands } from './simulate';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
@@ -195,15 +202,75 @@ job.command('cancel <id>').action(async (id: string) =>
   }),
 );
 
-program
-  .command('pool')
-  .description('pool state')
+const pool = program.command('pool').description("a pool's state, and the planner's and operator's controls");
+pool
   .command('show <name>')
+  .description("the pool's full state: hosts, leases, queue, fleet, latest decisions")
   .action(async (name: string) =>
     withClient(async (client) => {
       console.log(JSON.stringify(await client.workflow.getHandle(poolWorkflowId(name)).query(poolStateQuery), null, 2));
     }),
   );
+pool
+  .command('decisions <name>')
+  .description('the latest placement and capacity decisions, with their reasons')
+  .action(async (name: string) =>
+    withClient(async (client) => {
+      const s = await client.workflow.getHandle(poolWorkflowId(name)).query(poolStateQuery);
+      for (const d of s.decisions ?? []) console.log(`${d.at}  ${d.what}`);
+    }),
+  );
+
+async function control(name: string, c: PoolControl): Promise<void> {
+  await withClient(async (client) => {
+    try {
+      const r = await client.workflow.getHandle(poolWorkflowId(name)).executeUpdate(controlPoolUpdate, { args: [c] });
+      console.log(r.message);
+    } catch (e) {
+      // A refused control names what to fix; the pool changed nothing.
+      const cause = (e as { cause?: { message?: string } }).cause?.message;
+      throw new UsageError(cause ?? (e as Error).message);
+    }
+  });
+}
+pool
+  .command('pause <name>')
+  .description('place and allocate nothing new; running jobs go on')
+  .action((name: string) => control(name, { action: 'pause' }));
+pool.command('resume <name>').action((name: string) => control(name, { action: 'resume' }));
+for (const action of ['cordon', 'uncordon', 'drain', 'retire'] as const) {
+  pool
+    .command(`${action} <name> <host>`)
+    .description(
+      {
+        cordon: 'place no new work on the host',
+        uncordon: 'place work on the host again',
+        drain: 'place no new work on the host, and return once its running jobs have finished',
+        retire: 'AWS host: drain it, then terminate its instance and release it when AWS allows',
+      }[action],
+    )
+    .action((name: string, host: string) => control(name, { action, host }));
+}
+pool
+  .command('capacity <name>')
+  .description('AWS pools: override the configured capacity (until changed again)')
+  .option('--min <n>', 'minHosts')
+  .option('--max <n>', 'maxHosts')
+  .option('--headroom <n>', 'headroomSlots')
+  .action((name: string, o: { min?: string; max?: string; headroom?: string }) => {
+    const num = (flag: string, v: string | undefined): number | undefined => {
+      if (v === undefined) return undefined;
+      if (!/^\d+$/.test(v)) throw new UsageError(`${flag}: "${v}" must be a whole number ≥ 0`);
+      return Number(v);
+    };
+    const c: PoolControl = {
+      action: 'capacity',
+      ...(o.min !== undefined ? { minHosts: num('--min', o.min) } : {}),
+      ...(o.max !== undefined ? { maxHosts: num('--max', o.max) } : {}),
+      ...(o.headroom !== undefined ? { headroomSlots: num('--headroom', o.headroom) } : {}),
+    };
+    return control(name, c);
+  });
 
 program
   .command('host')

@@ -78,6 +78,10 @@ export interface PoolState {
   demand?: { stamps: number[]; peaks: number[] };
   /** The latest capacity decisions with their reasons, newest last. */
   decisions?: Decision[];
+  /** Paused by an operator: nothing new is placed or allocated; running jobs go on. */
+  paused?: boolean;
+  /** Capacity a planner set, over the configured one (AWS pools). */
+  capacity?: { minHosts?: number; maxHosts?: number; headroomSlots?: number };
 }
 
 /** Where a host is, as the fleet policy sees it (src/policy/fleet.ts). */
