@@ -36,6 +36,7 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
               billing: pool.aws.billing,
               refreshAfterJobs: pool.aws.refreshAfterJobs,
               rootVolumeReplacement: pool.aws.rootVolumeReplacement,
+              schedules: pool.aws.schedules,
             },
           }
         : {}),

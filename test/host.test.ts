@@ -25,7 +25,13 @@ import {
 import { parse } from 'yaml';
 import { startJob } from '../src/client/jobs';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
-import { jobStatusQuery, poolStateQuery, poolWorkflowId } from '../workflows/definitions';
+import {
+  controlPoolUpdate,
+  jobStatusQuery,
+  poolStateQuery,
+  poolWorkflowId,
+  type PoolControl,
+} from '../workflows/definitions';
 import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
 import { reconcileScheduleId } from '../workflows/reconciler';
 import { ensurePools } from '../src/worker';
@@ -33,6 +39,7 @@ import type { ReconcileReport } from '../activities/reconcile';
 
 const POOL = 'aws';
 const FLEET = 'awsfleet';
+const SCHED = 'awssched';
 const SPEED = 7200;
 let emu: Ec2Emulator;
 let config: LoadedConfig;
@@ -81,6 +88,8 @@ beforeAll(async () => {
       headroomSlots: 0,
     };
     // A second pool with the whole fleet policy: parking, and cleaning after every job.
+    // A third, idle until the test gives it a capacity schedule.
+    raw.pools.push({ ...raw.pools[0], name: SCHED, aws: { ...raw.pools[0].aws, park: true } });
     raw.pools.push({
       ...raw.pools[0],
       name: FLEET,
@@ -263,6 +272,7 @@ describe('an AWS pool', () => {
     }));
     const results = await Promise.all(specs.map(async (spec) => (await startJob(client, config, spec)).result()));
     expect(results.map((r) => r.state)).toEqual(['succeeded', 'succeeded', 'succeeded']);
+    const pool = client.workflow.getHandle(poolWorkflowId(POOL));
     // EC2's clock when the last job ended (jobs take hours of virtual time at this speed).
     const jobsDone = emu.clock.now();
     // 3 jobs × 1 slot on hosts of 2 slots: the pool asked for 2 hosts and ran every job on one of them.
@@ -272,12 +282,19 @@ describe('an AWS pool', () => {
     expect([...new Set(results.map((r) => r.host))].every((h) => hostIds.includes(h))).toBe(true);
     // Idle: the fleet policy keeps them while their first 24 h are paid, and while yesterday's demand at
     // this hour (the same jobs, 24 h before) says they may be wanted; then it releases them.
-    const pool = client.workflow.getHandle(poolWorkflowId(POOL));
     await eventually(
       'the idle hosts to be released',
       async () => made.every((h) => emu.cloud.hosts.get(h.id)!.state === 'released'),
       90_000,
-    );
+    ).catch(async (e: Error) => {
+      const st = await pool.query(poolStateQuery);
+      throw new Error(
+        `${e.message}; decisions: ${st
+          .decisions!.slice(-6)
+          .map((d) => d.what)
+          .join(' | ')}`,
+      );
+    });
     for (const h of made) {
       const entry = emu.cloud.ledger().hosts.find((x) => x.hostId === h.id)!;
       expect(entry.allocatedSeconds).toBeGreaterThanOrEqual(86400);
@@ -290,7 +307,7 @@ describe('an AWS pool', () => {
     }
     expect((await pool.query(poolStateQuery)).hosts).toEqual([]);
     await noOrphans();
-  });
+  }, 180_000);
 
   it('completes every job under 30 % throttling and 5 % 500s from EC2', async () => {
     await inProcessWorker();
@@ -487,6 +504,52 @@ describe('the fleet policy on an AWS pool (park idle hosts, clean after every jo
 
     await wf.signal(retireHostSignal, { reason: 'test done' });
     expect((await wf.result()).phase).toBe('released');
+    await noOrphans();
+  });
+});
+
+describe('capacity by schedule and planner controls on an AWS pool', () => {
+  it("allocates the minimum a schedule sets, and retires the host on an operator's request", async () => {
+    await inProcessWorker();
+    const pool = client.workflow.getHandle(poolWorkflowId(SCHED));
+    const ours = () => [...emu.cloud.hosts.values()].filter((h) => h.tags.get('marina:pool') === SCHED);
+    expect(ours()).toHaveLength(0);
+    // A planner adds a schedule covering every minute: at least one host, with no job in sight.
+    await ensurePools(client, {
+      ...config,
+      pools: config.pools.map((p) =>
+        p.name === SCHED
+          ? {
+              ...p,
+              aws: { ...p.aws!, schedules: [{ periods: ['* * * * *'], timezone: 'Europe/Berlin', minHosts: 1 }] },
+            }
+          : p,
+      ),
+    });
+    const host = await eventually(
+      'the scheduled host to be ready',
+      async () => (await pool.query(poolStateQuery)).hosts.find((h) => h.dynamic)?.name,
+      60_000,
+    );
+    expect(ours()).toHaveLength(1);
+    const decisions = (await pool.query(poolStateQuery)).decisions!.map((d) => d.what);
+    expect(decisions).toContainEqual(
+      expect.stringMatching(/^capacity schedule 0 applies \(\* \* \* \* \* in Europe\/Berlin\): minHosts 1/),
+    );
+    expect(decisions).toContainEqual(
+      expect.stringMatching(/^allocate 1: the pool keeps at least 1 host\(s\) \(minHosts\)/),
+    );
+
+    // The planner's override beats the schedule (the idle host may then be parked); the operator retires the
+    // host, serving or parked.
+    const ctl = (c: PoolControl) => pool.executeUpdate(controlPoolUpdate, { args: [c] });
+    await expect(ctl({ action: 'capacity', minHosts: 5, maxHosts: 2 })).rejects.toMatchObject({
+      cause: { message: expect.stringMatching(/minHosts 5 exceeds maxHosts 2: lower minHosts or raise maxHosts/) },
+    });
+    expect((await ctl({ action: 'capacity', minHosts: 0 })).message).toMatch(/minHosts 0, maxHosts 10/);
+    expect((await ctl({ action: 'retire', host })).message).toMatch(/retired: its workflow terminates the instance/);
+    await eventually('the host to be released', async () => emu.cloud.hosts.get(host)!.state === 'released', 60_000);
+    expect(ours()).toHaveLength(1);
     await noOrphans();
   });
 });

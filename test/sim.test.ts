@@ -282,6 +282,17 @@ describe("Marina's fleet policy (pure)", () => {
     ]);
   });
 
+  it('allocates up to minHosts without demand, and counts them against the demand that comes', () => {
+    const c = { ...base.config, minHosts: 2 };
+    const empty = planFleet({ ...base, config: c, hosts: [] });
+    expect(empty.allocate).toBe(2);
+    expect(empty.reasons[0]).toMatch(/^allocate 2: the pool keeps at least 2 host\(s\) \(minHosts\)/);
+    // 2 queued slots fit on the 2 minimum hosts: no third host.
+    expect(planFleet({ ...base, config: c, hosts: [], queued: 2 }).allocate).toBe(2);
+    expect(planFleet({ ...base, config: c, hosts: [], queued: 6 }).allocate).toBe(3);
+    expect(planFleet({ ...base, config: c, maxHosts: 1, hosts: [] }).allocate).toBe(1);
+  });
+
   it('cleans a dirty host by root-volume replacement when it is wanted soon, else by a scrub or a release', () => {
     const dirty = host({ id: 1, jobsSinceClean: 3 });
     const refresh = { ...base.config, refreshAfterJobs: 3 };

@@ -6,6 +6,7 @@ import { normalizeJobSpec, JobSpecError, validateJobSpec } from '../src/domain/j
 import { healthAfterCheck, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from '../src/policy/placement';
 import type { HostState, Lease, LeaseRequest } from '../src/domain/pool';
 import { checkSecurity } from '../src/domain/security';
+import { capacityAt } from '../src/policy/schedule';
 import { parseKnownHosts, verifyHostKey } from '../activities/ssh/known-hosts';
 
 const minimal = `
@@ -227,6 +228,48 @@ describe('placement policy', () => {
     h = healthAfterCheck(h, true);
     expect(h.cordoned).toBeUndefined();
     expect(healthAfterCheck(host('b', { cordoned: 'operator' }), true).cordoned).toBe('operator');
+  });
+});
+
+describe('capacity by schedule', () => {
+  const schedules = [
+    { periods: ['* 8-17 * * mon-fri'], timezone: 'Europe/Berlin', minHosts: 4, headroomSlots: 2 },
+    { periods: ['* 12 * * *'], timezone: 'Europe/Berlin', minHosts: 1 },
+  ];
+
+  it("switches at the boundary in the period's time zone, the last matching entry winning", () => {
+    // Berlin is UTC+1 in November: 08:00 local is 07:00Z.
+    expect(capacityAt(schedules, new Date('2026-11-23T06:59:59Z'))).toBeUndefined();
+    expect(capacityAt(schedules, new Date('2026-11-23T07:00:00Z'))).toEqual({
+      index: 0,
+      minHosts: 4,
+      headroomSlots: 2,
+    });
+    expect(capacityAt(schedules, new Date('2026-11-23T11:30:00Z'))).toEqual({ index: 1, minHosts: 1 });
+    expect(capacityAt(schedules, new Date('2026-11-23T16:59:59Z'))).toMatchObject({ index: 0 });
+    expect(capacityAt(schedules, new Date('2026-11-23T17:00:00Z'))).toBeUndefined();
+    // Summer time moves the boundary: 08:00 local is 06:00Z in June.
+    expect(capacityAt(schedules, new Date('2026-06-15T06:00:00Z'))).toMatchObject({ index: 0 });
+    // Weekends are outside the first period.
+    expect(capacityAt(schedules, new Date('2026-11-22T09:00:00Z'))).toBeUndefined();
+  });
+
+  it('names a bad period or time zone in the config', () => {
+    const aws = `
+imageStore: { bucket: images }
+pools:
+  - name: mac
+    ssh: { privateKey: { file: key } }
+    aws:
+      instanceType: mac2-m2.metal
+      zones: [us-east-1a]
+      imageId: ami-0a1b2c3d4e5f60715
+      schedules: [{ periods: ['* 25 * * *', '* *'], timezone: Europe/Berlin }, { periods: ['* * * * *'], timezone: Mars/Base }]
+`;
+    const all = configErrors(aws).join('\n');
+    expect(all).toMatch(/pools\.0\.aws\.schedules\.0\.periods\.0: "\* 25 \* \* \*" in Europe\/Berlin: .*hour/);
+    expect(all).toMatch(/pools\.0\.aws\.schedules\.0\.periods\.1: "\* \*" must have 5 fields/);
+    expect(all).toMatch(/pools\.0\.aws\.schedules\.1\.periods\.0: .*Mars\/Base/);
   });
 });
 

@@ -10,6 +10,7 @@ import type { BillingMode } from '../src/ec2mac/model';
 import type { JobSpec, Volume } from '../src/domain/job';
 import type { SecurityPolicy } from '../src/domain/security';
 import type { PlacementOptions } from '../src/policy/placement';
+import type { CapacitySchedule } from '../src/policy/schedule';
 
 // Search attributes: what an operator filters on in the Web UI (`MarinaPool="ci" AND MarinaJobState="running"`).
 export const SA_POOL = defineSearchAttributeKey('MarinaPool', SearchAttributeType.KEYWORD);
@@ -150,6 +151,8 @@ export interface AwsPoolSettings {
   refreshAfterJobs: number;
   /** Clean a host wanted soon by root-volume replacement instead of a scrub. */
   rootVolumeReplacement: boolean;
+  /** Capacity by cron period; the last matching entry wins. */
+  schedules?: CapacitySchedule[];
 }
 
 // Host -> pool

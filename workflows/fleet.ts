@@ -208,6 +208,7 @@ export class PoolFleet {
   private allocate(aws: AwsPoolSettings, now: number, queued: number, busy: number): void {
     const workflowId = `host/${this.state.name}/${uuid4().slice(0, 8)}`;
     const rec = this.record(workflowId, now);
+    rec.startedAtMs = Date.now();
     void startChild(hostWorkflow, {
       workflowId,
       parentClosePolicy: ParentClosePolicy.ABANDON,

@@ -267,8 +267,16 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
 
   if (life.phase === 'allocating') {
     enter('allocating');
-    // A fatal error here leaves nothing behind: no host was made.
-    const h = await ec2.allocateHost({ pool: input.pool, workflowId: id });
+    // A fatal error here leaves nothing behind: no host was made. The pool still hears of it,
+    // or it would count this host's slots as coming for ever.
+    const h = await ec2.allocateHost({ pool: input.pool, workflowId: id }).catch(async (e: Error) => {
+      const cause = (e as Error & { cause?: Error }).cause?.message ?? e.message;
+      if (input.announce)
+        await pool
+          .signal(hostGoneSignal, { workflowId: id, reason: `allocation failed: ${cause}` })
+          .catch(() => undefined);
+      throw e;
+    });
     life.hostId = h.hostId;
     life.zone = h.zone;
     life.allocatedAt = h.allocatedAt;

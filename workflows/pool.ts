@@ -22,6 +22,7 @@ import type { HostState, Lease, PoolState } from '../src/domain/pool';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
 import { healthAfterCheck, placeQueue, whyNeverFits } from '../src/policy/placement';
 import { checkSecurity } from '../src/domain/security';
+import { capacityAt } from '../src/policy/schedule';
 import {
   cordonHostUpdate,
   leaseGrantedSignal,
@@ -213,14 +214,17 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
           return say(`host ${c.host} drained (${Math.round((Date.now() - started) / 1000)} s)`);
         }
         case 'retire': {
-          const h = hostNamed(c.host);
-          h.cordoned = 'drain';
-          say(`retire host ${c.host}: draining first`);
-          await drained(c.host);
+          // A serving host drains first; a parked or scrubbing one (not placeable) goes at once.
+          const h = state.hosts.find((x) => x.name === c.host);
           const rec = fleet.records.find((r) => r.host === c.host);
+          if (h) {
+            h.cordoned = 'drain';
+            say(`retire host ${c.host}: draining first`);
+            await drained(c.host);
+          }
           if (rec) rec.commanded = 'release';
           state.hosts = state.hosts.filter((x) => x.name !== c.host);
-          await getExternalWorkflowHandle(h.dynamic!.workflowId).signal(retireHostSignal, {
+          await getExternalWorkflowHandle(h?.dynamic?.workflowId ?? rec!.workflowId).signal(retireHostSignal, {
             reason: 'retired by an operator',
           });
           return say(`host ${c.host} retired: its workflow terminates the instance and releases it when AWS allows`);
@@ -246,12 +250,14 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
           case 'drain':
             hostNamed(c.host);
             return;
-          case 'retire':
+          case 'retire': {
+            if (fleet.records.some((r) => r.host === c.host && r.commanded !== 'release')) return;
             if (!hostNamed(c.host).dynamic)
               throw invalid(
                 `host "${c.host}" is an on-prem host of pool ${state.name}: remove it from the config to retire it, or drain it`,
               );
             return;
+          }
           case 'capacity': {
             if (!settings.aws)
               throw invalid(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
@@ -276,13 +282,35 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       },
     },
   );
+  /** The capacity in force: the config's, then the schedule's (the last matching period), then a planner's override. */
+  // Pure (validators call it): noteSchedule records a change of schedule in the decisions.
   function effectiveAws(aws: AwsPoolSettings, over = state.capacity): AwsPoolSettings {
+    const sched = capacityAt(aws.schedules ?? [], new Date(Date.now()));
     return {
       ...aws,
+      ...(sched?.minHosts !== undefined ? { minHosts: sched.minHosts } : {}),
+      ...(sched?.maxHosts !== undefined ? { maxHosts: sched.maxHosts } : {}),
+      ...(sched?.headroomSlots !== undefined ? { headroomSlots: sched.headroomSlots } : {}),
       ...(over?.minHosts !== undefined ? { minHosts: over.minHosts } : {}),
       ...(over?.maxHosts !== undefined ? { maxHosts: over.maxHosts } : {}),
       ...(over?.headroomSlots !== undefined ? { headroomSlots: over.headroomSlots } : {}),
     };
+  }
+
+  function noteSchedule(aws: AwsPoolSettings): void {
+    const sched = capacityAt(aws.schedules ?? [], new Date(Date.now()));
+    if ((sched?.index ?? -1) === (state.scheduleIndex ?? -1)) return;
+    state.scheduleIndex = sched?.index;
+    const entry = sched && aws.schedules![sched.index]!;
+    fleet.decide(
+      entry
+        ? `capacity schedule ${sched.index} applies (${entry.periods.join(', ')} in ${entry.timezone}): ` +
+            ['minHosts', 'maxHosts', 'headroomSlots']
+              .filter((k) => entry[k as keyof typeof entry] !== undefined)
+              .map((k) => `${k} ${String(entry[k as keyof typeof entry])}`)
+              .join(', ')
+        : 'no capacity schedule applies: the configured capacity',
+    );
   }
 
   function release(jobWorkflowId: string): void {
@@ -357,9 +385,20 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       const ids = [
         ...new Set([...state.leases.map((l) => l.jobWorkflowId), ...state.queue.map((q) => q.jobWorkflowId)]),
       ];
-      if (ids.length > 0) {
-        const closed = await findClosedWorkflows(ids);
-        for (const id of closed) release(id);
+      // Host workflows that closed without saying so (terminated, failed) must not count as capacity.
+      // (Not those just started: a child being started is not found yet.)
+      const hostWorkflows = fleet.records
+        .filter((r) => r.startedAtMs === undefined || Date.now() - r.startedAtMs > 60_000)
+        .map((r) => r.workflowId);
+      if (ids.length + hostWorkflows.length > 0) {
+        const closed = new Set(await findClosedWorkflows([...ids, ...hostWorkflows]));
+        for (const id of ids) if (closed.has(id)) release(id);
+        for (const id of hostWorkflows) {
+          if (!closed.has(id) || !state.fleet![id]) continue;
+          fleet.onGone(id);
+          fleet.decide(`host workflow ${id} closed without a word: its host no longer counts`);
+          dirty = true;
+        }
       }
     } catch {
       // Try again next round; a lost check only delays a reclaim.
@@ -388,6 +427,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         fleet.onGrant(lease.host);
         void notifyGrant(lease);
       }
+      if (settings.aws) noteSchedule(settings.aws);
       if (settings.aws && !state.paused) fleet.tick(effectiveAws(settings.aws));
       setCurrentDetails(describe(state));
     }

@@ -1,6 +1,7 @@
 /** The one Marina config file (YAML), as a zod schema: every field documented here and in README. */
 import { z } from 'zod';
 import { BILLING_MODES } from '../ec2mac/model';
+import { periodError } from '../policy/schedule';
 
 const name = z
   .string()
@@ -87,6 +88,26 @@ const awsPool = z
     refreshAfterJobs: z.number().int().nonnegative().default(0),
     /** Clean a host that is wanted soon by replacing its root volume (about 15 min, no scrub) rather than scrubbing it. */
     rootVolumeReplacement: z.boolean().default(true),
+    /** Capacity by cron period (GitLab-style): the last entry whose period matches the minute wins. */
+    schedules: z
+      .array(
+        z
+          .object({
+            periods: z.array(z.string().min(1)).min(1, 'list at least one cron period, e.g. ["* 8-18 * * mon-fri"]'),
+            timezone: z.string().min(1).default('UTC'),
+            minHosts: z.number().int().nonnegative().optional(),
+            maxHosts: z.number().int().positive().optional(),
+            headroomSlots: z.number().int().nonnegative().optional(),
+          })
+          .strict()
+          .superRefine((e, ctx) => {
+            e.periods.forEach((p, i) => {
+              const why = periodError(p, e.timezone);
+              if (why) ctx.addIssue({ code: 'custom', path: ['periods', i], message: why });
+            });
+          }),
+      )
+      .default([]),
     /** How often host workflows poll EC2 while they wait (EC2 seconds). */
     pollSeconds: z.number().positive().default(30),
     /** How often the reconciler compares EC2 with the host workflows (a Temporal Schedule). */

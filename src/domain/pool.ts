@@ -80,6 +80,8 @@ export interface PoolState {
   decisions?: Decision[];
   /** Paused by an operator: nothing new is placed or allocated; running jobs go on. */
   paused?: boolean;
+  /** Which capacity schedule entry applied at the last look (AWS pools). */
+  scheduleIndex?: number;
   /** Capacity a planner set, over the configured one (AWS pools). */
   capacity?: { minHosts?: number; maxHosts?: number; headroomSlots?: number };
 }
@@ -98,6 +100,8 @@ export interface FleetRecord {
   scrubbingSeconds: number;
   /** Leases granted since its instance last started clean. */
   jobsSinceClean: number;
+  /** Workflow time (ms) the pool started the host workflow. */
+  startedAtMs?: number;
   /** A command sent to the host workflow and not yet reported done. */
   commanded?: 'launch' | 'park' | 'replace-root' | 'release';
 }

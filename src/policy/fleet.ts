@@ -265,6 +265,15 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     }
   }
 
+  // Never fewer hosts than the minimum (a planner's or a schedule's): allocate the missing ones.
+  const missing = Math.min(c.minHosts - hosts.length, input.maxHosts - hosts.length);
+  if (missing > 0) {
+    plan.allocate = missing;
+    plan.reasons.push(`allocate ${missing}: the pool keeps at least ${c.minHosts} host(s) (minHosts)`);
+    servingSlots += missing * c.slotsPerHost;
+    active += missing;
+  }
+
   // Scale up: start idle hosts first (no new 24 h minimum), then allocate.
   let deficit = soon - servingSlots;
   if (deficit > 0) {
@@ -284,11 +293,12 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     // idle hosts, which are already paid for.
     const shortNow = Math.min(deficit, need - (soon - deficit));
     if (shortNow > 0) {
-      const room = input.maxHosts - hosts.length;
-      plan.allocate = Math.max(0, Math.min(room, Math.ceil(shortNow / c.slotsPerHost)));
-      if (plan.allocate > 0) {
+      const room = input.maxHosts - hosts.length - plan.allocate;
+      const more = Math.max(0, Math.min(room, Math.ceil(shortNow / c.slotsPerHost)));
+      plan.allocate += more;
+      if (more > 0) {
         plan.reasons.push(
-          `allocate ${plan.allocate}: ${soon} slots wanted within ${Math.round(forecastHorizons(input.timings).soon / 60)} min ` +
+          `allocate ${more}: ${soon} slots wanted within ${Math.round(forecastHorizons(input.timings).soon / 60)} min ` +
             `(busy ${input.busySlots}, queued ${input.queued}, forecast ${input.forecast.soon}), ${servingSlots} serving or coming`,
         );
       }
