@@ -140,6 +140,19 @@ async function untilReady(h: WorkflowHandle<typeof hostWorkflow>, timeoutMs: num
   });
 }
 
+/** A host workflow announced to the pool, as the pool starts them, once ready; young, so the policy keeps it. */
+async function announcedHost(name: string) {
+  const template = { name: 'template', resources: { vm: 2 }, labels: {} };
+  const h = await client.workflow.start<typeof hostWorkflow>('hostWorkflow', {
+    taskQueue: config.temporal.taskQueue,
+    workflowId: hostWorkflowId(POOL, uniqueId(name)),
+    args: [{ pool: POOL, timeScale: SPEED, pollSeconds: 60, announce: template }],
+  });
+  await untilReady(h, 60_000);
+  const { hostId } = await h.query(hostStateQuery);
+  return { h, hostId: hostId!, pool: client.workflow.getHandle(poolWorkflowId(POOL)) };
+}
+
 /** Hosts and instances the emulator holds for one host workflow. */
 function owned(workflowId: string) {
   const hosts = [...emu.cloud.hosts.values()].filter((h) => h.tags.get('marina:workflow') === workflowId);
@@ -326,16 +339,7 @@ describe('an AWS pool', () => {
 
   it('drains a host through its workflow: the pool places no new work on it', async () => {
     await inProcessWorker();
-    // A host announced to the pool, as the pool starts them; it is young, so the retire policy keeps it.
-    const template = { name: 'template', resources: { vm: 2 }, labels: {} };
-    const h = await client.workflow.start<typeof hostWorkflow>('hostWorkflow', {
-      taskQueue: config.temporal.taskQueue,
-      workflowId: hostWorkflowId(POOL, uniqueId('drain')),
-      args: [{ pool: POOL, timeScale: SPEED, pollSeconds: 60, announce: template }],
-    });
-    await untilReady(h, 60_000);
-    const { hostId } = await h.query(hostStateQuery);
-    const pool = client.workflow.getHandle(poolWorkflowId(POOL));
+    const { h, hostId, pool } = await announcedHost('drain');
     await eventually(
       'the pool to list the host',
       async () => (await pool.query(poolStateQuery)).hosts.some((x) => x.name === hostId),
@@ -395,15 +399,7 @@ describe('an AWS pool', () => {
 
   it('cordons a host while AWS has it under assessment, and lifts the cordon after', async () => {
     await inProcessWorker();
-    const template = { name: 'template', resources: { vm: 2 }, labels: {} };
-    const h = await client.workflow.start<typeof hostWorkflow>('hostWorkflow', {
-      taskQueue: config.temporal.taskQueue,
-      workflowId: hostWorkflowId(POOL, uniqueId('assess')),
-      args: [{ pool: POOL, timeScale: SPEED, pollSeconds: 60, announce: template }],
-    });
-    await untilReady(h, 60_000);
-    const { hostId } = await h.query(hostStateQuery);
-    const pool = client.workflow.getHandle(poolWorkflowId(POOL));
+    const { h, hostId, pool } = await announcedHost('assess');
     const cordon = async () => (await pool.query(poolStateQuery)).hosts.find((x) => x.name === hostId)?.cordoned;
     await eventually(
       'the pool to list the host',
@@ -411,10 +407,10 @@ describe('an AWS pool', () => {
         (await cordon()) === undefined && (await pool.query(poolStateQuery)).hosts.some((x) => x.name === hostId),
       10_000,
     );
-    emu.cloud.setHostHealth(hostId!, 'under-assessment');
+    emu.cloud.setHostHealth(hostId, 'under-assessment');
     await eventually('the pool to cordon the assessed host', async () => (await cordon()) === 'assessment', 20_000);
     expect((await h.query(hostStateQuery)).phase).toBe('ready');
-    emu.cloud.setHostHealth(hostId!, 'available');
+    emu.cloud.setHostHealth(hostId, 'available');
     await eventually('the pool to lift the cordon', async () => (await cordon()) === undefined, 20_000);
     const decisions = (await pool.query(poolStateQuery)).decisions!.map((d) => d.what);
     expect(decisions).toContain(`cordon host ${hostId}: AWS has it under assessment`);

@@ -15,6 +15,12 @@ import type { AwsPoolSettings } from './definitions';
 /** Decisions kept in the pool's state (and its query): enough to explain the last hours. */
 const DECISIONS_KEPT = 200;
 
+const COMMANDED_PHASE: Record<Exclude<FleetRecord['commanded'], undefined | 'release'>, FleetPhase> = {
+  launch: 'launching',
+  park: 'pending',
+  'replace-root': 'replacing',
+};
+
 interface View extends FleetHostView {
   readonly record: FleetRecord;
 }
@@ -41,11 +47,6 @@ export class PoolFleet {
 
   get records(): FleetRecord[] {
     return Object.values(this.state.fleet!);
-  }
-
-  /** Host workflows that have not announced themselves ready yet (their slots are coming). */
-  get starting(): number {
-    return this.records.filter((r) => r.phase === 'allocating' || r.phase === 'launching').length;
   }
 
   decide(what: string): void {
@@ -138,14 +139,8 @@ export class PoolFleet {
         unseen++;
         continue;
       }
-      const phase: FleetPhase =
-        rec.commanded === 'launch'
-          ? 'launching'
-          : rec.commanded === 'park'
-            ? 'pending'
-            : rec.commanded === 'replace-root'
-              ? 'replacing'
-              : rec.phase;
+      // A command sent counts as done: the policy must not ask twice before the host reports.
+      const phase: FleetPhase = rec.commanded ? COMMANDED_PHASE[rec.commanded] : rec.phase;
       const idleMs = rec.host !== undefined ? state.idleSince![rec.host] : undefined;
       views.push({
         id: rec.host ?? rec.workflowId,

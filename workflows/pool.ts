@@ -116,12 +116,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       return;
     }
     if (state.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
-    const security = checkSecurity(state.name, settings.security, {
-      image: req.imageRef ?? '',
-      volumes: req.volumes,
-    });
+    const security = checkSecurity(state.name, settings.security, { image: req.imageRef, volumes: req.volumes });
     const never =
-      (req.imageRef !== undefined || req.volumes?.length) && security.violations.length > 0
+      security.violations.length > 0
         ? security.violations.join('; ')
         : whyNeverFits(settings.aws ? [...state.hosts, settings.aws.template] : state.hosts, req);
     if (never) {

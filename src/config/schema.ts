@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { BILLING_MODES } from '../ec2mac/model';
 import { periodError } from '../policy/schedule';
+import { DEFAULT_AFFINITY_SLACK } from '../policy/placement';
 
 const name = z
   .string()
@@ -157,10 +158,10 @@ const pool = z
         /** Fair-share weight per client (the job spec's `client`); default 1 each. */
         clientWeights: z.record(z.string(), z.number().positive('weights are positive, e.g. 2')).default({}),
         /** How many more running jobs a host holding the job's image may have than the least-loaded host and still win. */
-        affinitySlack: z.number().int().nonnegative().default(1),
+        affinitySlack: z.number().int().nonnegative().default(DEFAULT_AFFINITY_SLACK),
       })
       .strict()
-      .default({ clientWeights: {}, affinitySlack: 1 }),
+      .default({ clientWeights: {}, affinitySlack: DEFAULT_AFFINITY_SLACK }),
     /** What jobs of this pool may boot and mount (Cirrus-style security policy). */
     security: z
       .object({

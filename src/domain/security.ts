@@ -33,11 +33,12 @@ const matcher = (glob: string) => picomatch(glob, { dot: true });
 export function checkSecurity(
   pool: string,
   policy: SecurityPolicy | undefined,
-  job: { image: string; volumes?: Volume[] },
+  /** `image` absent (a request from an older job workflow): only the volumes are checked. */
+  job: { image?: string; volumes?: Volume[] },
 ): SecurityVerdict {
   const violations: string[] = [];
   const allowed = policy?.allowedImages;
-  if (allowed && allowed.length > 0) {
+  if (job.image !== undefined && allowed && allowed.length > 0) {
     const ref = parseImageRef(job.image);
     const full = `${ref.name}:${ref.tag}`;
     const ok = allowed.some((g) => (g.includes(':') ? matcher(g)(full) : matcher(g)(ref.name)));
