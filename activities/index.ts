@@ -7,6 +7,7 @@ import { snapshotActivities } from './snapshot';
 import { healthActivities } from './health';
 import { ec2Activities } from './ec2';
 import { reconcileActivities } from './reconcile';
+import { messageActivities } from './messages';
 
 export function createActivities(ctx: ActivityContext) {
   return {
@@ -17,5 +18,6 @@ export function createActivities(ctx: ActivityContext) {
     ...healthActivities(ctx),
     ...ec2Activities(ctx),
     ...reconcileActivities(ctx),
+    ...messageActivities(ctx),
   };
 }

@@ -91,6 +91,12 @@ export interface LeaseRefusal {
 export const requestLeaseSignal = defineSignal<[LeaseRequestMsg]>('requestLease');
 /** `cachedImage`: the host now holds this image (its cache name), so later jobs prefer it. */
 export const releaseLeaseSignal = defineSignal<[{ jobWorkflowId: string; cachedImage?: string }]>('releaseLease');
+/** What a pool tells a job, through its outbox (activities/messages.ts). */
+export type PoolMessage =
+  | { kind: 'granted'; jobWorkflowId: string; lease: Lease }
+  | { kind: 'refused'; jobWorkflowId: string; reason: string }
+  | { kind: 'revoked'; jobWorkflowId: string; leaseId: string; reason: string };
+
 // Pool -> job
 export const leaseGrantedSignal = defineSignal<[Lease]>('leaseGranted');
 export const leaseRefusedSignal = defineSignal<[LeaseRefusal]>('leaseRefused');

@@ -3,3 +3,4 @@ export { jobWorkflow } from './job';
 export { poolWorkflow } from './pool';
 export { hostWorkflow } from './host';
 export { reconcilerWorkflow } from './reconciler';
+export { leaseProbeWorkflow, bareWorkflow } from './probe';

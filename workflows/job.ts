@@ -6,32 +6,22 @@
 import {
   ApplicationFailure,
   CancellationScope,
-  condition,
-  getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
-  workflowInfo,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
+import { LeaseClient } from './lease';
 import { JobSpecError, imageCacheName, normalizeJobSpec, vmNameForJob, type JobSpec } from '../src/domain/job';
-import type { Lease } from '../src/domain/pool';
 import {
   SA_HOST,
   SA_JOB_STATE,
   jobStatusQuery,
-  leaseGrantedSignal,
-  leaseRevokedSignal,
-  leaseRefusedSignal,
-  poolWorkflowId,
-  releaseLeaseSignal,
-  requestLeaseSignal,
   type JobResult,
   type JobState,
   type JobStatus,
-  type LeaseRefusal,
   type Stage,
 } from './definitions';
 
@@ -65,7 +55,6 @@ function withOptions<K extends keyof Activities>(name: K, options: ActivityOptio
 }
 
 export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
-  const info = workflowInfo();
   let spec: JobSpec;
   try {
     spec = normalizeJobSpec(input);
@@ -104,38 +93,21 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
   });
   const image = await timed('resolve', undefined, () => resolveImage(`resolve ${spec.image}`, spec.image));
 
-  // Leasing: the pool answers with a signal, so a long queue costs no open update or activity.
-  let lease: Lease | undefined;
+  const leases = new LeaseClient(spec.pool);
   /** The host that now holds the image in its cache (told to the pool with the release: cache affinity). */
   let fetchedOn: string | undefined;
-  let refusal: LeaseRefusal | undefined;
-  setHandler(leaseGrantedSignal, (l) => {
-    if (l.jobWorkflowId === info.workflowId) lease = l;
-  });
-  setHandler(leaseRefusedSignal, (r) => {
-    refusal = r;
-  });
-  const pool = getExternalWorkflowHandle(poolWorkflowId(spec.pool));
   const vm = vmNameForJob(spec.id);
 
   // A lease is revoked when its host is lost (AWS retired it, it failed): the job then
   // runs again, from the fetch, on another host. Its VM went with the host.
-  let revoked: string | undefined;
   let onHost: CancellationScope | undefined;
-  setHandler(leaseRevokedSignal, ({ leaseId, reason }) => {
-    if (lease?.leaseId !== leaseId) return;
-    revoked = reason;
-    onHost?.cancel();
-  });
+  leases.onRevoked = () => onHost?.cancel();
 
   try {
     for (;;) {
-      lease = undefined;
-      revoked = undefined;
       setState('queued');
-      try {
-        await pool.signal(requestLeaseSignal, {
-          jobWorkflowId: info.workflowId,
+      const lease = await timed('queue', undefined, () =>
+        leases.acquire({
           resources: spec.resources ?? { vm: 1 },
           labels: spec.labels ?? {},
           image: imageCacheName(image.digest),
@@ -143,24 +115,9 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
           ...(spec.client ? { client: spec.client } : {}),
           ...(spec.priority ? { priority: spec.priority } : {}),
           ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
-        });
-      } catch (e) {
-        if (isCancellation(e)) throw e;
-        throw ApplicationFailure.create({
-          message: `pool "${spec.pool}" is not running: check the pool name, or start a worker whose config defines it`,
-          type: 'UnknownPool',
-          nonRetryable: true,
-        });
-      }
-      await timed('queue', undefined, () => condition(() => lease !== undefined || refusal !== undefined));
-      if (refusal) {
-        throw ApplicationFailure.create({
-          message: `refused by pool "${spec.pool}": ${refusal.reason}`,
-          type: 'Refused',
-          nonRetryable: true,
-        });
-      }
-      const host = lease!.host;
+        }),
+      );
+      const host = lease.host;
       status.host = host;
       status.lease = lease;
       upsertSearchAttributes([{ key: SA_HOST, value: host }]);
@@ -180,7 +137,7 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
 
           const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
           const booted = await timed('boot', 'booting', () =>
-            bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}, lease!.volumes ?? []),
+            bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}, lease.volumes ?? []),
           );
 
           const runScript = withOptions('runScript', {
@@ -235,10 +192,10 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
         setState(done.state);
         return done;
       } catch (e) {
-        if (revoked !== undefined && !CancellationScope.current().consideredCancelled) {
+        if (leases.revoked !== undefined && !CancellationScope.current().consideredCancelled) {
           // Whatever the on-host step failed with (cancelled, or its SSH cut), the host and the
           // VM on it are gone: nothing to clean. Ask the pool again.
-          (status.hostsLost ??= []).push(`${host}: ${revoked}`);
+          (status.hostsLost ??= []).push(`${host}: ${leases.revoked}`);
           continue;
         }
         // The job's own failure is what the caller needs to see; a cleanup failure must not mask it.
@@ -252,14 +209,7 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
     throw e;
   } finally {
     // Returning the lease must happen even when the job is cancelled.
-    await CancellationScope.nonCancellable(() =>
-      pool.signal(releaseLeaseSignal, {
-        jobWorkflowId: info.workflowId,
-        ...(fetchedOn && fetchedOn === lease?.host ? { cachedImage: imageCacheName(image.digest) } : {}),
-      }),
-    ).catch(
-      () => undefined, // pool gone: nothing to release
-    );
+    await leases.release(fetchedOn && fetchedOn === leases.lease?.host ? imageCacheName(image.digest) : undefined);
   }
 }
 

@@ -25,8 +25,6 @@ import { checkSecurity } from '../src/domain/security';
 import { capacityAt } from '../src/policy/schedule';
 import {
   cordonHostUpdate,
-  leaseGrantedSignal,
-  leaseRefusedSignal,
   poolStateQuery,
   releaseLeaseSignal,
   requestLeaseSignal,
@@ -35,11 +33,11 @@ import {
   hostGoneSignal,
   hostDrainSignal,
   hostPhaseSignal,
-  leaseRevokedSignal,
   controlPoolUpdate,
   type AwsPoolSettings,
   type PoolControlResult,
   type PoolInput,
+  type PoolMessage,
   type PoolSettings,
 } from './definitions';
 
@@ -47,6 +45,14 @@ const { checkHostHealth, findClosedWorkflows } = proxyActivities<Activities>({
   startToCloseTimeout: '1m',
   retry: { maximumAttempts: 1 },
 });
+const { deliverPoolMessages } = proxyActivities<Activities>({
+  startToCloseTimeout: '2m',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '200ms', maximumInterval: '10s' },
+  summary: 'tell jobs of their leases',
+});
+/** Messages per delivery activity: bounds the activity's input (a lease is ~300 bytes). */
+const OUTBOX_BATCH = 500;
 const { destroyVm: reapVm } = proxyActivities<Activities>({
   startToCloseTimeout: '5m',
   retry: { maximumAttempts: 3 },
@@ -60,7 +66,26 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
   let dirty = true;
   // Set when a background check finishes, so the loop re-arms its timers.
   let wake = false;
-  let grantsInFlight = 0;
+  // Grants, refusals and revocations wait here and go out in batches (activities/messages.ts).
+  const outbox: PoolMessage[] = [];
+  let delivering = false;
+  const send = (m: PoolMessage): void => {
+    outbox.push(m);
+    if (!delivering) void deliver();
+  };
+  async function deliver(): Promise<void> {
+    delivering = true;
+    try {
+      while (outbox.length > 0) {
+        const batch = outbox.splice(0, OUTBOX_BATCH);
+        // The job is gone (terminated, timed out): its slot goes back to the pool.
+        for (const id of await deliverPoolMessages(batch)) release(id);
+      }
+    } finally {
+      delivering = false;
+      wake = true;
+    }
+  }
 
   setHandler(poolStateQuery, () => state);
 
@@ -93,9 +118,12 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     // Jobs on a lost host run again: their leases end and they ask for new ones.
     for (const l of state.leases.filter((x) => gone.includes(x.host))) {
       state.leases = state.leases.filter((x) => x !== l);
-      void getExternalWorkflowHandle(l.jobWorkflowId)
-        .signal(leaseRevokedSignal, { leaseId: l.leaseId, reason: `host ${l.host} is gone: ${reason}` })
-        .catch(() => undefined);
+      send({
+        kind: 'revoked',
+        jobWorkflowId: l.jobWorkflowId,
+        leaseId: l.leaseId,
+        reason: `host ${l.host} is gone: ${reason}`,
+      });
     }
     state.hosts = state.hosts.filter((h) => !gone.includes(h.name));
     fleet.decide(`host workflow ${workflowId} is gone: ${reason}`);
@@ -112,7 +140,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     // A retried signal must not queue the job twice or hand it a second slot.
     const existing = state.leases.find((l) => l.jobWorkflowId === req.jobWorkflowId);
     if (existing) {
-      void notifyGrant(existing);
+      send({ kind: 'granted', jobWorkflowId: existing.jobWorkflowId, lease: existing });
       return;
     }
     if (state.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
@@ -123,9 +151,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         : whyNeverFits(settings.aws ? [...state.hosts, settings.aws.template] : state.hosts, req);
     if (never) {
       fleet.decide(`refuse ${req.jobWorkflowId}: ${never}`);
-      void getExternalWorkflowHandle(req.jobWorkflowId)
-        .signal(leaseRefusedSignal, { reason: never })
-        .catch(() => undefined);
+      send({ kind: 'refused', jobWorkflowId: req.jobWorkflowId, reason: never });
       return;
     }
     state.queue.push({
@@ -317,20 +343,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     if (state.leases.length + state.queue.length !== before) dirty = true;
   }
 
-  async function notifyGrant(lease: Lease): Promise<void> {
-    grantsInFlight++;
-    try {
-      await getExternalWorkflowHandle(lease.jobWorkflowId).signal(leaseGrantedSignal, lease);
-    } catch {
-      // The job is gone (terminated, timed out): its slot goes back to the pool.
-      release(lease.jobWorkflowId);
-    } finally {
-      grantsInFlight--;
-    }
-  }
-
   let healthRunning = false;
-  let nextHealth = Date.now();
+  // Carried across continue-as-new: a big pool must not re-check every host at each new run.
+  let nextHealth = state.nextHealthAt ?? Date.now();
   async function runHealthChecks(): Promise<void> {
     healthRunning = true;
     try {
@@ -422,7 +437,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         state.queue = state.queue.filter((q) => q.jobWorkflowId !== lease.jobWorkflowId);
         state.leases.push(lease);
         fleet.onGrant(lease.host);
-        void notifyGrant(lease);
+        send({ kind: 'granted', jobWorkflowId: lease.jobWorkflowId, lease });
       }
       if (settings.aws) noteSchedule(settings.aws);
       if (settings.aws && !state.paused) fleet.tick(effectiveAws(settings.aws));
@@ -437,8 +452,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     if (!leaseCheckRunning && now >= nextLeaseCheck) void reclaimDeadLeases();
 
     if (workflowInfo().continueAsNewSuggested) {
-      await condition(() => allHandlersFinished() && !healthRunning && !leaseCheckRunning && grantsInFlight === 0);
+      await condition(() => allHandlersFinished() && !healthRunning && !leaseCheckRunning && !delivering);
       fleet.persist();
+      state.nextHealthAt = nextHealth;
       await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
     }
     const wakeAt = Math.min(
@@ -465,8 +481,12 @@ function mergeHosts(current: HostState[], settings: PoolSettings): HostState[] {
   return [...configured, ...current.filter((h) => h.dynamic)];
 }
 
+const DETAIL_HOSTS = 20;
+
 function describe(state: PoolState): string {
-  const lines = state.hosts.map((h) => {
+  // Details travel with every workflow task: a 500-host pool lists its first hosts and counts the rest.
+  const shown = state.hosts.slice(0, DETAIL_HOSTS);
+  const lines = shown.map((h) => {
     const leases = state.leases.filter((l) => l.host === h.name).length;
     return `- **${h.name}**: ${leases} lease(s)${h.cordoned ? ` · cordoned (${h.cordoned})` : ''}`;
   });
@@ -474,6 +494,7 @@ function describe(state: PoolState): string {
   return [
     `${state.paused ? '**paused** · ' : ''}**${state.leases.length}** running, **${state.queue.length}** queued`,
     ...lines,
+    ...(state.hosts.length > shown.length ? [`- … and ${state.hosts.length - shown.length} more hosts`] : []),
     ...(decisions.length > 0 ? ['', '**Latest decisions**', ...decisions] : []),
   ].join('\n');
 }

@@ -82,6 +82,8 @@ export interface PoolState {
   paused?: boolean;
   /** Which capacity schedule entry applied at the last look (AWS pools). */
   scheduleIndex?: number;
+  /** Workflow time (ms) of the next health round, carried across continue-as-new. */
+  nextHealthAt?: number;
   /** Capacity a planner set, over the configured one (AWS pools). */
   capacity?: { minHosts?: number; maxHosts?: number; headroomSlots?: number };
 }

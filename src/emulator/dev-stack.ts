@@ -21,6 +21,8 @@ export interface DevStackOptions {
   uiPort?: number;
   s3Port?: number;
   headless?: boolean;
+  /** Temporal keeps its state in memory (benchmarks): nothing survives a restart. */
+  inMemory?: boolean;
   vmBootSeconds?: number;
   /** health / lease checks; tests shorten them */
   healthCheckSeconds?: number;
@@ -55,7 +57,7 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
     const temporal = await startTemporalDevServer({
       port: temporalPort,
       uiPort,
-      dbFile: join(state, 'temporal.db'),
+      ...(o.inMemory ? {} : { dbFile: join(state, 'temporal.db') }),
       logFile: join(state, 'logs', 'temporal.log'),
       headless: o.headless,
     });

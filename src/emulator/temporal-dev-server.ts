@@ -11,7 +11,8 @@ const run = promisify(execFile);
 export interface DevServerOptions {
   port: number;
   uiPort: number;
-  dbFile: string;
+  /** SQLite file; absent: in memory (benchmarks). */
+  dbFile?: string;
   logFile: string;
   namespace?: string;
   headless?: boolean;
@@ -20,7 +21,8 @@ export interface DevServerOptions {
 export async function startTemporalDevServer(o: DevServerOptions): Promise<Managed & { address: string }> {
   const ns = o.namespace ?? 'default';
   const bin = temporalCli();
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(o.port), '--db-filename', o.dbFile];
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(o.port)];
+  if (o.dbFile) args.push('--db-filename', o.dbFile);
   args.push('--namespace', ns, '--log-level', 'warn');
   if (o.headless) args.push('--headless');
   else args.push('--ui-port', String(o.uiPort));
