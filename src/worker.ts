@@ -20,6 +20,7 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
       hosts: hostSpecs(pool),
       healthCheckSeconds: pool.healthCheckSeconds,
       leaseCheckSeconds: pool.leaseCheckSeconds,
+      ...(pool.historyEventsPerRun ? { historyEventsPerRun: pool.historyEventsPerRun } : {}),
       placement: pool.placement,
       ...(pool.security ? { security: pool.security } : {}),
       ...(pool.aws

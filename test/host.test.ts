@@ -4,8 +4,10 @@
  * Every test ends with the emulator's ledger showing no host that no workflow owns.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { Client as SshClient } from 'ssh2';
@@ -36,6 +38,8 @@ import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } fro
 import { reconcileScheduleId } from '../workflows/reconciler';
 import { ensurePools } from '../src/worker';
 import type { ReconcileReport } from '../activities/reconcile';
+
+const run = promisify(execFile);
 
 const POOL = 'aws';
 const FLEET = 'awsfleet';
@@ -510,18 +514,26 @@ describe('capacity by schedule and planner controls on an AWS pool', () => {
     const pool = client.workflow.getHandle(poolWorkflowId(SCHED));
     const ours = () => [...emu.cloud.hosts.values()].filter((h) => h.tags.get('marina:pool') === SCHED);
     expect(ours()).toHaveLength(0);
-    // A planner adds a schedule covering every minute: at least one host, with no job in sight.
-    await ensurePools(client, {
-      ...config,
-      pools: config.pools.map((p) =>
-        p.name === SCHED
-          ? {
-              ...p,
-              aws: { ...p.aws!, schedules: [{ periods: ['* * * * *'], timezone: 'Europe/Berlin', minHosts: 1 }] },
-            }
-          : p,
-      ),
+    // A planner sets a schedule covering every minute: at least one host, with no job in sight.
+    // A bad one is refused with the field and the fix, by the CLI before sending and by the pool.
+    const ctl = (c: PoolControl) => pool.executeUpdate(controlPoolUpdate, { args: [c] });
+    await expect(
+      ctl({ action: 'schedules', schedules: [{ periods: ['* * * *'], timezone: 'Europe/Berlin', minHosts: 1 }] }),
+    ).rejects.toMatchObject({
+      cause: { message: expect.stringMatching(/schedules\[0\]\.periods\[0\]: "\* \* \* \*" must have 5 fields/) },
     });
+    const dir = mkdtempSync(join(tmpdir(), 'marina-sched-'));
+    writeFileSync(join(dir, 'bad.yaml'), '- periods: ["* * * * *"]\n  minHosts: 3\n  maxHosts: 2\n');
+    writeFileSync(
+      join(dir, 'every-minute.yaml'),
+      '- periods: ["* * * * *"]\n  timezone: Europe/Berlin\n  minHosts: 1\n',
+    );
+    const cli = (...args: string[]) => run('./bin/marina', ['-c', config.path, 'pool', 'schedules', SCHED, ...args]);
+    await expect(cli('--file', join(dir, 'bad.yaml'))).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/schedules\[0\]: minHosts 3 exceeds maxHosts 2/),
+    });
+    expect((await cli('--file', join(dir, 'every-minute.yaml'))).stdout).toMatch(/1 entry set by a planner/);
     const host = await eventually(
       'the scheduled host to be ready',
       async () => (await pool.query(poolStateQuery)).hosts.find((h) => h.dynamic)?.name,
@@ -538,7 +550,6 @@ describe('capacity by schedule and planner controls on an AWS pool', () => {
 
     // The planner's override beats the schedule (the idle host may then be parked); the operator retires the
     // host, serving or parked.
-    const ctl = (c: PoolControl) => pool.executeUpdate(controlPoolUpdate, { args: [c] });
     await expect(ctl({ action: 'capacity', minHosts: 5, maxHosts: 2 })).rejects.toMatchObject({
       cause: { message: expect.stringMatching(/minHosts 5 exceeds maxHosts 2: lower minHosts or raise maxHosts/) },
     });

@@ -21,8 +21,10 @@ import { join } from 'node:path';
 import { jobWorkflowId } from '../src/domain/job';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../src/emulator/processes';
+import type { leaseProbeWorkflow } from '../workflows/probe';
 
 const SECURE = 'secure';
+const BURST = 'burst';
 const SHARED = '/tmp/marina-shared';
 let config: LoadedConfig;
 let client: Client;
@@ -48,6 +50,14 @@ beforeAll(async () => {
         allowedImages: ['macos-*'],
         allowedVolumes: [{ path: `${SHARED}/**`, readOnly: true }],
       },
+    });
+    // A pool that continues as new every 150 history events: probes (lease takers that touch no host)
+    // cross several runs.
+    raw.pools.push({
+      ...raw.pools[0],
+      name: BURST,
+      hosts: [second, third].map((h) => ({ ...h, resources: { vm: 3 } })),
+      historyEventsPerRun: 150,
     });
   });
   const w = await startWorker(config);
@@ -244,4 +254,48 @@ describe('pool', () => {
       await Worker.runReplayHistory({ workflowBundle: { codePath: stack().bundlePath } }, h.history, h.workflowId);
     }
   });
+
+  it('continues as new under a burst and loses nothing: every request placed once, no slot handed out twice', async () => {
+    const runsBefore = await runsOf(poolWorkflowId(BURST));
+    const ids = Array.from({ length: 48 }, (_, i) => uniqueId(`burst-${i}`));
+    const handles = await Promise.all(
+      ids.map((id, i) =>
+        client.workflow.start<typeof leaseProbeWorkflow>('leaseProbeWorkflow', {
+          workflowId: id,
+          taskQueue: config.temporal.taskQueue,
+          args: [{ pool: BURST, holdMs: 300 + (i % 5) * 100, client: `ci-${i % 3}` }],
+        }),
+      ),
+    );
+    const results = await Promise.all(handles.map((h) => h.result()));
+    expect(results).toHaveLength(48);
+    expect(new Set(results.map((r) => r.leaseId)).size).toBe(48);
+    // At no moment did a host have more probes holding its slots than it has slots (3).
+    for (const host of ['mac-2', 'mac-3']) {
+      const edges = results
+        .filter((r) => r.host === host)
+        .flatMap((r) => [
+          [r.receivedAt, 1],
+          [r.heldUntil, -1],
+        ])
+        .sort((a, b) => a[0]! - b[0]! || a[1]! - b[1]!);
+      let held = 0;
+      let most = 0;
+      for (const [, d] of edges) most = Math.max(most, (held += d!));
+      expect(most).toBeGreaterThan(0);
+      expect(most).toBeLessThanOrEqual(3);
+    }
+    expect(await runsOf(poolWorkflowId(BURST))).toBeGreaterThan(runsBefore + 1);
+    const pool = client.workflow.getHandle(poolWorkflowId(BURST));
+    await eventually('every burst lease back', async () => {
+      const s = await pool.query(poolStateQuery);
+      return s.leases.length + s.queue.length === 0;
+    });
+  });
 });
+
+async function runsOf(workflowId: string): Promise<number> {
+  let n = 0;
+  for await (const _ of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) n++;
+  return n;
+}

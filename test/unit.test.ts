@@ -6,7 +6,7 @@ import { normalizeJobSpec, JobSpecError, validateJobSpec } from '../src/domain/j
 import { healthAfterCheck, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from '../src/policy/placement';
 import type { HostState, Lease, LeaseRequest } from '../src/domain/pool';
 import { checkSecurity } from '../src/domain/security';
-import { capacityAt } from '../src/policy/schedule';
+import { capacityAt, scheduleErrors } from '../src/policy/schedule';
 import { parseKnownHosts, verifyHostKey } from '../activities/ssh/known-hosts';
 
 const minimal = `
@@ -270,6 +270,24 @@ pools:
     expect(all).toMatch(/pools\.0\.aws\.schedules\.0\.periods\.0: "\* 25 \* \* \*" in Europe\/Berlin: .*hour/);
     expect(all).toMatch(/pools\.0\.aws\.schedules\.0\.periods\.1: "\* \*" must have 5 fields/);
     expect(all).toMatch(/pools\.0\.aws\.schedules\.1\.periods\.0: .*Mars\/Base/);
+  });
+
+  it("checks a planner's schedules (the pool update's validator) field by field", () => {
+    expect(scheduleErrors([{ periods: ['* 8-18 * * mon-fri'], timezone: 'Europe/Berlin', minHosts: 2 }])).toEqual([]);
+    expect(scheduleErrors([])).toEqual([]);
+    expect(scheduleErrors({ periods: [] })).toEqual([expect.stringMatching(/^schedules: must be a list/)]);
+    const errors = scheduleErrors([
+      { periods: [], timezone: 'UTC' },
+      { periods: ['* * * * *'], timezone: 'Mars/Base', minHosts: -1 },
+      { periods: ['* * * * *'], minHosts: 3, maxHosts: 2, idle: 1 },
+    ]);
+    expect(errors).toEqual([
+      expect.stringMatching(/^schedules\[0\]\.periods: list at least one cron period/),
+      expect.stringMatching(/^schedules\[1\]\.periods\[0\]: .*Mars\/Base/),
+      expect.stringMatching(/^schedules\[1\]\.minHosts: must be a whole number ≥ 0, got -1/),
+      expect.stringMatching(/^schedules\[2\]\.idle: unknown field/),
+      expect.stringMatching(/^schedules\[2\]: minHosts 3 exceeds maxHosts 2/),
+    ]);
   });
 });
 

@@ -116,7 +116,9 @@ export type PoolControl =
   /** AWS host: drain, then terminate and release it (when AWS allows). */
   | { action: 'retire'; host: string }
   /** AWS pools: override the configured capacity until changed again (absent fields keep their value). */
-  | { action: 'capacity'; minHosts?: number; maxHosts?: number; headroomSlots?: number };
+  | { action: 'capacity'; minHosts?: number; maxHosts?: number; headroomSlots?: number }
+  /** AWS pools: replace the configured capacity schedules (null: back to the config's). */
+  | { action: 'schedules'; schedules: CapacitySchedule[] | null };
 
 export interface PoolControlResult {
   message: string;
@@ -131,6 +133,8 @@ export interface PoolSettings {
   hosts: HostSpec[];
   healthCheckSeconds: number;
   leaseCheckSeconds: number;
+  /** Continue as new after this many events; absent: when the server suggests. */
+  historyEventsPerRun?: number;
   placement?: PlacementOptions;
   security?: SecurityPolicy;
   /** AWS pools: the pool starts host workflows when queued demand exceeds free and starting slots. */

@@ -22,7 +22,7 @@ import type { HostState, Lease, PoolState } from '../src/domain/pool';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
 import { healthAfterCheck, placeQueue, whyNeverFits } from '../src/policy/placement';
 import { checkSecurity } from '../src/domain/security';
-import { capacityAt } from '../src/policy/schedule';
+import { capacityAt, scheduleErrors } from '../src/policy/schedule';
 import {
   cordonHostUpdate,
   poolStateQuery,
@@ -252,6 +252,16 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
           });
           return say(`host ${c.host} retired: its workflow terminates the instance and releases it when AWS allows`);
         }
+        case 'schedules': {
+          if (c.schedules === null) delete state.schedules;
+          else state.schedules = c.schedules;
+          state.scheduleIndex = -2; // matches no entry: the next look says which applies now
+          return say(
+            c.schedules === null
+              ? `schedules of pool ${state.name}: back to the config's`
+              : `schedules of pool ${state.name}: ${c.schedules.length} entr${c.schedules.length === 1 ? 'y' : 'ies'} set by a planner`,
+          );
+        }
         case 'capacity': {
           const { action: _, ...set } = c;
           state.capacity = { ...state.capacity, ...set };
@@ -297,9 +307,17 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
               );
             return;
           }
+          case 'schedules': {
+            if (!settings.aws)
+              throw invalid(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
+            if (c.schedules === null) return;
+            const errors = scheduleErrors(c.schedules);
+            if (errors.length > 0) throw invalid(errors.join('; '));
+            return;
+          }
           default:
             throw invalid(
-              `unknown action "${(c as { action: string }).action}"; use pause, resume, cordon, uncordon, drain, retire or capacity`,
+              `unknown action "${(c as { action: string }).action}"; use pause, resume, cordon, uncordon, drain, retire, capacity or schedules`,
             );
         }
       },
@@ -308,7 +326,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
   /** The capacity in force: the config's, then the schedule's (the last matching period), then a planner's override. */
   // Pure (validators call it): noteSchedule records a change of schedule in the decisions.
   function effectiveAws(aws: AwsPoolSettings, over = state.capacity): AwsPoolSettings {
-    const sched = capacityAt(aws.schedules ?? [], new Date(Date.now()));
+    const sched = capacityAt(schedulesOf(aws), new Date(Date.now()));
     return {
       ...aws,
       ...(sched?.minHosts !== undefined ? { minHosts: sched.minHosts } : {}),
@@ -320,11 +338,16 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     };
   }
 
+  /** A planner's schedules, else the config's. */
+  function schedulesOf(aws: AwsPoolSettings) {
+    return state.schedules ?? aws.schedules ?? [];
+  }
+
   function noteSchedule(aws: AwsPoolSettings): void {
-    const sched = capacityAt(aws.schedules ?? [], new Date(Date.now()));
+    const sched = capacityAt(schedulesOf(aws), new Date(Date.now()));
     if ((sched?.index ?? -1) === (state.scheduleIndex ?? -1)) return;
     state.scheduleIndex = sched?.index;
-    const entry = sched && aws.schedules![sched.index]!;
+    const entry = sched && schedulesOf(aws)[sched.index]!;
     fleet.decide(
       entry
         ? `capacity schedule ${sched.index} applies (${entry.periods.join(', ')} in ${entry.timezone}): ` +
@@ -451,7 +474,8 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     if (!healthRunning && now >= nextHealth) void runHealthChecks();
     if (!leaseCheckRunning && now >= nextLeaseCheck) void reclaimDeadLeases();
 
-    if (workflowInfo().continueAsNewSuggested) {
+    const info = workflowInfo();
+    if (info.continueAsNewSuggested || info.historyLength >= (settings.historyEventsPerRun ?? Infinity)) {
       await condition(() => allHandlersFinished() && !healthRunning && !leaseCheckRunning && !delivering);
       fleet.persist();
       state.nextHealthAt = nextHealth;

@@ -21,6 +21,8 @@ export interface ProbeResult {
   /** Workflow time (ms) the pool granted the lease, and the probe heard of it. */
   grantedAt: number;
   receivedAt: number;
+  /** Workflow time (ms) the probe stopped holding the slot, just before giving it back. */
+  heldUntil: number;
 }
 
 export const finishProbeSignal = defineSignal('finishProbe');
@@ -40,7 +42,7 @@ export async function leaseProbeWorkflow(input: ProbeInput): Promise<ProbeResult
     const receivedAt = Date.now();
     if (input.holdMs !== undefined) await sleep(input.holdMs);
     else await condition(() => finish);
-    return { host: lease.host, leaseId: lease.leaseId, grantedAt: lease.grantedAt, receivedAt };
+    return { host: lease.host, leaseId: lease.leaseId, grantedAt: lease.grantedAt, receivedAt, heldUntil: Date.now() };
   } finally {
     await leases.release();
   }

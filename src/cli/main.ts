@@ -19,6 +19,8 @@ import {
   type PoolControl,
 } from '../../workflows/definitions';
 import { runDev } from './dev';
+import { parse as parseYaml } from 'yaml';
+import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { TraceError } from '../sim/trace';
@@ -270,6 +272,22 @@ pool
       ...(o.headroom !== undefined ? { headroomSlots: num('--headroom', o.headroom) } : {}),
     };
     return control(name, c);
+  });
+
+pool
+  .command('schedules <name>')
+  .description(
+    "AWS pools: replace the configured capacity schedules (a YAML or JSON list, as in the config's aws.schedules)",
+  )
+  .option('--file <file>', 'the schedules; - reads stdin')
+  .option('--clear', "go back to the config's schedules")
+  .action((name: string, o: { file?: string; clear?: boolean }) => {
+    if (o.clear) return control(name, { action: 'schedules', schedules: null });
+    if (!o.file) throw new UsageError('give --file schedules.yaml (or - for stdin), or --clear');
+    const parsed: unknown = parseYaml(readFileSync(o.file === '-' ? 0 : o.file, 'utf8'));
+    const errors = scheduleErrors(parsed);
+    if (errors.length > 0) throw new UsageError(`${o.file}: ${errors.join('; ')}`);
+    return control(name, { action: 'schedules', schedules: parsed as CapacitySchedule[] });
   });
 
 program

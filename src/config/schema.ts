@@ -152,6 +152,8 @@ const pool = z
     hostResources: resources.default({ vm: 2 }),
     healthCheckSeconds: z.number().positive().default(30),
     leaseCheckSeconds: z.number().positive().default(15),
+    /** Continue the pool workflow as new after this many history events (default: when the server suggests, ~4,096). */
+    historyEventsPerRun: z.number().int().min(100, 'at least 100 events, or leave it out').optional(),
     /** Placement: fair share per client, and cache affinity. */
     placement: z
       .object({

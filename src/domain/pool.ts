@@ -1,5 +1,6 @@
 /** Pool, host and lease state: plain data shared by the pool workflow, the policy and the client. */
 import type { Volume } from './job';
+import type { CapacitySchedule } from '../policy/schedule';
 
 export type Resources = Record<string, number>;
 export type Labels = Record<string, string>;
@@ -82,6 +83,8 @@ export interface PoolState {
   paused?: boolean;
   /** Which capacity schedule entry applied at the last look (AWS pools). */
   scheduleIndex?: number;
+  /** Capacity schedules a planner set, in place of the configured ones (AWS pools). */
+  schedules?: CapacitySchedule[];
   /** Workflow time (ms) of the next health round, carried across continue-as-new. */
   nextHealthAt?: number;
   /** Capacity a planner set, over the configured one (AWS pools). */

@@ -57,3 +57,41 @@ export function periodError(pattern: string, timezone: string): string | undefin
     return `"${pattern}" in ${timezone}: ${(e as Error).message}`;
   }
 }
+
+/**
+ * Everything wrong with a list of schedules a planner sends (the pool's update validator and
+ * the CLI call it): each problem names the field and the fix. Empty when the list is usable.
+ */
+export function scheduleErrors(schedules: unknown): string[] {
+  if (!Array.isArray(schedules))
+    return ['schedules: must be a list of { periods, timezone, minHosts?, maxHosts?, headroomSlots? }'];
+  const errors: string[] = [];
+  schedules.forEach((raw: unknown, i) => {
+    const at = `schedules[${i}]`;
+    if (typeof raw !== 'object' || raw === null)
+      return errors.push(`${at}: must be an object with periods and timezone`);
+    const e = raw as Record<string, unknown>;
+    for (const k of Object.keys(e)) {
+      if (!['periods', 'timezone', 'minHosts', 'maxHosts', 'headroomSlots'].includes(k))
+        errors.push(`${at}.${k}: unknown field; use periods, timezone, minHosts, maxHosts or headroomSlots`);
+    }
+    const tz = e.timezone ?? 'UTC';
+    if (typeof tz !== 'string' || tz.length === 0) errors.push(`${at}.timezone: an IANA time zone, e.g. Europe/Berlin`);
+    if (!Array.isArray(e.periods) || e.periods.length === 0 || e.periods.some((p) => typeof p !== 'string'))
+      errors.push(`${at}.periods: list at least one cron period, e.g. ["* 8-18 * * mon-fri"]`);
+    else if (typeof tz === 'string')
+      (e.periods as string[]).forEach((p, j) => {
+        const why = periodError(p, tz);
+        if (why) errors.push(`${at}.periods[${j}]: ${why}`);
+      });
+    for (const k of ['minHosts', 'maxHosts', 'headroomSlots']) {
+      const v = e[k];
+      if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0))
+        errors.push(`${at}.${k}: must be a whole number ≥ 0, got ${JSON.stringify(v)}`);
+    }
+    if (e.maxHosts === 0) errors.push(`${at}.maxHosts: must be at least 1`);
+    if (typeof e.minHosts === 'number' && typeof e.maxHosts === 'number' && e.minHosts > e.maxHosts)
+      errors.push(`${at}: minHosts ${e.minHosts} exceeds maxHosts ${e.maxHosts}: lower minHosts or raise maxHosts`);
+  });
+  return errors;
+}
