@@ -14,6 +14,8 @@ export function vmActivities(ctx: ActivityContext) {
       image: ResolvedImage,
       resources: Record<string, number>,
       volumes: Volume[] = [],
+      /** `tart run` options from the host's resource modifier the lease holds. */
+      runArgs: string[] = [],
     ): Promise<{ ip: string }> {
       const actx = Context.current();
       const pool = ctx.pool(target.pool);
@@ -30,6 +32,7 @@ export function vmActivities(ctx: ActivityContext) {
             path: v.hostPath,
             readOnly: v.readOnly === true,
           })),
+          args: runArgs,
         });
       }
       const deadline = Date.now() + pool.vm.bootTimeoutSeconds * 1000;

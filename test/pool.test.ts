@@ -44,7 +44,13 @@ beforeAll(async () => {
       name: SECURE,
       hosts: [
         { ...second, labels: { ...second.labels, slot: 'a' } },
-        { ...third, labels: { ...third.labels, slot: 'b' } },
+        {
+          ...third,
+          labels: { ...third.labels, slot: 'b' },
+          // One device on mac-3, handed to the VM of a job that takes the gpu.
+          resources: { vm: 2, gpu: 1 },
+          resourceModifiers: [{ match: { gpu: 1 }, run: ['--disk=/dev/disk4'] }],
+        },
       ],
       security: {
         allowedImages: ['macos-*'],
@@ -128,7 +134,7 @@ describe('pool', () => {
     );
   });
 
-  it('mounts an allowed volume read-only, and places the next job on the host that holds its image', async () => {
+  it('mounts an allowed volume read-only, hands the gpu job its device, and places the next job on the host that holds its image', async () => {
     // Neither host holds the image at first (earlier tests may have left it cached).
     for (const h of ['mac-2', 'mac-3']) {
       const vms = join(stack().stateDir, 'hosts', h, 'tart', 'vms');
@@ -147,27 +153,29 @@ describe('pool', () => {
         id: uniqueId('mount'),
         pool: SECURE,
         image: SEED_IMAGE,
-        labels: { slot: 'b' },
-        script: 'cat "$MARINA_EMU_VM/dirs"',
+        resources: { vm: 1, gpu: 1 },
+        script: 'cat "$MARINA_EMU_VM/dirs" "$MARINA_EMU_VM/args"',
         timeoutSeconds: 60,
         volumes: [{ hostPath: `${SHARED}/spm`, name: 'spm', readOnly: false }],
       })
     ).result();
     expect(first.host).toBe('mac-3');
-    // The policy forced read-only: Tart got --dir=spm:/tmp/marina-shared/spm:ro.
-    expect(await readJobLog(config, first.log.key)).toBe(`spm:${SHARED}/spm:ro\n`);
+    // The policy forced read-only: Tart got --dir=spm:/tmp/marina-shared/spm:ro; and mac-3's gpu modifier.
+    expect(await readJobLog(config, first.log.key)).toBe(`spm:${SHARED}/spm:ro\n--disk=/dev/disk4\n`);
     // Both hosts free and fit; mac-2 comes first, but mac-3 holds the image now.
     const second = await (
       await startJob(client, config, {
         id: uniqueId('warm'),
         pool: SECURE,
         image: SEED_IMAGE,
-        script: 'echo warm',
+        script: 'echo warm; cat "$MARINA_EMU_VM/args"',
         timeoutSeconds: 60,
       })
     ).result();
     expect(second.host).toBe('mac-3');
     expect(second.stages.fetch).toBeLessThan(first.stages.fetch!);
+    // No gpu asked, no device.
+    expect(await readJobLog(config, second.log.key)).toBe('warm\n\n');
   });
 
   it('takes planner controls: pause holds the queue, drain answers once running jobs finished', async () => {

@@ -3,7 +3,13 @@ import { describe, expect, it } from 'vitest';
 import { createHmac, randomBytes } from 'node:crypto';
 import { ConfigError, parseConfig } from '../src/config/load';
 import { normalizeJobSpec, JobSpecError, validateJobSpec } from '../src/domain/job';
-import { healthAfterCheck, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from '../src/policy/placement';
+import {
+  healthAfterCheck,
+  pickModifier,
+  placeQueue,
+  whyNeverFits,
+  UNHEALTHY_AFTER_FAILURES,
+} from '../src/policy/placement';
 import type { HostState, Lease, LeaseRequest } from '../src/domain/pool';
 import { checkSecurity } from '../src/domain/security';
 import { capacityAt, scheduleErrors } from '../src/policy/schedule';
@@ -136,6 +142,33 @@ const req = (id: string, over: Partial<LeaseRequest> = {}): LeaseRequest => ({
 });
 
 describe('placement policy', () => {
+  it('hands each device (resource modifier) to one job at a time, and only to jobs that take its resource', () => {
+    const mac = {
+      ...host('a'),
+      resources: { vm: 2, gpu: 2 },
+      modifiers: [
+        { match: { gpu: 1 }, run: ['--disk=/dev/disk4'] },
+        { match: { gpu: 1 }, run: ['--disk=/dev/disk5'] },
+      ],
+    };
+    const lease = (id: string, modifier?: number): Lease => ({
+      leaseId: id,
+      jobWorkflowId: id,
+      host: 'a',
+      resources: { vm: 1, gpu: 1 },
+      grantedAt: 0,
+      ...(modifier !== undefined ? { modifier } : {}),
+    });
+    expect(pickModifier(mac, [], { vm: 1, gpu: 1 })).toEqual({ index: 0, run: ['--disk=/dev/disk4'] });
+    expect(pickModifier(mac, [lease('x', 0)], { vm: 1, gpu: 1 })).toEqual({ index: 1, run: ['--disk=/dev/disk5'] });
+    expect(pickModifier(mac, [lease('x', 0), lease('y', 1)], { vm: 1, gpu: 1 })).toBeUndefined();
+    // A job that takes no gpu, or more than a modifier offers, gets none.
+    expect(pickModifier(mac, [], { vm: 1 })).toBeUndefined();
+    expect(pickModifier(mac, [], { vm: 1, gpu: 2 })).toBeUndefined();
+    // Another host's lease holds nothing here.
+    expect(pickModifier(mac, [{ ...lease('z', 0), host: 'b' }], { vm: 1, gpu: 1 })?.index).toBe(0);
+  });
+
   it('fills 2 hosts x 2 slots with 4 jobs, spread, and queues the 5th', () => {
     const grants = placeQueue(
       [host('a'), host('b')],

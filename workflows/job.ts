@@ -137,7 +137,14 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
 
           const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
           const booted = await timed('boot', 'booting', () =>
-            bootVm(`boot ${vm} on ${host}`, vmTarget, image, spec.resources ?? {}, lease.volumes ?? []),
+            bootVm(
+              `boot ${vm} on ${host}`,
+              vmTarget,
+              image,
+              spec.resources ?? {},
+              lease.volumes ?? [],
+              lease.runArgs ?? [],
+            ),
           );
 
           const runScript = withOptions('runScript', {

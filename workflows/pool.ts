@@ -20,7 +20,7 @@ import { retireHostSignal } from './host';
 import type { Activities } from '../activities/types';
 import type { HostState, Lease, PoolState } from '../src/domain/pool';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
-import { healthAfterCheck, placeQueue, whyNeverFits } from '../src/policy/placement';
+import { healthAfterCheck, pickModifier, placeQueue, whyNeverFits } from '../src/policy/placement';
 import { checkSecurity } from '../src/domain/security';
 import { capacityAt, scheduleErrors } from '../src/policy/schedule';
 import {
@@ -457,6 +457,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
           ...(grant.request.client ? { client: grant.request.client } : {}),
           ...(grant.request.volumes ? { volumes: grant.request.volumes } : {}),
         };
+        const host = state.hosts.find((h) => h.name === grant.host)!;
+        const modifier = pickModifier(host, state.leases, lease.resources);
+        if (modifier) Object.assign(lease, { modifier: modifier.index, runArgs: modifier.run });
         state.queue = state.queue.filter((q) => q.jobWorkflowId !== lease.jobWorkflowId);
         state.leases.push(lease);
         fleet.onGrant(lease.host);

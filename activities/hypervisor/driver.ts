@@ -23,9 +23,11 @@ export interface HypervisorDriver {
   /** Clones `source` into `vm`; no-op if `vm` already exists (a retried step finds its own VM). */
   clone(source: string, vm: string): Promise<void>;
   configure(vm: string, settings: VmSettings): Promise<void>;
-  /** Boots detached; no-op if running. */
-  /** Boots the VM; `dirs` are host directories shared into it (Tart: `--dir=name:path[:ro]`). */
-  start(vm: string, opts?: { dirs?: SharedDir[] }): Promise<void>;
+  /**
+   * Boots the VM detached (no-op if running); `dirs` are host directories shared into it
+   * (Tart: `--dir=name:path[:ro]`), `args` extra run options (a resource modifier's devices).
+   */
+  start(vm: string, opts?: { dirs?: SharedDir[]; args?: string[] }): Promise<void>;
   /** The VM's address on the host's private network, waiting up to `waitSeconds`. */
   ip(vm: string, waitSeconds: number): Promise<string>;
   /** Stops if running; no-op otherwise. */

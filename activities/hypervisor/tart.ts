@@ -59,7 +59,7 @@ export class TartDriver implements HypervisorDriver {
     await this.tart(args);
   }
 
-  async start(vm: string, opts: { dirs?: SharedDir[] } = {}): Promise<void> {
+  async start(vm: string, opts: { dirs?: SharedDir[]; args?: string[] } = {}): Promise<void> {
     const state = (await this.list()).find((v) => v.name === vm);
     if (!state) throw new TartError(`cannot start ${vm}: it does not exist`);
     if (state.running) return;
@@ -68,8 +68,9 @@ export class TartDriver implements HypervisorDriver {
     const dirs = (opts.dirs ?? [])
       .map((d) => `${shq(`--dir=${d.name}:${d.path}${d.readOnly ? ':ro' : ''}`)} `)
       .join('');
+    const extra = (opts.args ?? []).map((a) => `${shq(a)} `).join('');
     await this.ssh.run(
-      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${dirs}${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
+      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${dirs}${extra}${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
         `if ! kill -0 $! 2>/dev/null; then wait $!; rc=$?; [ $rc = 2 ] && exit 0; tail -n 5 "${log}" >&2; exit $rc; fi`,
     );
   }

@@ -76,6 +76,9 @@ export function hostSpecs(pool: PoolConfig): HostSpec[] {
     name: h.name,
     resources: { ...(h.resources ?? pool.hostResources) },
     labels: { ...(h.labels ?? {}) },
+    ...((h.resourceModifiers ?? pool.resourceModifiers).length > 0
+      ? { modifiers: h.resourceModifiers ?? pool.resourceModifiers }
+      : {}),
   }));
 }
 

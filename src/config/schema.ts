@@ -41,6 +41,18 @@ const sshSettings = z
   })
   .strict();
 
+/** Cirrus-style resource modifiers: `tart run` options handed to a job's VM when it takes a resource. */
+const resourceModifiers = z.array(
+  z
+    .object({
+      match: resources.refine((r) => Object.keys(r).length > 0, 'name the resources it matches, e.g. { gpu: 1 }'),
+      run: z
+        .array(z.string().regex(/^--[a-z]/, 'a `tart run` option, e.g. --disk=/dev/disk4 or --net-bridged=en1'))
+        .min(1, 'list the `tart run` options it adds, e.g. ["--disk=/dev/disk4"]'),
+    })
+    .strict(),
+);
+
 const host = z
   .object({
     name,
@@ -48,6 +60,8 @@ const host = z
     ssh: sshSettings.optional(),
     resources: resources.optional(),
     labels: labels.optional(),
+    /** This host's modifiers (its devices), in place of the pool's. */
+    resourceModifiers: resourceModifiers.optional(),
   })
   .strict();
 
@@ -150,6 +164,8 @@ const pool = z
       .default({ user: 'admin', port: 22, bootTimeoutSeconds: 600 }),
     /** Default resources for hosts that do not list their own. 2 VM slots: Apple's licence. */
     hostResources: resources.default({ vm: 2 }),
+    /** Modifiers of every host that lists none of its own. */
+    resourceModifiers: resourceModifiers.default([]),
     healthCheckSeconds: z.number().positive().default(30),
     leaseCheckSeconds: z.number().positive().default(15),
     /** Continue the pool workflow as new after this many history events (default: when the server suggests, ~4,096). */

@@ -8,11 +8,23 @@ export type Labels = Record<string, string>;
 /** Apple's macOS licence allows two macOS VMs per Mac. */
 export const DEFAULT_VM_SLOTS_PER_HOST = 2;
 
+/**
+ * A device or setting handed to the VM of a job that takes a given resource (Cirrus's resource
+ * modifiers): a job asking for at most `match` of each listed resource gets `run` appended to
+ * its `tart run`, one job per modifier at a time.
+ */
+export interface ResourceModifier {
+  match: Resources;
+  /** `tart run` options, e.g. `--disk=/dev/disk4` or `--net-bridged=en1`. */
+  run: string[];
+}
+
 export interface HostSpec {
   name: string;
   /** What the host offers, e.g. `{ vm: 2, cpu: 8, memory: 16384 }`. */
   resources: Resources;
   labels: Labels;
+  modifiers?: ResourceModifier[];
   /** A host Marina allocated (EC2): the host workflow that owns it, and where to reach it. */
   dynamic?: {
     workflowId: string;
@@ -64,6 +76,9 @@ export interface Lease {
   client?: string;
   /** Host directories to share into the VM, as the pool's security policy allows them (read-only forced where it says). */
   volumes?: Volume[];
+  /** The host's resource modifier this lease holds (its index), and the `tart run` options it adds. */
+  modifier?: number;
+  runArgs?: string[];
 }
 
 export interface PoolState {

@@ -100,11 +100,12 @@ allocate_ip() { # first address on this host's emulated NAT network not held by 
 }
 
 cmd_run() {
-  local vm="" a dirs=()
-  for a in "$@"; do case $a in --dir=*) dirs+=("${a#--dir=}");; --*) ;; *) vm=$a;; esac; done
+  local vm="" a dirs=() args=()
+  for a in "$@"; do case $a in --dir=*) dirs+=("${a#--dir=}");; --no-graphics) ;; --*) args+=("$a");; *) vm=$a;; esac; done
   need "$vm"; local d; d=$(vmdir "$vm")
-  # Shared directories as Tart would mount them (name:path[:ro]), for tests to inspect.
+  # Shared directories as Tart would mount them (name:path[:ro]), and other run options (devices), for tests to inspect.
   printf '%s\n' "${dirs[@]}" > "$d/dirs"
+  printf '%s\n' "${args[@]}" > "$d/args"
   lock
   if running "$vm"; then unlock; die 2 "VM \"$vm\" is already running"; fi
   local others=() n

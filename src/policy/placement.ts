@@ -153,6 +153,25 @@ function pickHost(
   return warm && warmLoad <= bestLoad + slack ? warm : best;
 }
 
+/**
+ * The host's first resource modifier that matches the request and no other lease holds, or
+ * undefined (the job then runs unmodified). A modifier matches a request that asks for every
+ * resource it lists, no more than it lists (Cirrus's semantics).
+ */
+export function pickModifier(
+  host: HostSpec,
+  leases: readonly Lease[],
+  resources: Resources,
+): { index: number; run: string[] } | undefined {
+  const held = new Set(leases.filter((l) => l.host === host.name).map((l) => l.modifier));
+  const index = (host.modifiers ?? []).findIndex(
+    (m, i) =>
+      !held.has(i) &&
+      Object.entries(m.match).every(([k, v]) => resources[k] !== undefined && resources[k]! <= v + 1e-9),
+  );
+  return index < 0 ? undefined : { index, run: host.modifiers![index]!.run };
+}
+
 /** Consecutive failed health checks after which a host is cordoned. */
 export const UNHEALTHY_AFTER_FAILURES = 3;
 
