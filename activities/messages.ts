@@ -7,7 +7,14 @@
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { heartbeat } from '@temporalio/activity';
 import type { ActivityContext } from './context';
-import { leaseGrantedSignal, leaseRefusedSignal, leaseRevokedSignal, type PoolMessage } from '../workflows/definitions';
+import {
+  leaseGrantedSignal,
+  leaseRefusedSignal,
+  leaseRevokedSignal,
+  standbyClaimedSignal,
+  standbyStopSignal,
+  type PoolMessage,
+} from '../workflows/definitions';
 
 /** Signals in flight at once: enough to hide round trips, few enough not to flood a small server. */
 const CONCURRENCY = 32;
@@ -40,7 +47,9 @@ export function messageActivities(ctx: ActivityContext) {
             for (const m of list) {
               if (m.kind === 'granted') await h.signal(leaseGrantedSignal, m.lease);
               else if (m.kind === 'refused') await h.signal(leaseRefusedSignal, { reason: m.reason });
-              else await h.signal(leaseRevokedSignal, { leaseId: m.leaseId, reason: m.reason });
+              else if (m.kind === 'revoked') await h.signal(leaseRevokedSignal, { leaseId: m.leaseId, reason: m.reason });
+              else if (m.kind === 'claimed') await h.signal(standbyClaimedSignal, { by: m.by });
+              else await h.signal(standbyStopSignal);
             }
           } catch (e) {
             if (!(e instanceof WorkflowNotFoundError)) throw e;

@@ -23,6 +23,7 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
       ...(pool.historyEventsPerRun ? { historyEventsPerRun: pool.historyEventsPerRun } : {}),
       placement: pool.placement,
       ...(pool.security ? { security: pool.security } : {}),
+      ...(pool.standby.length > 0 ? { standby: pool.standby } : {}),
       ...(pool.aws
         ? {
             aws: {

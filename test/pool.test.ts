@@ -22,9 +22,11 @@ import { jobWorkflowId } from '../src/domain/job';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../src/emulator/processes';
 import type { leaseProbeWorkflow } from '../workflows/probe';
+import { ensurePools } from '../src/worker';
 
 const SECURE = 'secure';
 const BURST = 'burst';
+const WARM = 'warm';
 const SHARED = '/tmp/marina-shared';
 let config: LoadedConfig;
 let client: Client;
@@ -65,6 +67,8 @@ beforeAll(async () => {
       hosts: [second, third].map((h) => ({ ...h, resources: { vm: 3 } })),
       historyEventsPerRun: 150,
     });
+    // A pool on mac-2 whose standby VMs the test turns on and off.
+    raw.pools.push({ ...raw.pools[0], name: WARM, hosts: [second] });
   });
   const w = await startWorker(config);
   client = w.w.client;
@@ -299,6 +303,62 @@ describe('pool', () => {
       const s = await pool.query(poolStateQuery);
       return s.leases.length + s.queue.length === 0;
     });
+  });
+
+  it('keeps a standby VM booted: a job takes it and starts without fetch or boot, and it is replenished', async () => {
+    const withStandby = (count: number): LoadedConfig => ({
+      ...config,
+      pools: config.pools.map((p) =>
+        p.name === WARM ? { ...p, standby: [{ image: SEED_IMAGE, count, resources: { vm: 1 }, labels: {} }] } : p,
+      ),
+    });
+    const pool = client.workflow.getHandle(poolWorkflowId(WARM));
+    const vmsOnMac2 = () => readdirSync(join(stack().stateDir, 'hosts', 'mac-2', 'tart', 'vms'));
+    const booted = async () => Object.values((await pool.query(poolStateQuery)).standbys ?? {}).map((s) => s.vm);
+    await ensurePools(client, withStandby(1));
+    try {
+      const [first] = await eventually(
+        'a standby VM booted',
+        async () => ((await booted()).length ? booted() : undefined),
+        60_000,
+      );
+      expect(first).toBe(`marina-standby-${WARM}-0-0-0`);
+      const result = await (
+        await startJob(client, config, {
+          id: uniqueId('standby'),
+          pool: WARM,
+          image: SEED_IMAGE,
+          script: 'basename "$MARINA_EMU_VM"',
+          timeoutSeconds: 60,
+        })
+      ).result();
+      // It ran in the standby VM: no fetch, no boot.
+      expect(result).toMatchObject({ state: 'succeeded', host: 'mac-2', standbyVm: first });
+      expect(result.stages.fetch).toBeUndefined();
+      expect(result.stages.boot).toBeUndefined();
+      expect(await readJobLog(config, result.log.key)).toBe(`${first}\n`);
+      // Replenished: the next standby VM is booted; the taken one went with the job's cleanup.
+      await eventually(
+        'the standby replenished',
+        async () => (await booted())[0] === `marina-standby-${WARM}-0-0-1`,
+        60_000,
+      );
+      expect(vmsOnMac2()).not.toContain(first);
+      expect((await pool.query(poolStateQuery)).decisions!.map((d) => d.what)).toContainEqual(
+        expect.stringMatching(new RegExp(`takes standby VM ${first} on mac-2`)),
+      );
+    } finally {
+      // No standby: the VM is destroyed and its slot given back.
+      await ensurePools(client, withStandby(0));
+      await eventually(
+        'the standby gone',
+        async () => {
+          const s = await pool.query(poolStateQuery);
+          return s.leases.length === 0 && !vmsOnMac2().some((v) => v.startsWith('marina-standby-'));
+        },
+        60_000,
+      );
+    }
   });
 });
 

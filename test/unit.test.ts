@@ -2,10 +2,11 @@
 import { describe, expect, it } from 'vitest';
 import { createHmac, randomBytes } from 'node:crypto';
 import { ConfigError, parseConfig } from '../src/config/load';
-import { normalizeJobSpec, JobSpecError, validateJobSpec } from '../src/domain/job';
+import { normalizeJobSpec, JobSpecError, poolOfStandbyVm, validateJobSpec } from '../src/domain/job';
 import {
   healthAfterCheck,
   pickModifier,
+  pickStandby,
   placeQueue,
   whyNeverFits,
   UNHEALTHY_AFTER_FAILURES,
@@ -34,6 +35,22 @@ function configErrors(yaml: string): string[] {
 }
 
 describe('config', () => {
+  it('refuses a standby VM of an image the pool security policy does not allow', () => {
+    const yaml = `
+imageStore: { bucket: images }
+pools:
+  - name: mac
+    ssh: { privateKey: { file: key }, knownHosts: { file: kh } }
+    security: { allowedImages: ['macos-*'] }
+    standby: [{ image: 'macos-xcode:16', count: 1 }, { image: 'ubuntu:22', count: 1 }]
+`;
+    expect(configErrors(yaml)).toEqual([
+      expect.stringMatching(
+        /^pools\.0\.standby\.1\.image: .*ubuntu:22.*a standby VM may only boot an image the pool allows/,
+      ),
+    ]);
+  });
+
   it('fills documented defaults', () => {
     const c = parseConfig(minimal, '/etc/marina.yaml');
     expect(c.temporal).toMatchObject({ address: '127.0.0.1:7233', namespace: 'default', taskQueue: 'marina' });
@@ -142,6 +159,51 @@ const req = (id: string, over: Partial<LeaseRequest> = {}): LeaseRequest => ({
 });
 
 describe('placement policy', () => {
+  it('gives a queued job the oldest booted standby VM of its image that fits it, never one on a cordoned host', () => {
+    const standbys = {
+      'standby/p/0-0': {
+        host: 'a',
+        vm: 'marina-standby-p-0-0-3',
+        ip: '10.0.0.2',
+        image: 'marina-img-aa',
+        readySince: 20,
+      },
+      'standby/p/0-1': {
+        host: 'b',
+        vm: 'marina-standby-p-0-1-0',
+        ip: '10.0.0.3',
+        image: 'marina-img-aa',
+        readySince: 10,
+      },
+      'standby/p/1-0': {
+        host: 'b',
+        vm: 'marina-standby-p-1-0-0',
+        ip: '10.0.0.4',
+        image: 'marina-img-bb',
+        readySince: 5,
+      },
+    };
+    const held = (id: string, host: string): Lease => ({
+      leaseId: id,
+      jobWorkflowId: id,
+      host,
+      resources: { vm: 1, cpu: 4 },
+      grantedAt: 0,
+    });
+    const leases = [held('standby/p/0-0', 'a'), held('standby/p/0-1', 'b'), held('standby/p/1-0', 'b')];
+    const hosts = [host('a'), host('b')];
+    const job = (over: Partial<LeaseRequest> = {}) => ({ ...req('j'), image: 'marina-img-aa', ...over });
+    expect(pickStandby(job(), standbys, leases, hosts)).toBe('standby/p/0-1');
+    expect(pickStandby(job(), standbys, leases, [host('a'), { ...host('b'), cordoned: 'drain' }])).toBe(
+      'standby/p/0-0',
+    );
+    expect(pickStandby(job({ image: 'marina-img-cc' }), standbys, leases, hosts)).toBeUndefined();
+    expect(pickStandby(job({ resources: { vm: 1, cpu: 8 } }), standbys, leases, hosts)).toBeUndefined();
+    expect(pickStandby(job({ volumes: [{ hostPath: '/x' }] }), standbys, leases, hosts)).toBeUndefined();
+    expect(poolOfStandbyVm('marina-standby-mac-ci-0-1-12')).toBe('mac-ci');
+    expect(poolOfStandbyVm('marina-job-standby-1')).toBeUndefined();
+  });
+
   it('hands each device (resource modifier) to one job at a time, and only to jobs that take its resource', () => {
     const mac = {
       ...host('a'),

@@ -4,7 +4,7 @@
  */
 import { defineSignal, defineQuery, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import type { CordonReason, HostSpec, Lease, PoolState } from '../src/domain/pool';
+import type { CordonReason, HostSpec, Lease, PoolState, StandbySpec } from '../src/domain/pool';
 import type { FleetHostPhase } from '../src/policy/fleet';
 import type { BillingMode } from '../src/ec2mac/model';
 import type { JobSpec, Volume } from '../src/domain/job';
@@ -56,6 +56,8 @@ export interface JobResult {
   stages: Partial<Record<Stage, number>>;
   log: { bucket: string; key: string };
   snapshot?: { image: string; digest: string };
+  /** The job took this standby VM, already booted: no fetch, no boot. */
+  standbyVm?: string;
 }
 
 export interface JobStatus {
@@ -81,6 +83,8 @@ export interface LeaseRequestMsg {
   imageRef?: string;
   volumes?: Volume[];
   priority?: number;
+  /** A standby workflow's request: the VM it will boot under the lease. */
+  vm?: string;
 }
 
 export interface LeaseRefusal {
@@ -95,13 +99,25 @@ export const releaseLeaseSignal = defineSignal<[{ jobWorkflowId: string; cachedI
 export type PoolMessage =
   | { kind: 'granted'; jobWorkflowId: string; lease: Lease }
   | { kind: 'refused'; jobWorkflowId: string; reason: string }
-  | { kind: 'revoked'; jobWorkflowId: string; leaseId: string; reason: string };
+  | { kind: 'revoked'; jobWorkflowId: string; leaseId: string; reason: string }
+  /** To a standby workflow (jobWorkflowId is its id): a job took its VM; or the pool wants it gone. */
+  | { kind: 'claimed'; jobWorkflowId: string; by: string }
+  | { kind: 'stop'; jobWorkflowId: string };
 
 // Pool -> job
 export const leaseGrantedSignal = defineSignal<[Lease]>('leaseGranted');
 export const leaseRefusedSignal = defineSignal<[LeaseRefusal]>('leaseRefused');
 /** The host under a lease is gone (failed, retired by AWS): the job runs again elsewhere. */
 export const leaseRevokedSignal = defineSignal<[{ leaseId: string; reason: string }]>('leaseRevoked');
+// Standby workflow <-> pool
+/** A standby VM is booted and waits for a job. */
+export const standbyReadySignal =
+  defineSignal<[{ workflowId: string; vm: string; ip: string; image: string }]>('standbyReady');
+/** A job took the standby's VM (and its lease): the standby boots the next one. */
+export const standbyClaimedSignal = defineSignal<[{ by: string }]>('standbyClaimed');
+/** The pool keeps fewer standbys now: destroy the VM and give the slot back. */
+export const standbyStopSignal = defineSignal('standbyStop');
+
 // Worker / operator -> pool
 export const syncHostsSignal = defineSignal<[PoolSettings]>('syncHosts');
 export const cordonHostUpdate = defineUpdate<PoolState, [{ host: string; cordon: boolean }]>('cordonHost');
@@ -137,6 +153,8 @@ export interface PoolSettings {
   historyEventsPerRun?: number;
   placement?: PlacementOptions;
   security?: SecurityPolicy;
+  /** VMs kept booted ahead of demand. */
+  standby?: StandbySpec[];
   /** AWS pools: the pool starts host workflows when queued demand exceeds free and starting slots. */
   aws?: AwsPoolSettings;
 }

@@ -4,3 +4,4 @@ export { poolWorkflow } from './pool';
 export { hostWorkflow } from './host';
 export { reconcilerWorkflow } from './reconciler';
 export { leaseProbeWorkflow, bareWorkflow } from './probe';
+export { standbyWorkflow } from './standby';

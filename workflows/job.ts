@@ -96,7 +96,6 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
   const leases = new LeaseClient(spec.pool);
   /** The host that now holds the image in its cache (told to the pool with the release: cache affinity). */
   let fetchedOn: string | undefined;
-  const vm = vmNameForJob(spec.id);
 
   // A lease is revoked when its host is lost (AWS retired it, it failed): the job then
   // runs again, from the fetch, on another host. Its VM went with the host.
@@ -122,6 +121,9 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
       status.lease = lease;
       upsertSearchAttributes([{ key: SA_HOST, value: host }]);
       const target = { pool: spec.pool, host };
+      // A standby VM the pool handed over (booted, image cached) keeps its name; otherwise the job's own.
+      const standby = lease.vm && lease.ip ? { vm: lease.vm, ip: lease.ip } : undefined;
+      const vm = standby?.vm ?? vmNameForJob(spec.id);
       const vmTarget = { ...target, vm, jobId: spec.id };
 
       onHost = new CancellationScope();
@@ -132,20 +134,23 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
             heartbeatTimeout: HEARTBEAT,
             retry,
           });
-          await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
-          fetchedOn = host;
-
           const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
-          const booted = await timed('boot', 'booting', () =>
-            bootVm(
-              `boot ${vm} on ${host}`,
-              vmTarget,
-              image,
-              spec.resources ?? {},
-              lease.volumes ?? [],
-              lease.runArgs ?? [],
-            ),
-          );
+          const booted =
+            standby ??
+            (await (async () => {
+              await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
+              fetchedOn = host;
+              return timed('boot', 'booting', () =>
+                bootVm(
+                  `boot ${vm} on ${host}`,
+                  vmTarget,
+                  image,
+                  spec.resources ?? {},
+                  lease.volumes ?? [],
+                  lease.runArgs ?? [],
+                ),
+              );
+            })());
 
           const runScript = withOptions('runScript', {
             startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,
@@ -192,6 +197,7 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
             stages,
             log: run.log,
             snapshot,
+            ...(standby ? { standbyVm: standby.vm } : {}),
           };
           return result;
         });

@@ -10,22 +10,26 @@ import {
   continueAsNew,
   getExternalWorkflowHandle,
   proxyActivities,
+  ParentClosePolicy,
   setHandler,
+  startChild,
   setCurrentDetails,
   workflowInfo,
   uuid4,
 } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { PoolFleet } from './fleet';
 import { retireHostSignal } from './host';
 import type { Activities } from '../activities/types';
 import type { HostState, Lease, PoolState } from '../src/domain/pool';
-import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
-import { healthAfterCheck, pickModifier, placeQueue, whyNeverFits } from '../src/policy/placement';
+import { jobIdOfVm, jobWorkflowId, poolOfStandbyVm } from '../src/domain/job';
+import { healthAfterCheck, pickModifier, pickStandby, placeQueue, whyNeverFits } from '../src/policy/placement';
 import { checkSecurity } from '../src/domain/security';
 import { capacityAt, scheduleErrors } from '../src/policy/schedule';
 import {
   cordonHostUpdate,
   poolStateQuery,
+  standbyReadySignal,
   releaseLeaseSignal,
   requestLeaseSignal,
   syncHostsSignal,
@@ -126,6 +130,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       });
     }
     state.hosts = state.hosts.filter((h) => !gone.includes(h.name));
+    for (const [id, s] of Object.entries(state.standbys ?? {})) if (gone.includes(s.host)) delete state.standbys![id];
     fleet.decide(`host workflow ${workflowId} is gone: ${reason}`);
     dirty = true;
   });
@@ -163,9 +168,77 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       ...(req.image ? { image: req.image } : {}),
       ...(req.priority ? { priority: req.priority } : {}),
       ...(security.volumes.length > 0 ? { volumes: security.volumes } : {}),
+      ...(req.vm ? { vm: req.vm } : {}),
     });
     dirty = true;
   });
+
+  // Standby VMs: booted ahead of demand by standby workflows the pool starts (workflows/standby.ts).
+  setHandler(standbyReadySignal, ({ workflowId, vm, ip, image }) => {
+    const lease = state.leases.find((l) => l.jobWorkflowId === workflowId && l.vm === vm);
+    if (!lease) return; // stale: the lease is gone
+    lease.ip = ip;
+    (state.standbys ??= {})[workflowId] = { host: lease.host, vm, ip, image, readySince: Date.now() };
+    dirty = true;
+  });
+  let standbyStarting = 0;
+  /** Starts the standby workflows the settings ask for, and stops the ones they no longer do. */
+  function syncStandby(): void {
+    const wanted = (settings.standby ?? []).flatMap((s, i) =>
+      Array.from({ length: s.count }, (_, n) => ({
+        id: `standby/${state.name}/${i}-${n}`,
+        slot: `${i}-${n}`,
+        spec: s,
+      })),
+    );
+    const started = (state.standbyWorkflows ??= []);
+    for (const w of wanted.filter((x) => !started.includes(x.id))) {
+      started.push(w.id);
+      standbyStarting++;
+      void startChild('standbyWorkflow', {
+        workflowId: w.id,
+        args: [
+          { pool: state.name, slot: w.slot, image: w.spec.image, resources: w.spec.resources, labels: w.spec.labels },
+        ],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        staticSummary: `Standby VM ${w.slot} of pool ${state.name}: ${w.spec.image}`,
+      })
+        .catch((e: unknown) => {
+          if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+        })
+        .finally(() => standbyStarting--);
+      fleet.decide(`start standby ${w.id}: keep ${w.spec.count} VM(s) of ${w.spec.image} booted`);
+    }
+    for (const id of started.filter((x) => !wanted.some((w) => w.id === x))) {
+      state.standbyWorkflows = state.standbyWorkflows!.filter((x) => x !== id);
+      if (state.standbys) delete state.standbys[id];
+      send({ kind: 'stop', jobWorkflowId: id });
+      fleet.decide(`stop standby ${id}: the pool keeps fewer standby VMs now`);
+    }
+  }
+  /** Queued jobs take booted standby VMs first (src/policy/placement.ts says which). */
+  function claimStandbys(): void {
+    for (const req of [...state.queue]) {
+      const standbyId = pickStandby(req, state.standbys ?? {}, state.leases, state.hosts);
+      if (!standbyId) continue;
+      const s = state.standbys![standbyId]!;
+      const lease = state.leases.find((l) => l.jobWorkflowId === standbyId)!;
+      // The standby's lease becomes the job's: the slot and the VM change hands, never free in between.
+      Object.assign(lease, {
+        leaseId: uuid4(),
+        jobWorkflowId: req.jobWorkflowId,
+        grantedAt: Date.now(),
+        client: req.client,
+      });
+      if (!req.client) delete lease.client;
+      delete state.standbys![standbyId];
+      state.queue = state.queue.filter((q) => q !== req);
+      fleet.onGrant(lease.host);
+      send({ kind: 'claimed', jobWorkflowId: standbyId, by: req.jobWorkflowId });
+      send({ kind: 'granted', jobWorkflowId: req.jobWorkflowId, lease: { ...lease } });
+      fleet.decide(`${req.jobWorkflowId} takes standby VM ${s.vm} on ${s.host} (booted, image cached)`);
+    }
+  }
 
   setHandler(releaseLeaseSignal, ({ jobWorkflowId, cachedImage }) => {
     const lease = state.leases.find((l) => l.jobWorkflowId === jobWorkflowId);
@@ -360,6 +433,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
   }
 
   function release(jobWorkflowId: string): void {
+    if (state.standbys) delete state.standbys[jobWorkflowId];
     const before = state.leases.length + state.queue.length;
     state.leases = state.leases.filter((l) => l.jobWorkflowId !== jobWorkflowId);
     state.queue = state.queue.filter((q) => q.jobWorkflowId !== jobWorkflowId);
@@ -386,13 +460,21 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       });
       // A job VM no lease owns whose job workflow has closed is an orphan: a terminated job never cleans up.
       // Only closed jobs' VMs are reaped, so a host shared by two pools (a config mistake) loses nothing.
+      // A standby VM is only ever its own pool's to reap: a lease holds it from before it boots until
+      // after it is destroyed (by its standby workflow or the job that took it), so one without is orphaned.
       const candidates: Array<{ host: string; vm: string; jobId: string }> = [];
       state.hosts.forEach((h, i) => {
         for (const vm of (results[i] as { jobVms?: string[] } | undefined)?.jobVms ?? []) {
           const jobId = jobIdOfVm(vm);
-          if (!state.leases.some((l) => l.host === h.name && l.jobWorkflowId === jobWorkflowId(jobId))) {
-            candidates.push({ host: h.name, vm, jobId });
-          }
+          // A lease owns a VM by its job's name, or by name (a standby VM, booted or handed to a job).
+          const owned = state.leases.some(
+            (l) => l.host === h.name && (l.vm === vm || l.jobWorkflowId === jobWorkflowId(jobId)),
+          );
+          const standbyOf = poolOfStandbyVm(vm);
+          if (owned || (standbyOf !== undefined && standbyOf !== state.name)) continue;
+          if (standbyOf !== undefined)
+            void reapVm({ pool: state.name, host: h.name, vm, jobId }).catch(() => undefined);
+          else candidates.push({ host: h.name, vm, jobId });
         }
       });
       if (candidates.length > 0) {
@@ -447,6 +529,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
   for (;;) {
     if (dirty) {
       dirty = false;
+      if (!state.paused) claimStandbys();
       for (const grant of state.paused ? [] : placeQueue(state.hosts, state.leases, state.queue, settings.placement)) {
         const lease: Lease = {
           leaseId: uuid4(),
@@ -456,6 +539,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
           grantedAt: Date.now(),
           ...(grant.request.client ? { client: grant.request.client } : {}),
           ...(grant.request.volumes ? { volumes: grant.request.volumes } : {}),
+          ...(grant.request.vm ? { vm: grant.request.vm } : {}),
         };
         const host = state.hosts.find((h) => h.name === grant.host)!;
         const modifier = pickModifier(host, state.leases, lease.resources);
@@ -465,6 +549,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         fleet.onGrant(lease.host);
         send({ kind: 'granted', jobWorkflowId: lease.jobWorkflowId, lease });
       }
+      syncStandby();
       if (settings.aws) noteSchedule(settings.aws);
       if (settings.aws && !state.paused) fleet.tick(effectiveAws(settings.aws));
       setCurrentDetails(describe(state));
@@ -479,7 +564,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
 
     const info = workflowInfo();
     if (info.continueAsNewSuggested || info.historyLength >= (settings.historyEventsPerRun ?? Infinity)) {
-      await condition(() => allHandlersFinished() && !healthRunning && !leaseCheckRunning && !delivering);
+      await condition(
+        () => allHandlersFinished() && !healthRunning && !leaseCheckRunning && !delivering && standbyStarting === 0,
+      );
       fleet.persist();
       state.nextHealthAt = nextHealth;
       await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
@@ -519,7 +606,10 @@ function describe(state: PoolState): string {
   });
   const decisions = (state.decisions ?? []).slice(-5).map((d) => `- ${d.at.slice(11, 19)} ${d.what}`);
   return [
-    `${state.paused ? '**paused** · ' : ''}**${state.leases.length}** running, **${state.queue.length}** queued`,
+    `${state.paused ? '**paused** · ' : ''}**${state.leases.length}** running, **${state.queue.length}** queued` +
+      (state.standbyWorkflows?.length
+        ? ` · **${Object.keys(state.standbys ?? {}).length}**/${state.standbyWorkflows.length} standby VMs booted`
+        : ''),
     ...lines,
     ...(state.hosts.length > shown.length ? [`- … and ${state.hosts.length - shown.length} more hosts`] : []),
     ...(decisions.length > 0 ? ['', '**Latest decisions**', ...decisions] : []),

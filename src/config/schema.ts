@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { BILLING_MODES } from '../ec2mac/model';
 import { periodError } from '../policy/schedule';
 import { DEFAULT_AFFINITY_SLACK } from '../policy/placement';
+import { checkSecurity } from '../domain/security';
 
 const name = z
   .string()
@@ -202,10 +203,33 @@ const pool = z
       })
       .strict()
       .optional(),
+    /** VMs kept booted ahead of demand: a job for the same image takes one and starts in seconds. */
+    standby: z
+      .array(
+        z
+          .object({
+            image: z.string().regex(/^[\w][\w.\/-]*(:[\w][\w.-]*)?$/, 'an image reference, e.g. macos-xcode:16'),
+            count: z.number().int().nonnegative(),
+            /** What each standby VM holds (and the largest job that may take it). */
+            resources: resources.default({ vm: 1 }),
+            labels: labels.default({}),
+          })
+          .strict(),
+      )
+      .default([]),
     hosts: z.array(host).default([]),
   })
   .strict()
   .superRefine((p, ctx) => {
+    p.standby.forEach((s, i) => {
+      const verdict = checkSecurity(p.name, p.security, { image: s.image });
+      if (verdict.violations.length > 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['standby', i, 'image'],
+          message: `${verdict.violations.join('; ')}: a standby VM may only boot an image the pool allows`,
+        });
+    });
     const seen = new Set<string>();
     p.hosts.forEach((h, i) => {
       if (seen.has(h.name)) {

@@ -203,3 +203,8 @@ export const imageCacheName = (digest: string): string => `marina-img-${digest.r
 /** Cached images are `marina-img-<digest>`; every other `marina-` VM belongs to a job. */
 export const isJobVm = (vm: string): boolean => vm.startsWith('marina-') && !vm.startsWith('marina-img-');
 export const jobIdOfVm = (vm: string): string => vm.slice('marina-'.length);
+/** A pool's standby VM: `marina-standby-<pool>-<entry>-<n>-<generation>`. */
+export const standbyVmName = (pool: string, slot: string, generation: number): string =>
+  `marina-standby-${pool}-${slot}-${generation}`;
+/** The pool a standby VM belongs to, or undefined for any other VM. */
+export const poolOfStandbyVm = (vm: string): string | undefined => /^marina-standby-(.+)-\d+-\d+-\d+$/.exec(vm)?.[1];

@@ -65,6 +65,26 @@ export interface LeaseRequest {
   volumes?: Volume[];
   /** Workflow time in ms when the pool received the request. */
   requestedAt: number;
+  /** A standby workflow's request: the VM it will boot under the lease. */
+  vm?: string;
+}
+
+/** What a pool keeps booted ahead of demand: `count` VMs of `image` (a standby workflow each). */
+export interface StandbySpec {
+  image: string;
+  count: number;
+  resources: Resources;
+  labels: Labels;
+}
+
+/** A booted standby VM waiting for a job, by its standby workflow's id (which holds its lease). */
+export interface StandbyVm {
+  host: string;
+  vm: string;
+  ip: string;
+  /** The image's host cache name: a job for the same image digest may take it. */
+  image: string;
+  readySince: number;
 }
 
 export interface Lease {
@@ -76,6 +96,9 @@ export interface Lease {
   client?: string;
   /** Host directories to share into the VM, as the pool's security policy allows them (read-only forced where it says). */
   volumes?: Volume[];
+  /** The VM the work runs in when it is not the job's own: a standby VM (its name, and its address once booted). */
+  vm?: string;
+  ip?: string;
   /** The host's resource modifier this lease holds (its index), and the `tart run` options it adds. */
   modifier?: number;
   runArgs?: string[];
@@ -98,6 +121,9 @@ export interface PoolState {
   paused?: boolean;
   /** Which capacity schedule entry applied at the last look (AWS pools). */
   scheduleIndex?: number;
+  /** Standby workflows the pool started (ids), and the standby VMs booted and waiting, by workflow id. */
+  standbyWorkflows?: string[];
+  standbys?: Record<string, StandbyVm>;
   /** Capacity schedules a planner set, in place of the configured ones (AWS pools). */
   schedules?: CapacitySchedule[];
   /** Workflow time (ms) of the next health round, carried across continue-as-new. */

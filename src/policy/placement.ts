@@ -11,6 +11,7 @@ import {
   type LeaseRequest,
   type Resources,
   type Labels,
+  type StandbyVm,
 } from '../domain/pool';
 
 export interface Grant {
@@ -170,6 +171,35 @@ export function pickModifier(
       Object.entries(m.match).every(([k, v]) => resources[k] !== undefined && resources[k]! <= v + 1e-9),
   );
   return index < 0 ? undefined : { index, run: host.modifiers![index]!.run };
+}
+
+/**
+ * The booted standby VM (its standby workflow's id) a queued job can take, or undefined: the
+ * same image digest, resources within the standby's lease, its host's labels, the host not
+ * cordoned, and no volumes (a VM's shared directories are fixed when it boots). Oldest first.
+ */
+export function pickStandby(
+  request: LeaseRequest,
+  standbys: Readonly<Record<string, StandbyVm>>,
+  leases: readonly Lease[],
+  hosts: readonly HostState[],
+): string | undefined {
+  if (!request.image || request.vm || request.volumes?.length) return undefined;
+  const candidates = Object.entries(standbys)
+    .filter(([id, s]) => {
+      const lease = leases.find((l) => l.jobWorkflowId === id);
+      const host = hosts.find((h) => h.name === s.host);
+      return (
+        s.image === request.image &&
+        lease !== undefined &&
+        host !== undefined &&
+        !host.cordoned &&
+        labelsMatch(request.labels, host.labels) &&
+        fits(request.resources, lease.resources)
+      );
+    })
+    .sort((a, b) => a[1].readySince - b[1].readySince);
+  return candidates[0]?.[0];
 }
 
 /** Consecutive failed health checks after which a host is cordoned. */
