@@ -208,7 +208,7 @@ const pool = z
       .array(
         z
           .object({
-            image: z.string().regex(/^[\w][\w.\/-]*(:[\w][\w.-]*)?$/, 'an image reference, e.g. macos-xcode:16'),
+            image: z.string().regex(/^[\w][\w./-]*(:[\w][\w.-]*)?$/, 'an image reference, e.g. macos-xcode:16'),
             count: z.number().int().nonnegative(),
             /** What each standby VM holds (and the largest job that may take it). */
             resources: resources.default({ vm: 1 }),
