@@ -47,7 +47,8 @@ export function messageActivities(ctx: ActivityContext) {
             for (const m of list) {
               if (m.kind === 'granted') await h.signal(leaseGrantedSignal, m.lease);
               else if (m.kind === 'refused') await h.signal(leaseRefusedSignal, { reason: m.reason });
-              else if (m.kind === 'revoked') await h.signal(leaseRevokedSignal, { leaseId: m.leaseId, reason: m.reason });
+              else if (m.kind === 'revoked')
+                await h.signal(leaseRevokedSignal, { leaseId: m.leaseId, reason: m.reason });
               else if (m.kind === 'claimed') await h.signal(standbyClaimedSignal, { by: m.by });
               else await h.signal(standbyStopSignal);
             }
