@@ -31,11 +31,14 @@ afterAll(async () => {
   await client?.connection.close();
 });
 
-/** A fresh image per test, big enough that its download is a stage one can kill a worker in. */
-async function freshImage(name: string): Promise<string> {
+/**
+ * A fresh image per test; for the fetch test, big enough that its download is a stage one can kill a
+ * worker in (the others use a small disk: cloning 256 MiB on each boot only slows them down).
+ */
+async function freshImage(name: string, diskMiB: number): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'marina-img-'));
   const file = join(dir, 'image.tgz');
-  buildSeedImage(file, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), 256);
+  buildSeedImage(file, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), diskMiB);
   const s3 = new S3Client({
     region: 'us-east-1',
     endpoint: config.imageStore.endpoint,
@@ -76,7 +79,10 @@ function startedAttempts(
 
 const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript') =>
   it(`completes a job whose worker is SIGKILLed during ${stage}`, async () => {
-    const image = await freshImage(uniqueId(`crash-${stage.toLowerCase()}`).toLowerCase());
+    const image = await freshImage(
+      uniqueId(`crash-${stage.toLowerCase()}`).toLowerCase(),
+      stage === 'ensureImage' ? 256 : 8,
+    );
     const counter = join(mkdtempSync(join(tmpdir(), 'marina-counter-')), 'count');
     const spec = {
       id: uniqueId(`k-${stage}`),

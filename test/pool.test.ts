@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { jobWorkflowId } from '../src/domain/job';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../src/emulator/processes';
-import type { leaseProbeWorkflow } from '../workflows/probe';
+import { finishProbeSignal, type leaseProbeWorkflow } from '../workflows/probe';
 import { ensurePools } from '../src/worker';
 
 const SECURE = 'secure';
@@ -303,6 +303,33 @@ describe('pool', () => {
       const s = await pool.query(poolStateQuery);
       return s.leases.length + s.queue.length === 0;
     });
+  });
+
+  it('shares slots fairly between two competing clients: an earlier backlog does not take every slot', async () => {
+    const pool = client.workflow.getHandle(poolWorkflowId(BURST));
+    const ctl = (c: PoolControl) => pool.executeUpdate(controlPoolUpdate, { args: [c] });
+    await ctl({ action: 'pause' });
+    const probe = (ci: string, i: number) =>
+      client.workflow.start<typeof leaseProbeWorkflow>('leaseProbeWorkflow', {
+        workflowId: uniqueId(`fair-${ci}-${i}`),
+        taskQueue: config.temporal.taskQueue,
+        args: [{ pool: BURST, client: ci }],
+      });
+    // ci-a queues 8 jobs first, then ci-b 4; 6 slots (2 hosts x 3).
+    const a = await Promise.all(Array.from({ length: 8 }, (_, i) => probe('ci-a', i)));
+    await eventually('ci-a queued', async () => (await pool.query(poolStateQuery)).queue.length === 8);
+    const b = await Promise.all(Array.from({ length: 4 }, (_, i) => probe('ci-b', i)));
+    await eventually('all queued', async () => (await pool.query(poolStateQuery)).queue.length === 12);
+    await ctl({ action: 'resume' });
+    const held = await eventually('6 slots granted', async () => {
+      const s = await pool.query(poolStateQuery);
+      return s.leases.length === 6 ? s.leases : undefined;
+    });
+    expect(held.filter((l) => l.client === 'ci-a')).toHaveLength(3);
+    expect(held.filter((l) => l.client === 'ci-b')).toHaveLength(3);
+    // Every one runs in the end.
+    for (const h of [...a, ...b]) await h.signal(finishProbeSignal);
+    expect(new Set((await Promise.all([...a, ...b].map((h) => h.result()))).map((r) => r.leaseId)).size).toBe(12);
   });
 
   it('keeps a standby VM booted: a job takes it and starts without fetch or boot, and it is replenished', async () => {
