@@ -1,0 +1,59 @@
+/**
+ * The chunked image format (docs/image-format.md): an image version is a manifest listing
+ * fixed-size chunks of the raw disk. All-zero chunks are recorded, not stored; every other
+ * chunk is compressed on its own (zstd) and addressed by the SHA-256 of its uncompressed
+ * bytes, and chunks are packed into larger S3 objects. Pure: no I/O here.
+ */
+import { createHash } from 'node:crypto';
+
+export const FORMAT = 'marina-chunked/1';
+/** Default chunk size; the benchmark's measurement decides it (256 KiB-4 MiB). */
+export const DEFAULT_CHUNK_SIZE = 1024 * 1024;
+/** Packs are closed at this many compressed bytes: tens of MiB, few S3 requests per GB. */
+export const PACK_TARGET_BYTES = 32 * 1024 * 1024;
+
+/** Where a stored chunk lives: its pack and its compressed byte range there. */
+export interface ChunkLocation {
+  /** SHA-256 (hex) of the chunk's uncompressed bytes. */
+  hash: string;
+  pack: string;
+  offset: number;
+  length: number;
+}
+
+/** One chunk of a version's disk, in order: null for an all-zero chunk. */
+export type ChunkEntry = ChunkLocation | null;
+
+export interface VersionManifest {
+  format: typeof FORMAT;
+  chunkSize: number;
+  /** Logical size of the raw disk in bytes (the last chunk may be short). */
+  size: number;
+  chunks: ChunkEntry[];
+}
+
+/** A version's digest: SHA-256 over its chunk list, so the same disk content has one digest. */
+export function versionDigest(m: VersionManifest): string {
+  const h = createHash('sha256');
+  h.update(`${m.format}\n${m.chunkSize}\n${m.size}\n`);
+  for (const c of m.chunks) h.update(c ? `${c.hash}\n` : '0\n');
+  return `sha256:${h.digest('hex')}`;
+}
+
+/** S3 keys under the store's prefix. Packs and chunk hashes go under hashed prefixes so S3 spreads their load. */
+export const keys = {
+  tag: (prefix: string, name: string, tag: string) => `${prefix}v2/tags/${name}/${tag}.json`,
+  version: (prefix: string, digest: string) => `${prefix}v2/versions/${digest.replace(/^sha256:/, '')}.json`,
+  pack: (prefix: string, pack: string) => `${prefix}v2/packs/${pack.slice(0, 2)}/${pack}`,
+  packIndex: (prefix: string, pack: string) => `${prefix}v2/packs/${pack.slice(0, 2)}/${pack}.idx.json`,
+};
+
+/** Why a manifest cannot be right, or undefined: checked before a pull trusts it. */
+export function manifestError(m: VersionManifest): string | undefined {
+  if (m.format !== FORMAT) return `unknown format "${String(m.format)}"; this Marina reads ${FORMAT}`;
+  if (!Number.isInteger(m.chunkSize) || m.chunkSize < 4096) return `chunkSize ${m.chunkSize} is not a size in bytes`;
+  if (m.chunks.length !== Math.ceil(m.size / m.chunkSize))
+    return `${m.chunks.length} chunks cannot cover ${m.size} bytes of ${m.chunkSize}`;
+  const bad = m.chunks.findIndex((c) => c !== null && !/^[0-9a-f]{64}$/.test(c.hash));
+  return bad >= 0 ? `chunk ${bad} has no SHA-256 hash` : undefined;
+}
