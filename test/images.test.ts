@@ -95,15 +95,28 @@ describe('chunked image format', () => {
     expect(planPush([hash(1), null, hash(2), hash(1), hash(3)], new Set([hash(2)]))).toEqual([hash(1), hash(3)]);
   });
 
-  it('sweeps only unreferenced packs older than the grace period (a push in flight keeps its young packs)', () => {
-    const now = Date.UTC(2026, 10, 23);
-    const kept = [version([1, 2], 'p1')];
+  it('gc condemns unreferenced packs first and deletes them only a grace period later, if still unreferenced', () => {
+    const t0 = Date.UTC(2026, 10, 23);
+    const old = t0 - 2 * GC_GRACE_MS;
     const packs = [
-      { pack: 'p1', chunks: [hash(1), hash(2)], writtenAt: now - 2 * GC_GRACE_MS, bytes: 10 },
-      { pack: 'old', chunks: [hash(5)], writtenAt: now - 2 * GC_GRACE_MS, bytes: 20 },
-      { pack: 'mixed', chunks: [hash(6), hash(2)], writtenAt: now - 2 * GC_GRACE_MS, bytes: 30 },
-      { pack: 'young', chunks: [hash(7)], writtenAt: now - 60_000, bytes: 40 },
+      { pack: 'p1', chunks: [hash(1), hash(2)], writtenAt: old, bytes: 10 },
+      { pack: 'old', chunks: [hash(5)], writtenAt: old, bytes: 20 },
+      { pack: 'young', chunks: [hash(7)], writtenAt: t0 - 60_000, bytes: 40 },
     ];
-    expect(planGc(kept, packs, now)).toEqual({ deletePacks: ['old'], freedBytes: 20, youngUnreferenced: ['young'] });
+    // Run 1: 'old' is unreferenced: condemned, not deleted; the young pack of a push in flight is left alone.
+    const run1 = planGc([version([1, 2], 'p1')], packs, {}, t0);
+    expect(run1).toEqual({ deletePacks: [], freedBytes: 0, condemned: { old: t0 } });
+    // Run 2 before the grace period: nothing deleted yet.
+    expect(planGc([version([1, 2], 'p1')], packs, run1.condemned, t0 + 1000).deletePacks).toEqual([]);
+    // A push that had chosen to reuse 'old' finished in between: its version references it, so it is spared.
+    const reused = { ...version([5]), chunks: [{ hash: hash(5), pack: 'old', offset: 0, length: 1 }] };
+    const later = t0 + GC_GRACE_MS;
+    expect(planGc([version([1, 2], 'p1'), reused], packs, run1.condemned, later)).toEqual({
+      deletePacks: [],
+      freedBytes: 0,
+      condemned: { young: later },
+    });
+    // Still unreferenced a grace period after it was condemned: deleted.
+    expect(planGc([version([1, 2], 'p1')], packs, run1.condemned, later).deletePacks).toEqual(['old']);
   });
 });

@@ -145,7 +145,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     // A retried signal must not queue the job twice or hand it a second slot.
     const existing = state.leases.find((l) => l.jobWorkflowId === req.jobWorkflowId);
     if (existing) {
-      send({ kind: 'granted', jobWorkflowId: existing.jobWorkflowId, lease: existing });
+      send({ kind: 'granted', jobWorkflowId: existing.jobWorkflowId, lease: { ...existing } });
       return;
     }
     if (state.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
@@ -547,7 +547,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         state.queue = state.queue.filter((q) => q.jobWorkflowId !== lease.jobWorkflowId);
         state.leases.push(lease);
         fleet.onGrant(lease.host);
-        send({ kind: 'granted', jobWorkflowId: lease.jobWorkflowId, lease });
+        send({ kind: 'granted', jobWorkflowId: lease.jobWorkflowId, lease: { ...lease } });
       }
       syncStandby();
       if (settings.aws) noteSchedule(settings.aws);

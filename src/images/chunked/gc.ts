@@ -1,8 +1,16 @@
 /**
- * Garbage collection of the chunked store, decided without I/O. Mark: every chunk a kept
- * version references. Sweep: a pack none of whose chunks is marked, and old enough that no push
- * still in flight can be about to reference it. A push writes packs, then the version manifest,
- * then the tag, so a pack younger than the grace period may belong to a manifest not yet written.
+ * Garbage collection of the chunked store, decided without I/O, in two phases so that a push
+ * running at the same time loses nothing:
+ *
+ * - a pack no kept version references is first *condemned* (recorded with the time), never
+ *   deleted on sight: a push in flight may have chosen to reuse its chunks before the gc looked,
+ *   and its version manifest is not written yet;
+ * - a later run deletes a condemned pack only if it is still unreferenced a grace period after it
+ *   was condemned. Pushes do not reuse chunks of condemned packs, and finish well within the grace
+ *   period, so by then any push that reused them has written its version, which the run sees.
+ *
+ * Packs younger than the grace period are never condemned (a push writes its packs before its
+ * version manifest).
  */
 import type { VersionManifest } from './format';
 
@@ -15,32 +23,33 @@ export interface PackInfo {
   bytes: number;
 }
 
-/** A push finishes well within this: packs younger are never swept. */
+/** A push finishes well within this. */
 export const GC_GRACE_MS = 6 * 60 * 60 * 1000;
 
 export interface GcPlan {
   deletePacks: string[];
   freedBytes: number;
-  /** Packs kept only because they are young: swept by a later run if still unreferenced. */
-  youngUnreferenced: string[];
+  /** Packs condemned after this run (pack -> when condemned): the next run's input. */
+  condemned: Record<string, number>;
 }
 
 export function planGc(
   kept: readonly VersionManifest[],
   packs: readonly PackInfo[],
+  condemned: Readonly<Record<string, number>>,
   now: number,
   graceMs = GC_GRACE_MS,
 ): GcPlan {
   const marked = new Set<string>();
-  for (const m of kept) for (const c of m.chunks) if (c) marked.add(c.hash);
-  const plan: GcPlan = { deletePacks: [], freedBytes: 0, youngUnreferenced: [] };
+  for (const m of kept) for (const c of m.chunks) if (c) marked.add(c.pack);
+  const plan: GcPlan = { deletePacks: [], freedBytes: 0, condemned: {} };
   for (const p of packs) {
-    if (p.chunks.some((h) => marked.has(h))) continue;
-    if (now - p.writtenAt < graceMs) plan.youngUnreferenced.push(p.pack);
-    else {
+    if (marked.has(p.pack) || now - p.writtenAt < graceMs) continue;
+    const since = condemned[p.pack];
+    if (since !== undefined && now - since >= graceMs) {
       plan.deletePacks.push(p.pack);
       plan.freedBytes += p.bytes;
-    }
+    } else plan.condemned[p.pack] = since ?? now;
   }
   return plan;
 }
