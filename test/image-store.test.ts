@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -15,14 +15,20 @@ import { pullToFile } from '../src/images/chunked/pull';
 import type { VersionManifest } from '../src/images/chunked/format';
 import { GC_GRACE_MS } from '../src/images/chunked/gc';
 import { fileConfig, uniqueId } from './helpers';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { LoadedConfig } from '../src/config/load';
+
+const run = promisify(execFile);
 
 const MiB = 1024 * 1024;
 let s3: S3Client;
 let store: ChunkedStore;
 let dir: string;
+let config: LoadedConfig;
 
 beforeAll(() => {
-  const config = fileConfig('images');
+  config = fileConfig('images');
   s3 = new S3Client({
     region: 'us-east-1',
     endpoint: config.imageStore.endpoint,
@@ -169,5 +175,37 @@ describe('chunked image store', () => {
       await pull(ref, out);
       expect(sha(out)).toBe(sha(disk));
     }
+  });
+
+  it('marina image push --disk, ls, pull into a cache (the second version from the first), rm, gc', async () => {
+    const marina = (...args: string[]) =>
+      run('./bin/marina', ['-c', config.path, 'image', ...args], { encoding: 'utf8' }).then((r) => r.stdout);
+    const name = uniqueId('cli').toLowerCase();
+    const v1 = join(dir, 'cli1.raw');
+    makeDisk(v1, 8, 6);
+    expect(await marina('push', `${name}:1`, '--disk', v1)).toMatch(
+      /8 chunks \(4 zero, 0 already stored, 4 uploaded\)/,
+    );
+    const disk = readFileSync(v1);
+    disk.fill('new\n', 6 * MiB, 7 * MiB);
+    const v2 = join(dir, 'cli2.raw');
+    writeFileSync(v2, disk);
+    expect(await marina('push', `${name}:2`, '--disk', v2)).toMatch(/3 already stored, 1 uploaded/);
+    expect(await marina('ls')).toMatch(new RegExp(`${name}:1\tchunked\tsha256:[0-9a-f]{64}`));
+    const cache = join(dir, 'cache');
+    expect(await marina('pull', `${name}:1`, '--cache-dir', cache)).toMatch(/0 chunks resumed/);
+    const second = await marina('pull', `${name}:2`, '--cache-dir', cache);
+    expect(second).toMatch(/fetched in 1 GETs/); // only the changed chunk; the rest copied from v1
+    const pulled = readdirSync(cache).filter((f) => f.endsWith('.raw'));
+    expect(pulled.map((f) => sha(join(cache, f))).sort()).toEqual([sha(v1), sha(v2)].sort());
+    expect(await marina('rm', `${name}:1`)).toMatch(`removed ${name}:1`);
+    expect(await marina('gc')).toMatch(/^gc: 0 packs deleted .*condemned/);
+    await expect(marina('push', `${name}:3`)).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/give either an archive or --disk/),
+    });
+    await expect(marina('push', `${name}:3`, '--disk', v1, '--chunk-size', '3M')).rejects.toMatchObject({
+      stderr: expect.stringMatching(/--chunk-size: "3M" must be a power of two from 256K to 4M/),
+    });
   });
 });

@@ -7,8 +7,6 @@ import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
 import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
-import { s3ClientFor } from '../config/s3';
-import { ImageStore } from '../images/store';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
 import {
   controlPoolUpdate,
@@ -19,6 +17,7 @@ import {
   type PoolControl,
 } from '../../workflows/definitions';
 import { runDev } from './dev';
+import { registerImageCommands } from './image';
 import { parse as parseYaml } from 'yaml';
 import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
@@ -314,23 +313,7 @@ program
     }),
   );
 
-const image = program.command('image').description('images in the store');
-image
-  .command('push <ref> <archive>')
-  .description('upload a VM archive (tart export format) as name:tag')
-  .action(async (ref: string, archive: string) => {
-    const cfg = config();
-    const s3 = s3ClientFor(cfg, cfg.imageStore);
-    const m = await new ImageStore(s3, cfg.imageStore).pushFile(ref, archive);
-    console.log(`${m.name}:${m.tag} ${m.digest} ${m.size} bytes`);
-    s3.destroy();
-  });
-image.command('ls').action(async () => {
-  const cfg = config();
-  const s3 = s3ClientFor(cfg, cfg.imageStore);
-  for (const ref of await new ImageStore(s3, cfg.imageStore).list()) console.log(ref);
-  s3.destroy();
-});
+registerImageCommands(program, config);
 
 program
   .command('check-job <file>')

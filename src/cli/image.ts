@@ -1,0 +1,173 @@
+/**
+ * `marina image ...`: the basic store's archives (push, ls) and the chunked store
+ * (docs/image-format.md): push a raw disk, pull it into a local cache, list, remove, gc.
+ */
+import { mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { SingleBar, Presets } from 'cli-progress';
+import type { LoadedConfig } from '../config/load';
+import { s3ClientFor } from '../config/s3';
+import { ImageStore } from '../images/store';
+import { ChunkedStore } from '../images/chunked/store';
+import { planPull } from '../images/chunked/plan';
+import { pullToFile } from '../images/chunked/pull';
+import type { VersionManifest } from '../images/chunked/format';
+import { UsageError } from './args';
+
+const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+
+/** A progress bar with throughput on a terminal; silent otherwise (CI logs, tests). */
+function progress(what: string, total: number, unit: string): { update(n: number): void; stop(): void } {
+  if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
+  const started = Date.now();
+  const bar = new SingleBar(
+    { format: `${what} [{bar}] {percentage}% | {value}/{total} ${unit} | {rate} MB/s`, stream: process.stderr },
+    Presets.shades_classic,
+  );
+  bar.start(total, 0, { rate: '0' });
+  return {
+    update: (n) =>
+      bar.update(n, {
+        rate: ((n * (unit === 'MiB' ? 1.048576 : 1)) / ((Date.now() - started) / 1000 || 1)).toFixed(0),
+      }),
+    stop: () => bar.stop(),
+  };
+}
+
+function parseSize(flag: string, v: string): number {
+  const m = /^(\d+)([KM])$/i.exec(v);
+  const n = m ? Number(m[1]) * (m[2]!.toUpperCase() === 'K' ? 1024 : 1024 * 1024) : NaN;
+  if (!Number.isInteger(n) || n < 256 * 1024 || n > 4 * 1024 * 1024 || (n & (n - 1)) !== 0)
+    throw new UsageError(`${flag}: "${v}" must be a power of two from 256K to 4M, e.g. 1M`);
+  return n;
+}
+
+export function registerImageCommands(program: Command, config: () => LoadedConfig): void {
+  const stores = () => {
+    const cfg = config();
+    const s3 = s3ClientFor(cfg, cfg.imageStore);
+    return { s3, basic: new ImageStore(s3, cfg.imageStore), chunked: new ChunkedStore(s3, cfg.imageStore) };
+  };
+  const image = program.command('image').description('images in the store');
+  image
+    .command('push <ref> [archive]')
+    .description('upload a VM archive (tart export format), or with --disk a raw disk to the chunked store')
+    .option('--disk <file>', 'a raw disk image: chunked, only chunks the store lacks are uploaded')
+    .option('--chunk-size <size>', 'chunk size for --disk (256K-4M)', '1M')
+    .action(async (ref: string, archive: string | undefined, o: { disk?: string; chunkSize: string }) => {
+      if (!archive === !o.disk) throw new UsageError('give either an archive or --disk <raw disk>, not both');
+      const { s3, basic, chunked } = stores();
+      try {
+        if (archive) {
+          const m = await basic.pushFile(ref, archive);
+          console.log(`${m.name}:${m.tag} ${m.digest} ${m.size} bytes`);
+          return;
+        }
+        const chunkSize = parseSize('--chunk-size', o.chunkSize);
+        let bar: ReturnType<typeof progress> | undefined;
+        const r = await chunked.push(ref, o.disk!, {
+          chunkSize,
+          onProgress: (done, total) => {
+            bar ??= progress(`push ${ref}`, (total * chunkSize) / 1048576, 'MiB');
+            bar.update((done * chunkSize) / 1048576);
+          },
+        });
+        bar?.stop();
+        console.log(
+          `${r.ref} ${r.digest}: ${r.chunks.total} chunks (${r.chunks.zero} zero, ${r.chunks.reused} already stored, ${r.chunks.uploaded} uploaded), ${gb(r.bytesUploaded)} uploaded for ${gb(r.size)} logical`,
+        );
+      } finally {
+        s3.destroy();
+      }
+    });
+  image
+    .command('pull <ref>')
+    .description(
+      'pull a chunked image into a local cache directory (<dir>/<digest>.raw), from the closest cached version',
+    )
+    .requiredOption('--cache-dir <dir>', 'where pulled disks are kept, by digest')
+    .option('--concurrency <n>', 'ranged GETs at once', '8')
+    .action(async (ref: string, o: { cacheDir: string; concurrency: string }) => {
+      const { s3, chunked } = stores();
+      try {
+        const r = await chunked.resolve(ref);
+        if (!r) throw new UsageError(`no chunked image ${ref} in the store; see marina image ls`);
+        mkdirSync(o.cacheDir, { recursive: true });
+        const cached = new Map<string, VersionManifest>();
+        const paths: Record<string, string> = {};
+        for (const f of readdirSync(o.cacheDir).filter((x) => /^[0-9a-f]{64}\.raw$/.test(x))) {
+          const digest = `sha256:${f.slice(0, 64)}`;
+          const m = await chunked.version(digest);
+          if (!m) continue;
+          paths[digest] = join(o.cacheDir, f);
+          cached.set(digest, m);
+        }
+        const hex = r.digest.slice('sha256:'.length);
+        const final = join(o.cacheDir, `${hex}.raw`);
+        if (paths[r.digest]) return void console.log(`${ref} ${r.digest}: already cached at ${final}`);
+        cached.delete(r.digest);
+        const plan = planPull(r.manifest, cached);
+        const urls = await chunked.presignPacks(plan.fetch.map((f) => f.pack));
+        const partial = join(o.cacheDir, `${hex}.partial`);
+        const bar = progress(`pull ${ref}`, plan.fetch.reduce((n, f) => n + f.length, 0) / 1e6, 'MB');
+        const started = Date.now();
+        const stats = await pullToFile({
+          manifest: r.manifest,
+          plan,
+          urls,
+          out: partial,
+          cached: paths,
+          concurrency: Number(o.concurrency),
+          onProgress: (s) => bar.update(s.fetchedBytes / 1e6),
+        });
+        bar.stop();
+        renameSync(partial, final); // a cached disk is whole: written under its digest only when done
+        const secs = (Date.now() - started) / 1000;
+        console.log(
+          `${ref} ${r.digest} -> ${final}: ${gb(stats.fetchedBytes)} fetched in ${stats.ranges} GETs (${stats.retries} retried), ${gb(stats.copiedBytes)} copied locally${plan.seed ? ` from ${plan.seed.slice(0, 19)}` : ''}, ${stats.resumedChunks} chunks resumed, ${secs.toFixed(1)} s`,
+        );
+      } finally {
+        s3.destroy();
+      }
+    });
+  image.command('ls').action(async () => {
+    const { s3, basic, chunked } = stores();
+    try {
+      for (const ref of await basic.list()) console.log(`${ref}\tarchive`);
+      for (const t of await chunked.tags()) {
+        const m = await chunked.version(t.digest);
+        console.log(`${t.ref}\tchunked\t${t.digest}\t${m ? gb(m.size) : '?'}`);
+      }
+    } finally {
+      s3.destroy();
+    }
+  });
+  image
+    .command('rm <ref>')
+    .description('remove a chunked image tag (its chunks go at a later gc if nothing else uses them)')
+    .action(async (ref: string) => {
+      const { s3, chunked } = stores();
+      try {
+        if (!(await chunked.resolve(ref))) throw new UsageError(`no chunked image ${ref}; see marina image ls`);
+        await chunked.removeTag(ref);
+        console.log(`removed ${ref}`);
+      } finally {
+        s3.destroy();
+      }
+    });
+  image
+    .command('gc')
+    .description('condemn packs no tag uses; delete those condemned at least 6 h ago and still unused')
+    .action(async () => {
+      const { s3, chunked } = stores();
+      try {
+        const g = await chunked.gc();
+        console.log(
+          `gc: ${g.deletePacks.length} packs deleted (${gb(g.freedBytes)}), ${Object.keys(g.condemned).length} condemned (deleted by a run 6 h after, if still unused)`,
+        );
+      } finally {
+        s3.destroy();
+      }
+    });
+}
