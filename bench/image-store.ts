@@ -113,7 +113,7 @@ async function main() {
       prefix: 'images/',
       region: 'us-east-1',
       forcePathStyle: true,
-    } as never);
+    });
     const kinds = layout(logicalGiB * 1024);
     const dataBytes = kinds.filter((k) => k !== 'zero').length * MiB;
     const v1 = join(dir, 'v1.raw');

@@ -13,12 +13,9 @@ import { createMarinaWorker } from '../src/worker';
 import { followLog, startJob } from '../src/client/jobs';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+import { pct } from './stats';
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-};
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 async function main() {
   const n = Number(process.argv[2] ?? 50);

@@ -19,12 +19,9 @@ import { createMarinaWorker } from '../src/worker';
 import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
 import { finishProbeSignal, type bareWorkflow, type leaseProbeWorkflow, type ProbeResult } from '../workflows/probe';
 
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+import { pct } from './stats';
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-};
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 /** History events of every run of the workflow (continue-as-new starts new runs). */
 async function historyEvents(client: Client, workflowId: string): Promise<{ events: number; runs: number }> {

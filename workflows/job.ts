@@ -135,22 +135,21 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
             retry,
           });
           const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
-          const booted =
-            standby ??
-            (await (async () => {
-              await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
-              fetchedOn = host;
-              return timed('boot', 'booting', () =>
-                bootVm(
-                  `boot ${vm} on ${host}`,
-                  vmTarget,
-                  image,
-                  spec.resources ?? {},
-                  lease.volumes ?? [],
-                  lease.runArgs ?? [],
-                ),
-              );
-            })());
+          let booted: { ip: string } | undefined = standby;
+          if (!booted) {
+            await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
+            fetchedOn = host;
+            booted = await timed('boot', 'booting', () =>
+              bootVm(
+                `boot ${vm} on ${host}`,
+                vmTarget,
+                image,
+                spec.resources ?? {},
+                lease.volumes ?? [],
+                lease.runArgs ?? [],
+              ),
+            );
+          }
 
           const runScript = withOptions('runScript', {
             startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,

@@ -78,10 +78,8 @@ export async function standbyWorkflow(input: StandbyInput): Promise<void> {
   }
   const vmRef = { pool: input.pool, host: lease.host, vm, jobId: vm.slice('marina-'.length) };
   try {
-    const booted = await CancellationScope.cancellable(async () => {
-      await ensureImage({ pool: input.pool, host: lease.host }, image);
-      return bootVm(vmRef, image, input.resources, [], lease.runArgs ?? []);
-    });
+    await ensureImage({ pool: input.pool, host: lease.host }, image);
+    const booted = await bootVm(vmRef, image, input.resources, [], lease.runArgs ?? []);
     await getExternalWorkflowHandle(poolWorkflowId(input.pool)).signal(standbyReadySignal, {
       workflowId: workflowInfo().workflowId,
       vm,

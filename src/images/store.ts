@@ -44,6 +44,13 @@ export const manifestKey = (loc: S3Location, name: string, tag: string): string 
 export const blobKey = (loc: S3Location, digest: string): string => `${loc.prefix}blobs/sha256/${hexOf(digest)}`;
 export const hexOf = (digest: string): string => digest.replace(/^sha256:/, '');
 
+/** An S3 answer that the object is not there (GetObject's NoSuchKey, HeadObject's bare 404). */
+export const isMissing = (e: unknown): boolean =>
+  e instanceof NoSuchKey ||
+  (e as { name?: string }).name === 'NoSuchKey' ||
+  (e as { name?: string }).name === 'NotFound' ||
+  (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404;
+
 export class ImageStore {
   constructor(
     private readonly s3: S3Client,
@@ -59,7 +66,7 @@ export class ImageStore {
       const m = JSON.parse(await out.Body!.transformToString()) as ImageManifest;
       return { ref: formatImageRef({ name, tag }), digest: m.digest, size: m.size, blob: m.blob };
     } catch (e) {
-      if (e instanceof NoSuchKey || (e as { name?: string }).name === 'NoSuchKey') return undefined;
+      if (isMissing(e)) return undefined;
       throw e;
     }
   }
@@ -105,12 +112,7 @@ export class ImageStore {
       await this.s3.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: blobKey(this.location, digest) }));
       return true;
     } catch (e) {
-      if (
-        (e as { name?: string }).name === 'NotFound' ||
-        (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404
-      ) {
-        return false;
-      }
+      if (isMissing(e)) return false;
       throw e;
     }
   }

@@ -43,6 +43,9 @@ export interface PullStats {
 
 export class ChunkHashMismatch extends Error {}
 
+/** Local copies journalled this many at a time: a killed pull copies at most this many again. */
+const JOURNAL_BATCH = 64;
+
 export async function pullToFile(i: PullInput): Promise<PullStats> {
   const { manifest, plan } = i;
   const cs = manifest.chunkSize;
@@ -77,6 +80,7 @@ export async function pullToFile(i: PullInput): Promise<PullStats> {
     for (const l of plan.local)
       if (l.from !== 'self') copies.push({ index: l.index, path: i.cached[l.from]!, fromIndex: l.fromIndex });
     const buf = Buffer.alloc(cs);
+    let copied: number[] = [];
     for (const c of copies) {
       if (done.has(c.index)) continue;
       i.signal?.throwIfAborted();
@@ -85,8 +89,13 @@ export async function pullToFile(i: PullInput): Promise<PullStats> {
       await fh.read(buf, 0, len, c.fromIndex * cs);
       await out.write(buf, 0, len, c.index * cs);
       stats.copiedBytes += len;
-      await record([c.index]);
+      copied.push(c.index);
+      if (copied.length >= JOURNAL_BATCH) {
+        await record(copied);
+        copied = [];
+      }
     }
+    await record(copied);
 
     // Fetches: N lanes over the ranges, each range retried on its own.
     const queue = plan.fetch.filter((r) => r.chunks.some((c) => !done.has(c.index)));

@@ -9,7 +9,6 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   ListObjectsV2Command,
-  NoSuchKey,
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -17,6 +16,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { compress } from 'zstd-napi';
 import type { S3Location } from '../../config/schema';
 import { formatImageRef, parseImageRef } from '../../domain/job';
+import { isMissing } from '../store';
 import {
   DEFAULT_CHUNK_SIZE,
   FORMAT,
@@ -42,11 +42,6 @@ interface PackIndex {
   pack: string;
   chunks: Array<{ hash: string; offset: number; length: number }>;
 }
-
-const isMissing = (e: unknown) =>
-  e instanceof NoSuchKey ||
-  (e as { name?: string }).name === 'NoSuchKey' ||
-  (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404;
 
 export class ChunkedStore {
   constructor(
