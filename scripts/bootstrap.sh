@@ -44,4 +44,6 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   log "npm install (locked versions)"
   npm install --no-audit --no-fund --loglevel=error
 fi
+# The host-side image helper (Go, static): what the worker copies to each Mac host.
+bash scripts/build-helper.sh
 log "ready: $(temporal --version | head -1); $(/usr/sbin/sshd -V 2>&1 | head -1 | cut -d, -f1); node $(node --version)"

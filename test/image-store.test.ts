@@ -5,14 +5,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { DEV_S3_CREDENTIALS } from '../src/emulator/s3-server';
 import { ChunkedStore } from '../src/images/chunked/store';
-import { planPull } from '../src/images/chunked/plan';
-import { pullToFile } from '../src/images/chunked/pull';
-import type { VersionManifest } from '../src/images/chunked/format';
+import { localHelper } from '../src/images/chunked/helper';
+import { pullVersion, pushDisk, type CachedDisk } from '../src/images/chunked/transfer';
 import { GC_GRACE_MS } from '../src/images/chunked/gc';
 import { fileConfig, uniqueId } from './helpers';
 import { execFile } from 'node:child_process';
@@ -56,28 +57,87 @@ function makeDisk(path: string, mib: number, seed: number): void {
 }
 
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+const helper = localHelper();
+const push = (ref: string, disk: string, on = store) => pushDisk(on, helper, ref, disk);
 
-async function pull(ref: string, out: string, cached: Record<string, string> = {}, extra = {}) {
-  const r = (await store.resolve(ref))!;
-  const cachedManifests = new Map<string, VersionManifest>();
-  for (const d of Object.keys(cached)) cachedManifests.set(d, (await store.version(d))!);
-  const plan = planPull(r.manifest, cachedManifests, { maxGap: 64 * 1024, maxRange: 2 * MiB });
-  const urls = await store.presignPacks(plan.fetch.map((f) => f.pack));
-  const stats = await pullToFile({ manifest: r.manifest, plan, urls, out, cached, ...extra });
+/** Pulls `ref` into directory `out` (the disk is `out/disk.img`), seeded from `cached` (digest -> its pulled directory). */
+async function pull(
+  ref: string,
+  out: string,
+  cached: Record<string, string> = {},
+  extra: Parameters<typeof pullVersion>[5] = {},
+  from = store,
+) {
+  const r = (await from.resolve(ref))!;
+  const disks = new Map<string, CachedDisk>();
+  for (const [d, path] of Object.entries(cached))
+    disks.set(d, { manifest: (await from.version(d))!, disk: join(path, 'disk.img') });
+  const { plan, stats } = await pullVersion(
+    from,
+    helper,
+    r,
+    disks,
+    { dir: out, disk: 'disk.img' },
+    {
+      merge: { maxGap: 64 * 1024, maxRange: 2 * MiB },
+      ...extra,
+    },
+  );
   return { stats, plan, digest: r.digest };
+}
+
+/**
+ * A man in the middle between the helper and S3: forwards every request, and can damage the body
+ * of the n-th ranged GET or hold each response back a while (so a test can kill a pull halfway).
+ */
+async function s3Proxy(target: string, opts: { damageNth?: number; delayMs?: number }) {
+  const up = new URL(target);
+  let gets = 0;
+  const damaged: number[] = [];
+  const server: Server = createServer((req, res) => {
+    const n = req.method === 'GET' && req.headers.range ? ++gets : 0;
+    const fwd = request(
+      { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers },
+      (upRes) => {
+        const parts: Buffer[] = [];
+        upRes.on('data', (d: Buffer) => parts.push(d));
+        upRes.on('end', () => {
+          const body = Buffer.concat(parts);
+          if (n && n === opts.damageNth) {
+            body[body.length >> 1]! ^= 0xff;
+            damaged.push(n);
+          }
+          setTimeout(() => {
+            res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+            res.end(body);
+          }, opts.delayMs ?? 0);
+        });
+      },
+    );
+    req.pipe(fwd);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const client = new S3Client({ region: 'us-east-1', endpoint, forcePathStyle: true, credentials: DEV_S3_CREDENTIALS });
+  return {
+    store: new ChunkedStore(client, store.location),
+    damaged,
+    close: () => [client.destroy(), server.close()],
+  };
 }
 
 describe('chunked image store', () => {
   it('round-trips a disk bit for bit, keeps zero regions sparse, and moves only the changed chunks of a new version', async () => {
     const v1 = join(dir, 'v1.raw');
     makeDisk(v1, 24, 1);
-    const pushed = await store.push('img:1', v1);
+    const pushed = await push('img:1', v1);
     expect(pushed.chunks).toMatchObject({ total: 24, zero: 12 });
-    const out1 = join(dir, 'out1.raw');
+    const out1 = join(dir, 'out1');
     const { stats } = await pull('img:1', out1);
-    expect(sha(out1)).toBe(sha(v1));
+    expect(sha(join(out1, 'disk.img'))).toBe(sha(v1));
     // Holes where the zeros are: allocated blocks well under the logical size.
-    expect(statSync(out1).blocks * 512).toBeLessThan(0.7 * statSync(out1).size);
+    const st = statSync(join(out1, 'disk.img'));
+    expect(st.blocks * 512).toBeLessThan(0.7 * st.size);
     expect(stats.fetchedBytes).toBeLessThanOrEqual(pushed.bytesUploaded + 64 * 1024 * stats.ranges);
 
     // v2: two chunks changed; the push uploads only those, the pull from v1 fetches only those.
@@ -86,11 +146,11 @@ describe('chunked image store', () => {
     randomBytes(MiB).copy(disk, 9 * MiB);
     disk.fill('changed\n', 17 * MiB, 18 * MiB);
     writeFileSync(v2, disk);
-    const p2 = await store.push('img:2', v2);
+    const p2 = await push('img:2', v2);
     expect(p2.chunks.uploaded).toBe(2);
-    const out2 = join(dir, 'out2.raw');
+    const out2 = join(dir, 'out2');
     const second = await pull('img:2', out2, { [pushed.digest]: out1 });
-    expect(sha(out2)).toBe(sha(v2));
+    expect(sha(join(out2, 'disk.img'))).toBe(sha(v2));
     expect(second.plan.seed).toBe(pushed.digest);
     expect(second.plan.fetch.flatMap((r) => r.chunks.map((c) => c.index)).sort((a, b) => a - b)).toEqual([9, 17]);
     expect(second.stats.fetchedBytes).toBeLessThanOrEqual(p2.bytesUploaded + 64 * 1024 * second.stats.ranges);
@@ -99,55 +159,58 @@ describe('chunked image store', () => {
   it('detects a chunk damaged in transit by its hash and fetches it again', async () => {
     const v = join(dir, 'c.raw');
     makeDisk(v, 8, 2);
-    await store.push('img:corrupt', v);
-    let damaged = 0;
-    const flaky: typeof fetch = async (url, init) => {
-      const res = await fetch(url, init);
-      if (damaged > 0) return res;
-      damaged++;
-      const body = Buffer.from(await res.arrayBuffer());
-      body[body.length >> 1]! ^= 0xff;
-      return new Response(body, { status: res.status, headers: res.headers });
-    };
-    const out = join(dir, 'c.out');
-    const { stats } = await pull('img:corrupt', out, {}, { fetch: flaky, concurrency: 1 });
-    expect(damaged).toBe(1);
-    expect(stats.retries).toBe(1);
-    expect(sha(out)).toBe(sha(v));
+    await push('img:corrupt', v);
+    const mitm = await s3Proxy(config.imageStore.endpoint!, { damageNth: 1 });
+    try {
+      const out = join(dir, 'c.out');
+      const { stats } = await pull('img:corrupt', out, {}, { concurrency: 1 }, mitm.store);
+      expect(mitm.damaged).toEqual([1]);
+      expect(stats.retries).toBe(1);
+      expect(sha(join(out, 'disk.img'))).toBe(sha(v));
+    } finally {
+      mitm.close();
+    }
   });
 
-  it('resumes a killed pull without fetching again what it already wrote', async () => {
+  it('resumes a pull whose helper was killed, without fetching again what it already wrote', async () => {
     const v = join(dir, 'r.raw');
     makeDisk(v, 24, 3);
-    await store.push('img:resume', v);
-    const out = join(dir, 'r.out');
-    const abort = new AbortController();
-    let ranges = 0;
-    await expect(
-      pull(
-        'img:resume',
-        out,
-        {},
-        {
-          concurrency: 1,
-          signal: abort.signal,
-          onProgress: () => {
-            if (++ranges === 2) abort.abort(new Error('killed'));
+    await push('img:resume', v);
+    // Each GET held back 250 ms, one at a time: the helper is killed (SIGTERM) a few ranges in.
+    const slow = await s3Proxy(config.imageStore.endpoint!, { delayMs: 250 });
+    try {
+      const out = join(dir, 'r.out');
+      const kill = new AbortController();
+      await expect(
+        pull(
+          'img:resume',
+          out,
+          {},
+          {
+            concurrency: 1,
+            signal: kill.signal,
+            onProgress: (s) => {
+              if (s.ranges >= 2) kill.abort();
+            },
           },
-        },
-      ),
-    ).rejects.toThrow();
-    const resumed = await pull('img:resume', out, {}, { concurrency: 1 });
-    const whole = await pull('img:resume', join(dir, 'r2.out'), {}, { concurrency: 1 });
-    expect(resumed.stats.resumedChunks).toBeGreaterThan(0);
-    expect(resumed.stats.fetchedBytes).toBeLessThan(whole.stats.fetchedBytes);
-    expect(sha(out)).toBe(sha(v));
+          slow.store,
+        ),
+      ).rejects.toThrow();
+      expect(readdirSync(out)).toContain('disk.img.journal');
+      const resumed = await pull('img:resume', out, {}, { concurrency: 1 });
+      const whole = await pull('img:resume', join(dir, 'r2.out'), {}, { concurrency: 1 });
+      expect(resumed.stats.resumedChunks).toBeGreaterThan(0);
+      expect(resumed.stats.fetchedBytes).toBeLessThan(whole.stats.fetchedBytes);
+      expect(sha(join(out, 'disk.img'))).toBe(sha(v));
+    } finally {
+      slow.close();
+    }
   });
 
   it('loses nothing when gc runs during a push, and deletes unreferenced packs only a grace period after condemning them', async () => {
     const a = join(dir, 'a.raw');
     makeDisk(a, 8, 4);
-    const tmp = await store.push('tmp:1', a);
+    const tmp = await push('tmp:1', a);
     const tmpPacks = new Set((await store.version(tmp.digest))!.chunks.flatMap((c) => (c ? [c.pack] : [])));
     await store.removeTag('tmp:1'); // its packs are garbage now
     const b = join(dir, 'b.raw');
@@ -155,13 +218,13 @@ describe('chunked image store', () => {
     const now = Date.now();
     // A gc run "two grace periods later" while keep:1 is being pushed: it condemns tmp:1's packs (and, as
     // the clock says they are old, the in-flight push's own packs), deleting nothing.
-    const pushing = store.push('keep:1', b);
+    const pushing = push('keep:1', b);
     const first = await store.gc(now + 2 * GC_GRACE_MS);
     await pushing;
     expect(first.deletePacks).toEqual([]);
     for (const p of tmpPacks) expect(first.condemned).toHaveProperty(p);
     // A push of the same data as tmp:1 does not reuse condemned packs: it uploads again.
-    const again = await store.push('keep:2', a);
+    const again = await push('keep:2', a);
     expect(again.chunks.reused).toBe(0);
     expect(again.chunks.uploaded).toBe(tmp.chunks.uploaded);
     // A grace period after condemning: tmp:1's packs, still unreferenced, go; keep:1's, now referenced, stay.
@@ -173,7 +236,7 @@ describe('chunked image store', () => {
     ] as const) {
       const out = join(dir, `${ref.replace(':', '-')}.out`);
       await pull(ref, out);
-      expect(sha(out)).toBe(sha(disk));
+      expect(sha(join(out, 'disk.img'))).toBe(sha(disk));
     }
   });
 
@@ -196,8 +259,8 @@ describe('chunked image store', () => {
     expect(await marina('pull', `${name}:1`, '--cache-dir', cache)).toMatch(/0 chunks resumed/);
     const second = await marina('pull', `${name}:2`, '--cache-dir', cache);
     expect(second).toMatch(/fetched in 1 GETs/); // only the changed chunk; the rest copied from v1
-    const pulled = readdirSync(cache).filter((f) => f.endsWith('.raw'));
-    expect(pulled.map((f) => sha(join(cache, f))).sort()).toEqual([sha(v1), sha(v2)].sort());
+    const pulled = readdirSync(cache).filter((f) => /^[0-9a-f]{64}$/.test(f));
+    expect(pulled.map((f) => sha(join(cache, f, 'disk.img'))).sort()).toEqual([sha(v1), sha(v2)].sort());
     expect(await marina('rm', `${name}:1`)).toMatch(`removed ${name}:1`);
     expect(await marina('gc')).toMatch(/^gc: 0 packs deleted .*condemned/);
     await expect(marina('push', `${name}:3`)).rejects.toMatchObject({

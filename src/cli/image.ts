@@ -2,7 +2,7 @@
  * `marina image ...`: the basic store's archives (push, ls) and the chunked store
  * (docs/image-format.md): push a raw disk, pull it into a local cache, list, remove, gc.
  */
-import { mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
@@ -10,9 +10,9 @@ import type { LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
 import { ImageStore } from '../images/store';
 import { ChunkedStore } from '../images/chunked/store';
-import { planPull } from '../images/chunked/plan';
-import { pullToFile } from '../images/chunked/pull';
-import type { VersionManifest } from '../images/chunked/format';
+import { localHelper } from '../images/chunked/helper';
+import { pullVersion, pushDisk, type CachedDisk } from '../images/chunked/transfer';
+import { unpackVmArchive } from '../images/chunked/vm-files';
 import { UsageError } from './args';
 
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
@@ -29,7 +29,7 @@ function progress(what: string, total: number, unit: string): { update(n: number
   return {
     update: (n) =>
       bar.update(n, {
-        rate: ((n * (unit === 'MiB' ? 1.048576 : 1)) / ((Date.now() - started) / 1000 || 1)).toFixed(0),
+        rate: (n / ((Date.now() - started) / 1000 || 1)).toFixed(0),
       }),
     stop: () => bar.stop(),
   };
@@ -52,25 +52,27 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
   const image = program.command('image').description('images in the store');
   image
     .command('push <ref> [archive]')
-    .description('upload a VM archive (tart export format), or with --disk a raw disk to the chunked store')
+    .description('push a VM (a tart export archive, or a raw disk with --disk) to the chunked store')
     .option('--disk <file>', 'a raw disk image: chunked, only chunks the store lacks are uploaded')
-    .option('--chunk-size <size>', 'chunk size for --disk (256K-4M)', '1M')
+    .option('--chunk-size <size>', 'chunk size (256K-4M)', '1M')
     .action(async (ref: string, archive: string | undefined, o: { disk?: string; chunkSize: string }) => {
       if (!archive === !o.disk) throw new UsageError('give either an archive or --disk <raw disk>, not both');
-      const { s3, basic, chunked } = stores();
+      const chunkSize = parseSize('--chunk-size', o.chunkSize);
+      const { s3, chunked } = stores();
+      const vm = archive ? unpackVmArchive(archive) : undefined;
       try {
-        if (archive) {
-          const m = await basic.pushFile(ref, archive);
-          console.log(`${m.name}:${m.tag} ${m.digest} ${m.size} bytes`);
-          return;
-        }
-        const chunkSize = parseSize('--chunk-size', o.chunkSize);
         let bar: ReturnType<typeof progress> | undefined;
-        const r = await chunked.push(ref, o.disk!, {
+        let stage = '';
+        const r = await pushDisk(chunked, localHelper(), ref, vm?.disk ?? o.disk!, {
           chunkSize,
-          onProgress: (done, total) => {
-            bar ??= progress(`push ${ref}`, (total * chunkSize) / 1048576, 'MiB');
-            bar.update((done * chunkSize) / 1048576);
+          ...(vm ? { extras: vm.extras } : {}),
+          onProgress: (p) => {
+            if (p.stage !== stage) {
+              bar?.stop();
+              stage = p.stage;
+              bar = progress(`${p.stage} ${ref}`, p.total / 1e6, 'MB');
+            }
+            bar!.update(p.bytes / 1e6);
           },
         });
         bar?.stop();
@@ -78,15 +80,14 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
           `${r.ref} ${r.digest}: ${r.chunks.total} chunks (${r.chunks.zero} zero, ${r.chunks.reused} already stored, ${r.chunks.uploaded} uploaded), ${gb(r.bytesUploaded)} uploaded for ${gb(r.size)} logical`,
         );
       } finally {
+        vm?.cleanup();
         s3.destroy();
       }
     });
   image
     .command('pull <ref>')
-    .description(
-      'pull a chunked image into a local cache directory (<dir>/<digest>.raw), from the closest cached version',
-    )
-    .requiredOption('--cache-dir <dir>', 'where pulled disks are kept, by digest')
+    .description('pull a chunked image into a local cache directory (<dir>/<hex>/), from the closest cached version')
+    .requiredOption('--cache-dir <dir>', 'where pulled VMs are kept, by digest')
     .option('--concurrency <n>', 'ranged GETs at once', '8')
     .action(async (ref: string, o: { cacheDir: string; concurrency: string }) => {
       const { s3, chunked } = stores();
@@ -94,38 +95,30 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
         const r = await chunked.resolve(ref);
         if (!r) throw new UsageError(`no chunked image ${ref} in the store; see marina image ls`);
         mkdirSync(o.cacheDir, { recursive: true });
-        const cached = new Map<string, VersionManifest>();
-        const paths: Record<string, string> = {};
-        for (const f of readdirSync(o.cacheDir).filter((x) => /^[0-9a-f]{64}\.raw$/.test(x))) {
-          const digest = `sha256:${f.slice(0, 64)}`;
-          const m = await chunked.version(digest);
-          if (!m) continue;
-          paths[digest] = join(o.cacheDir, f);
-          cached.set(digest, m);
+        const cached = new Map<string, CachedDisk>();
+        for (const hex of readdirSync(o.cacheDir).filter((x) => /^[0-9a-f]{64}$/.test(x))) {
+          if (!existsSync(join(o.cacheDir, hex, '.complete'))) continue;
+          const manifest = await chunked.version(`sha256:${hex}`);
+          if (manifest) cached.set(`sha256:${hex}`, { manifest, disk: join(o.cacheDir, hex, 'disk.img') });
         }
-        const hex = r.digest.slice('sha256:'.length);
-        const final = join(o.cacheDir, `${hex}.raw`);
-        if (paths[r.digest]) return void console.log(`${ref} ${r.digest}: already cached at ${final}`);
-        cached.delete(r.digest);
-        const plan = planPull(r.manifest, cached);
-        const urls = await chunked.presignPacks(plan.fetch.map((f) => f.pack));
-        const partial = join(o.cacheDir, `${hex}.partial`);
-        const bar = progress(`pull ${ref}`, plan.fetch.reduce((n, f) => n + f.length, 0) / 1e6, 'MB');
-        const started = Date.now();
-        const stats = await pullToFile({
-          manifest: r.manifest,
-          plan,
-          urls,
-          out: partial,
-          cached: paths,
-          concurrency: Number(o.concurrency),
-          onProgress: (s) => bar.update(s.fetchedBytes / 1e6),
-        });
-        bar.stop();
-        renameSync(partial, final); // a cached disk is whole: written under its digest only when done
-        const secs = (Date.now() - started) / 1000;
+        const dir = join(o.cacheDir, r.digest.slice('sha256:'.length));
+        if (cached.has(r.digest)) return void console.log(`${ref} ${r.digest}: already cached at ${dir}`);
+        let bar: ReturnType<typeof progress> | undefined;
+        const { plan, stats } = await pullVersion(
+          chunked,
+          localHelper(),
+          r,
+          cached,
+          { dir, disk: 'disk.img' },
+          {
+            concurrency: Number(o.concurrency),
+            onPlan: (p) => (bar = progress(`pull ${ref}`, p.fetchBytes / 1e6, 'MB')),
+            onProgress: (s) => bar?.update(s.fetchedBytes / 1e6),
+          },
+        );
+        bar?.stop();
         console.log(
-          `${ref} ${r.digest} -> ${final}: ${gb(stats.fetchedBytes)} fetched in ${stats.ranges} GETs (${stats.retries} retried), ${gb(stats.copiedBytes)} copied locally${plan.seed ? ` from ${plan.seed.slice(0, 19)}` : ''}, ${stats.resumedChunks} chunks resumed, ${secs.toFixed(1)} s`,
+          `${ref} ${r.digest} -> ${dir}: ${gb(stats.fetchedBytes)} fetched in ${stats.ranges} GETs (${stats.retries} retried), ${gb(stats.copiedBytes)} copied locally${plan.seed ? ` from ${plan.seed.slice(0, 19)}` : ''}, ${stats.resumedChunks} chunks resumed, ${stats.seconds.toFixed(1)} s`,
         );
       } finally {
         s3.destroy();

@@ -30,6 +30,8 @@ export interface VersionManifest {
   /** Logical size of the raw disk in bytes (the last chunk may be short). */
   size: number;
   chunks: ChunkEntry[];
+  /** The VM's small files (Tart: config.json, nvram.bin) as one tar.gz blob, by SHA-256. */
+  extras?: { sha256: string; size: number };
 }
 
 /** A version's digest: SHA-256 over its chunk list, so the same disk content has one digest. */
@@ -37,6 +39,7 @@ export function versionDigest(m: VersionManifest): string {
   const h = createHash('sha256');
   h.update(`${m.format}\n${m.chunkSize}\n${m.size}\n`);
   for (const c of m.chunks) h.update(c ? `${c.hash}\n` : '0\n');
+  if (m.extras) h.update(`extras ${m.extras.sha256}\n`);
   return `sha256:${h.digest('hex')}`;
 }
 
@@ -46,6 +49,7 @@ export const keys = {
   version: (prefix: string, digest: string) => `${prefix}v2/versions/${digest.replace(/^sha256:/, '')}.json`,
   pack: (prefix: string, pack: string) => `${prefix}v2/packs/${pack.slice(0, 2)}/${pack}`,
   packIndex: (prefix: string, pack: string) => `${prefix}v2/packs/${pack.slice(0, 2)}/${pack}.idx.json`,
+  blob: (prefix: string, sha256: string) => `${prefix}v2/blobs/${sha256}`,
 };
 
 /** Why a manifest cannot be right, or undefined: checked before a pull trusts it. */
@@ -54,6 +58,7 @@ export function manifestError(m: VersionManifest): string | undefined {
   if (!Number.isInteger(m.chunkSize) || m.chunkSize < 4096) return `chunkSize ${m.chunkSize} is not a size in bytes`;
   if (m.chunks.length !== Math.ceil(m.size / m.chunkSize))
     return `${m.chunks.length} chunks cannot cover ${m.size} bytes of ${m.chunkSize}`;
+  if (m.extras && !/^[0-9a-f]{64}$/.test(m.extras.sha256)) return 'extras has no SHA-256 hash';
   const bad = m.chunks.findIndex((c) => c !== null && !/^[0-9a-f]{64}$/.test(c.hash));
   return bad >= 0 ? `chunk ${bad} has no SHA-256 hash` : undefined;
 }

@@ -14,7 +14,11 @@
  */
 import type { VersionManifest } from './format';
 
+/** A VM-files blob goes through the same two phases as a pack, under this name. */
+export const blobEntry = (sha256: string): string => `blob:${sha256}`;
+
 export interface PackInfo {
+  /** The pack's id, or blobEntry(sha256) for a VM-files blob. */
   pack: string;
   /** Chunk hashes the pack holds (its index). */
   chunks: string[];
@@ -41,7 +45,10 @@ export function planGc(
   graceMs = GC_GRACE_MS,
 ): GcPlan {
   const marked = new Set<string>();
-  for (const m of kept) for (const c of m.chunks) if (c) marked.add(c.pack);
+  for (const m of kept) {
+    for (const c of m.chunks) if (c) marked.add(c.pack);
+    if (m.extras) marked.add(blobEntry(m.extras.sha256));
+  }
   const plan: GcPlan = { deletePacks: [], freedBytes: 0, condemned: {} };
   for (const p of packs) {
     if (marked.has(p.pack) || now - p.writtenAt < graceMs) continue;
@@ -52,4 +59,32 @@ export function planGc(
     } else plan.condemned[p.pack] = since ?? now;
   }
   return plan;
+}
+
+/** A tag, its current version and the versions it named before (newest first). */
+export interface TagRecord {
+  ref: string;
+  digest: string;
+  history: Array<{ digest: string; at: number }>;
+}
+
+/** How many earlier versions of each tag gc keeps, and for how long, so a bad push can be rolled back. */
+export interface Retention {
+  keepPrevious: number;
+  keepDays: number;
+}
+
+export const DEFAULT_RETENTION: Retention = { keepPrevious: 2, keepDays: 30 };
+
+/** The versions gc must keep: every tag's current one, and its last `keepPrevious` younger than `keepDays`. */
+export function retainedDigests(tags: readonly TagRecord[], rule: Retention, now: number): Set<string> {
+  const keep = new Set<string>();
+  for (const t of tags) {
+    keep.add(t.digest);
+    t.history
+      .slice(0, rule.keepPrevious)
+      .filter((h) => now - h.at <= rule.keepDays * 86_400_000)
+      .forEach((h) => keep.add(h.digest));
+  }
+  return keep;
 }

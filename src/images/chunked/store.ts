@@ -1,10 +1,9 @@
 /**
- * The chunked store in S3 (docs/image-format.md): push a raw disk as packs of zstd-compressed
- * chunks (only chunks the store lacks), resolve tags, presign pack URLs for a pull, and gc.
+ * The chunked store in S3 (docs/image-format.md): what it holds (pack indexes, versions, tags
+ * with their history), presigned URLs for the helper's transfers (transfer.ts), and gc.
  * Runs where AWS credentials are (the worker, the CLI); hosts only ever get presigned URLs.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -13,21 +12,20 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { compress } from 'zstd-napi';
 import type { S3Location } from '../../config/schema';
 import { formatImageRef, parseImageRef } from '../../domain/job';
 import { isMissing } from '../store';
+import { keys, manifestError, versionDigest, type ChunkLocation, type VersionManifest } from './format';
 import {
-  DEFAULT_CHUNK_SIZE,
-  FORMAT,
-  PACK_TARGET_BYTES,
-  keys,
-  versionDigest,
-  type ChunkEntry,
-  type ChunkLocation,
-  type VersionManifest,
-} from './format';
-import { planGc, type GcPlan, type PackInfo } from './gc';
+  DEFAULT_RETENTION,
+  blobEntry,
+  planGc,
+  retainedDigests,
+  type GcPlan,
+  type PackInfo,
+  type Retention,
+  type TagRecord,
+} from './gc';
 
 export interface PushResult {
   ref: string;
@@ -36,6 +34,15 @@ export interface PushResult {
   /** Compressed bytes uploaded in packs, and the disk's logical size. */
   bytesUploaded: number;
   size: number;
+}
+
+/** A fresh 128-bit pack id: packs are named at random, chunks inside them by hash. */
+const newPackId = (): string => randomBytes(16).toString('hex');
+
+interface TagFile {
+  digest: string;
+  /** What the tag named before, newest first (kept to 20). */
+  history?: Array<{ digest: string; at: number }>;
 }
 
 interface PackIndex {
@@ -147,93 +154,73 @@ export class ChunkedStore {
     return urls;
   }
 
-  /**
-   * Pushes a raw disk as version `ref`: zero chunks recorded, chunks the store holds reused,
-   * the rest compressed into packs. Packs and their indexes first, the version next, the tag
-   * last: a reader sees the new version whole or not at all.
-   */
-  async push(
-    ref: string,
-    disk: string,
-    opts: { chunkSize?: number; level?: number; onProgress?: (done: number, total: number) => void } = {},
-  ): Promise<PushResult> {
-    const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
-    const stored = await this.storedChunks();
-    const fh = await open(disk, 'r');
-    const size = (await fh.stat()).size;
-    const total = Math.ceil(size / chunkSize);
-    const zero = Buffer.alloc(chunkSize);
-    const buf = Buffer.alloc(chunkSize);
-    const entries: ChunkEntry[] = [];
-    const result: PushResult = {
-      ref,
-      digest: '',
-      chunks: { total, zero: 0, reused: 0, uploaded: 0 },
-      bytesUploaded: 0,
-      size,
-    };
-    let pack = {
-      id: randomBytes(16).toString('hex'),
-      parts: [] as Buffer[],
-      bytes: 0,
-      index: [] as PackIndex['chunks'],
-    };
-    const flush = async () => {
-      if (pack.parts.length === 0) return;
-      await this.put(keys.pack(this.prefix, pack.id), Buffer.concat(pack.parts));
-      await this.put(keys.packIndex(this.prefix, pack.id), JSON.stringify({ pack: pack.id, chunks: pack.index }));
-      result.bytesUploaded += pack.bytes;
-      pack = { id: randomBytes(16).toString('hex'), parts: [], bytes: 0, index: [] };
-    };
-    try {
-      for (let i = 0; i < total; i++) {
-        const len = Math.min(chunkSize, size - i * chunkSize);
-        const { bytesRead } = await fh.read(buf, 0, len, i * chunkSize);
-        const data = buf.subarray(0, bytesRead);
-        if (data.equals(zero.subarray(0, bytesRead))) {
-          entries.push(null);
-          result.chunks.zero++;
-        } else {
-          const hash = createHash('sha256').update(data).digest('hex');
-          const have = stored.get(hash);
-          if (have) {
-            entries.push(have);
-            result.chunks.reused++;
-          } else {
-            const z = compress(data, { compressionLevel: opts.level ?? 3 });
-            const loc = { hash, pack: pack.id, offset: pack.bytes, length: z.length };
-            pack.parts.push(z);
-            pack.index.push({ hash, offset: loc.offset, length: loc.length });
-            pack.bytes += z.length;
-            stored.set(hash, loc);
-            entries.push(loc);
-            result.chunks.uploaded++;
-            if (pack.bytes >= PACK_TARGET_BYTES) await flush();
-          }
-        }
-        opts.onProgress?.(i + 1, total);
-      }
-      await flush();
-    } finally {
-      await fh.close();
+  /** Short-lived PUT URLs for `count` new packs: a host pushing a snapshot gets these, never credentials. */
+  async presignPackPuts(count: number, expiresSeconds = 6 * 3600): Promise<Array<{ id: string; url: string }>> {
+    const out: Array<{ id: string; url: string }> = [];
+    for (let i = 0; i < count; i++) {
+      const id = newPackId();
+      const url = await getSignedUrl(
+        this.s3,
+        new PutObjectCommand({ Bucket: this.location.bucket, Key: keys.pack(this.prefix, id) }),
+        { expiresIn: expiresSeconds },
+      );
+      out.push({ id, url });
     }
-    const manifest: VersionManifest = { format: FORMAT, chunkSize, size, chunks: entries };
+    return out;
+  }
+
+  /** Records what a stored pack holds: from then on pushes reuse its chunks. */
+  writePackIndex(pack: string, chunks: PackIndex['chunks']): Promise<void> {
+    const index: PackIndex = { pack, chunks: chunks.map(({ hash, offset, length }) => ({ hash, offset, length })) };
+    return this.put(keys.packIndex(this.prefix, pack), JSON.stringify(index));
+  }
+
+  /** Stores a small content-addressed blob (a VM's config files); written again on every push, which is cheap. */
+  async putBlob(body: Buffer): Promise<{ sha256: string; size: number }> {
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    await this.put(keys.blob(this.prefix, sha256), body);
+    return { sha256, size: body.length };
+  }
+
+  presignBlob(sha256: string, expiresSeconds = 6 * 3600): Promise<string> {
+    return getSignedUrl(
+      this.s3,
+      new GetObjectCommand({ Bucket: this.location.bucket, Key: keys.blob(this.prefix, sha256) }),
+      { expiresIn: expiresSeconds },
+    );
+  }
+
+  /**
+   * Writes a version (its packs must be stored) and then moves tag `ref` to it, remembering what
+   * the tag named before (retention keeps those for a rollback). Returns the version's digest.
+   */
+  async publishVersion(ref: string, manifest: VersionManifest, now = Date.now()): Promise<string> {
+    const error = manifestError(manifest);
+    if (error) throw new Error(`refusing to publish ${ref}: ${error}`);
     const digest = versionDigest(manifest);
     await this.put(keys.version(this.prefix, digest), JSON.stringify(manifest));
     const { name, tag } = parseImageRef(ref);
-    await this.put(keys.tag(this.prefix, name, tag), JSON.stringify({ digest }));
-    result.digest = digest;
-    return result;
+    const before = await this.getJson<TagFile>(keys.tag(this.prefix, name, tag));
+    const history = before
+      ? [{ digest: before.digest, at: now }, ...(before.history ?? [])].filter((h) => h.digest !== digest).slice(0, 20)
+      : [];
+    await this.put(keys.tag(this.prefix, name, tag), JSON.stringify({ digest, history } satisfies TagFile));
+    return digest;
   }
 
-  async tags(): Promise<Array<{ ref: string; digest: string }>> {
+  async tags(): Promise<TagRecord[]> {
     const base = `${this.prefix}v2/tags/`;
-    const out: Array<{ ref: string; digest: string }> = [];
+    const out: TagRecord[] = [];
     for (const o of await this.list(base)) {
       const rest = o.key.slice(base.length).replace(/\.json$/, '');
       const slash = rest.lastIndexOf('/');
-      const t = await this.getJson<{ digest: string }>(o.key);
-      if (t) out.push({ ref: `${rest.slice(0, slash)}:${rest.slice(slash + 1)}`, digest: t.digest });
+      const t = await this.getJson<TagFile>(o.key);
+      if (t)
+        out.push({
+          ref: `${rest.slice(0, slash)}:${rest.slice(slash + 1)}`,
+          digest: t.digest,
+          history: t.history ?? [],
+        });
     }
     return out.sort((a, b) => a.ref.localeCompare(b.ref));
   }
@@ -245,19 +232,35 @@ export class ChunkedStore {
     );
   }
 
-  /** Condemns packs no tagged version references; deletes those condemned a grace period ago and still unreferenced (gc.ts). */
-  async gc(now = Date.now(), graceMs?: number): Promise<GcPlan> {
+  /**
+   * Condemns packs and blobs no retained version references (every tag's version and, by `retention`,
+   * its recent earlier ones); deletes those condemned a grace period ago and still unreferenced (gc.ts).
+   */
+  async gc(now = Date.now(), graceMs?: number, retention: Retention = DEFAULT_RETENTION): Promise<GcPlan> {
     const condemned = (await this.getJson<Record<string, number>>(this.condemnedKey())) ?? {};
-    // Packs are listed before versions: a push that finishes in between only adds references.
+    // Packs and blobs are listed before versions: a push that finishes in between only adds references.
     const packs = await this.packs();
+    for (const o of await this.list(`${this.prefix}v2/blobs/`))
+      packs.push({
+        pack: blobEntry(o.key.slice(o.key.lastIndexOf('/') + 1)),
+        chunks: [],
+        writtenAt: o.modified,
+        bytes: o.size,
+      });
     const kept: VersionManifest[] = [];
-    for (const t of await this.tags()) {
-      const m = await this.getJson<VersionManifest>(keys.version(this.prefix, t.digest));
+    for (const digest of retainedDigests(await this.tags(), retention, now)) {
+      const m = await this.getJson<VersionManifest>(keys.version(this.prefix, digest));
       if (m) kept.push(m);
     }
     const plan = planGc(kept, packs, condemned, now, graceMs);
     await this.put(this.condemnedKey(), JSON.stringify(plan.condemned));
     for (const p of plan.deletePacks) {
+      if (p.startsWith('blob:')) {
+        await this.s3.send(
+          new DeleteObjectCommand({ Bucket: this.location.bucket, Key: keys.blob(this.prefix, p.slice(5)) }),
+        );
+        continue;
+      }
       await this.s3.send(
         new DeleteObjectCommand({ Bucket: this.location.bucket, Key: keys.packIndex(this.prefix, p) }),
       );

@@ -1,0 +1,459 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// PullOrder is a pull plan made concrete by the worker: paths on this host and presigned URLs.
+type PullOrder struct {
+	// Dir receives the VM: Disk inside it, and the extras archive unpacked into it.
+	Dir       string `json:"dir"`
+	Disk      string `json:"disk"`
+	Size      int64  `json:"size"`
+	ChunkSize int64  `json:"chunkSize"`
+	// Copies are chunks a cached disk on this host already holds (the seed's and others').
+	Copies []struct {
+		Index     int64  `json:"index"`
+		From      string `json:"from"`
+		FromIndex int64  `json:"fromIndex"`
+	} `json:"copies"`
+	// SelfCopies repeat a chunk fetched for another place of the same disk.
+	SelfCopies []struct {
+		Index     int64 `json:"index"`
+		FromIndex int64 `json:"fromIndex"`
+	} `json:"selfCopies"`
+	URLs   map[string]string `json:"urls"`
+	Ranges []FetchRange      `json:"ranges"`
+	Extras *struct {
+		URL    string `json:"url"`
+		SHA256 string `json:"sha256"`
+	} `json:"extras"`
+	Concurrency int `json:"concurrency"`
+	Attempts    int `json:"attempts"`
+}
+
+// FetchRange is one ranged GET of a pack, carrying chunks to write.
+type FetchRange struct {
+	Pack   string `json:"pack"`
+	Offset int64  `json:"offset"`
+	Length int64  `json:"length"`
+	Chunks []struct {
+		Index  int64  `json:"index"`
+		Hash   string `json:"hash"`
+		At     int64  `json:"at"`
+		Length int64  `json:"length"`
+	} `json:"chunks"`
+}
+
+type pullStats struct {
+	FetchedBytes  atomic.Int64
+	WrittenBytes  atomic.Int64
+	CopiedBytes   atomic.Int64
+	Ranges        atomic.Int64
+	Retries       atomic.Int64
+	ResumedChunks int64
+}
+
+func (s *pullStats) event(kind string, total int, started time.Time) map[string]any {
+	return map[string]any{
+		"event": kind, "fetchedBytes": s.FetchedBytes.Load(), "writtenBytes": s.WrittenBytes.Load(),
+		"copiedBytes": s.CopiedBytes.Load(), "ranges": s.Ranges.Load(), "rangesTotal": total,
+		"retries": s.Retries.Load(), "resumedChunks": s.ResumedChunks,
+		"seconds": time.Since(started).Seconds(),
+	}
+}
+
+var errCorrupt = errors.New("chunk does not match its hash")
+
+// journal records written chunk indexes, one per line, so a killed pull resumes.
+type journal struct {
+	mu   sync.Mutex
+	f    *os.File
+	done map[int64]bool
+}
+
+func openJournal(path string) (*journal, error) {
+	j := &journal{done: map[int64]bool{}}
+	if data, err := os.ReadFile(path); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if n, err := strconv.ParseInt(line, 10, 64); err == nil {
+				j.done[n] = true
+			}
+		}
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	j.f = f
+	return j, err
+}
+
+func (j *journal) has(i int64) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.done[i]
+}
+
+// record is called only after the chunks' bytes are written, so a recorded chunk is on disk.
+func (j *journal) record(indexes []int64) error {
+	if len(indexes) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, i := range indexes {
+		b.WriteString(strconv.FormatInt(i, 10))
+		b.WriteByte('\n')
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, i := range indexes {
+		j.done[i] = true
+	}
+	_, err := j.f.WriteString(b.String())
+	return err
+}
+
+// lockDir makes two pulls of one version on one host (a job and a pre-pull) take turns.
+func lockDir(dir string) func() {
+	f, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		fail(exitFailed, "cannot open lock %s.lock: %v", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		emit(map[string]any{"event": "waiting", "reason": "another pull of this version is running"})
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+			fail(exitFailed, "cannot lock %s.lock: %v", dir, err)
+		}
+	}
+	return func() { f.Close() }
+}
+
+func runPull(o *PullOrder) {
+	if o.Dir == "" || o.Disk == "" || o.ChunkSize <= 0 || o.Size < 0 {
+		fail(exitBadOrder, "order needs dir, disk, size and chunkSize")
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Dir), 0o755); err != nil {
+		fail(exitFailed, "%v", err)
+	}
+	defer lockDir(o.Dir)()
+	if _, err := os.Stat(filepath.Join(o.Dir, ".complete")); err == nil {
+		emit(map[string]any{"event": "done", "alreadyComplete": true})
+		return
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		fail(exitFailed, "%v", err)
+	}
+	started := time.Now()
+	diskPath := filepath.Join(o.Dir, o.Disk)
+	j, err := openJournal(diskPath + ".journal")
+	if err != nil {
+		fail(exitFailed, "cannot open journal: %v", err)
+	}
+	stats := &pullStats{ResumedChunks: int64(len(j.done))}
+	fresh := len(j.done) == 0
+	flags := os.O_RDWR | os.O_CREATE
+	if fresh {
+		flags |= os.O_TRUNC
+	}
+	out, err := os.OpenFile(diskPath, flags, 0o644)
+	if err != nil {
+		fail(exitFailed, "cannot open %s: %v", diskPath, err)
+	}
+	defer out.Close()
+	if fresh {
+		// Holes everywhere: zero chunks are never written, so the disk stays sparse.
+		if err := out.Truncate(o.Size); err != nil {
+			fail(exitFailed, "cannot size %s: %v", diskPath, err)
+		}
+	}
+	lengthOf := func(i int64) int64 { return min(o.ChunkSize, o.Size-i*o.ChunkSize) }
+
+	if o.Extras != nil {
+		if err := fetchExtras(o.Extras.URL, o.Extras.SHA256, o.Dir, max(o.Attempts, 1)); err != nil {
+			fail(exitFailed, "VM files: %v", err)
+		}
+	}
+
+	stop := ticker(500*time.Millisecond, func() { emit(stats.event("progress", len(o.Ranges), started)) })
+	defer stop()
+
+	// Local copies first: disk to disk, journalled in batches.
+	sources := map[string]*os.File{}
+	buf := make([]byte, o.ChunkSize)
+	var batch []int64
+	for _, c := range o.Copies {
+		if j.has(c.Index) {
+			continue
+		}
+		src := sources[c.From]
+		if src == nil {
+			if src, err = os.Open(c.From); err != nil {
+				fail(exitFailed, "cannot open cached disk %s: %v", c.From, err)
+			}
+			sources[c.From] = src
+		}
+		n := lengthOf(c.Index)
+		if _, err := src.ReadAt(buf[:n], c.FromIndex*o.ChunkSize); err != nil && err != io.EOF {
+			fail(exitFailed, "reading %s: %v", c.From, err)
+		}
+		if _, err := out.WriteAt(buf[:n], c.Index*o.ChunkSize); err != nil {
+			fail(exitFailed, "writing %s: %v", diskPath, err)
+		}
+		stats.CopiedBytes.Add(n)
+		if batch = append(batch, c.Index); len(batch) >= 64 {
+			if err := j.record(batch); err != nil {
+				fail(exitFailed, "journal: %v", err)
+			}
+			batch = nil
+		}
+	}
+	if err := j.record(batch); err != nil {
+		fail(exitFailed, "journal: %v", err)
+	}
+	for _, s := range sources {
+		s.Close()
+	}
+
+	// Fetches: N lanes over the ranges still needed, each range retried on its own.
+	var queue []*FetchRange
+	for i := range o.Ranges {
+		for _, c := range o.Ranges[i].Chunks {
+			if !j.has(c.Index) {
+				queue = append(queue, &o.Ranges[i])
+				break
+			}
+		}
+	}
+	lanes := max(1, min(o.Concurrency, len(queue)))
+	if o.Concurrency <= 0 {
+		lanes = min(8, max(1, len(queue)))
+	}
+	client := &http.Client{
+		Transport: &http.Transport{MaxIdleConnsPerHost: lanes, MaxConnsPerHost: lanes, DisableCompression: true},
+		Timeout:   10 * time.Minute,
+	}
+	attempts := max(1, o.Attempts)
+	if o.Attempts <= 0 {
+		attempts = 4
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	for l := 0; l < lanes; l++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+			defer dec.Close()
+			for {
+				k := next.Add(1) - 1
+				if k >= int64(len(queue)) || firstErr != nil {
+					return
+				}
+				r := queue[k]
+				err := fetchRange(client, dec, o, r, out, j, stats, attempts)
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		code := exitFailed
+		if errors.Is(firstErr, errCorrupt) {
+			code = exitCorrupt
+		}
+		fail(code, "%v", firstErr)
+	}
+
+	// A chunk repeated in the disk was fetched once; its other places copy it now.
+	for _, c := range o.SelfCopies {
+		if j.has(c.Index) {
+			continue
+		}
+		n := lengthOf(c.Index)
+		if _, err := out.ReadAt(buf[:n], c.FromIndex*o.ChunkSize); err != nil && err != io.EOF {
+			fail(exitFailed, "reading %s: %v", diskPath, err)
+		}
+		if _, err := out.WriteAt(buf[:n], c.Index*o.ChunkSize); err != nil {
+			fail(exitFailed, "writing %s: %v", diskPath, err)
+		}
+		stats.CopiedBytes.Add(n)
+		if err := j.record([]int64{c.Index}); err != nil {
+			fail(exitFailed, "journal: %v", err)
+		}
+	}
+	if err := out.Sync(); err != nil {
+		fail(exitFailed, "sync %s: %v", diskPath, err)
+	}
+	stop()
+	j.f.Close()
+	os.Remove(diskPath + ".journal")
+	if err := os.WriteFile(filepath.Join(o.Dir, ".complete"), nil, 0o644); err != nil {
+		fail(exitFailed, "%v", err)
+	}
+	emit(stats.event("done", len(o.Ranges), started))
+}
+
+func fetchRange(client *http.Client, dec *zstd.Decoder, o *PullOrder, r *FetchRange, out *os.File, j *journal, stats *pullStats, attempts int) error {
+	url, ok := o.URLs[r.Pack]
+	if !ok {
+		return fmt.Errorf("no URL for pack %s", r.Pack)
+	}
+	var lastErr error
+	for attempt := 1; attempt <= attempts; attempt++ {
+		if attempt > 1 {
+			stats.Retries.Add(1)
+			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+		}
+		body, err := getRange(client, url, r.Offset, r.Length)
+		stats.FetchedBytes.Add(int64(len(body)))
+		if err != nil {
+			lastErr = fmt.Errorf("GET pack %s bytes %d+%d: %w", r.Pack, r.Offset, r.Length, err)
+			continue
+		}
+		var written []int64
+		lastErr = nil
+		for _, c := range r.Chunks {
+			if j.has(c.Index) {
+				continue
+			}
+			if c.At+c.Length > int64(len(body)) {
+				lastErr = fmt.Errorf("pack %s: short range", r.Pack)
+				break
+			}
+			data, err := dec.DecodeAll(body[c.At:c.At+c.Length], nil)
+			sum := sha256.Sum256(data)
+			if err != nil || hex.EncodeToString(sum[:]) != c.Hash {
+				lastErr = fmt.Errorf("chunk %d from pack %s: %w (%.12s…)", c.Index, r.Pack, errCorrupt, c.Hash)
+				break
+			}
+			if _, err := out.WriteAt(data, c.Index*o.ChunkSize); err != nil {
+				return fmt.Errorf("writing chunk %d: %w", c.Index, err)
+			}
+			stats.WrittenBytes.Add(int64(len(data)))
+			written = append(written, c.Index)
+		}
+		// What verified is kept even when a later chunk of the range did not.
+		if err := j.record(written); err != nil {
+			return err
+		}
+		if lastErr == nil {
+			stats.Ranges.Add(1)
+			return nil
+		}
+	}
+	return lastErr
+}
+
+func getRange(client *http.Client, url string, offset, length int64) ([]byte, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", offset, offset+length-1))
+	res, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusPartialContent && res.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
+		return nil, fmt.Errorf("HTTP %d: %s", res.StatusCode, bytes.TrimSpace(msg))
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		return body, err
+	}
+	if res.StatusCode == http.StatusOK { // a server that ignores Range sends the whole object
+		if offset+length > int64(len(body)) {
+			return nil, fmt.Errorf("object shorter than the range")
+		}
+		body = body[offset : offset+length]
+	}
+	return body, nil
+}
+
+// fetchExtras downloads the VM's small files (config, NVRAM), checks them and unpacks them into dir.
+func fetchExtras(url, want, dir string, attempts int) error {
+	var data []byte
+	var err error
+	for a := 0; a < attempts; a++ {
+		var res *http.Response
+		if res, err = http.Get(url); err == nil {
+			data, err = io.ReadAll(res.Body)
+			res.Body.Close()
+			if err == nil && res.StatusCode != http.StatusOK {
+				err = fmt.Errorf("HTTP %d", res.StatusCode)
+			}
+		}
+		if err == nil {
+			sum := sha256.Sum256(data)
+			if hex.EncodeToString(sum[:]) == want {
+				break
+			}
+			err = fmt.Errorf("VM files archive: %w", errCorrupt)
+		}
+		time.Sleep(time.Duration(200<<a) * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(zr)
+	root := filepath.Clean(dir) + string(os.PathSeparator)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dir, h.Name)
+		if !strings.HasPrefix(target+string(os.PathSeparator), root) {
+			return fmt.Errorf("archive entry %q leaves the VM directory", h.Name)
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(target, os.FileMode(h.Mode)|0o700); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(target, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(h.Mode)&0o777)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+}

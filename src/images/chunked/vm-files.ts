@@ -1,0 +1,32 @@
+/**
+ * A VM directory is its raw disk (`disk.img`, chunked) and a few small files (Tart: config.json,
+ * nvram.bin), which travel as one tar.gz blob beside the chunks (the version's `extras`).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const VM_DISK = 'disk.img';
+
+/** Never part of an image: the disk (chunked apart) and what a running VM or a pull leaves behind. */
+export const VM_RUNTIME_FILES = [VM_DISK, `${VM_DISK}.journal`, '.complete', 'run.pid', 'ip', 'login', 'sshd_config'];
+
+/** The shell command that writes a VM directory's small files as tar.gz to stdout (run on a host). */
+export const vmFilesTarCommand = (dirExpr: string): string =>
+  `tar -czf - -C ${dirExpr} ${VM_RUNTIME_FILES.map((f) => `--exclude=./${f}`).join(' ')} .`;
+
+/** Splits a `tart export` archive (tar.gz of a VM directory) into its disk and its small files. */
+export function unpackVmArchive(archive: string): { disk: string; extras: Buffer; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'marina-vm-'));
+  const cleanup = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    execFileSync('tar', ['-xzf', archive, '-C', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    if (!existsSync(join(dir, VM_DISK))) throw new Error(`${archive} holds no ${VM_DISK}: not a VM archive`);
+    const extras = execFileSync('bash', ['-c', vmFilesTarCommand(JSON.stringify(dir))], { maxBuffer: 1 << 28 });
+    return { disk: join(dir, VM_DISK), extras, cleanup };
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+}
