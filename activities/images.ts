@@ -1,104 +1,230 @@
-/** Image activities: resolve a reference, and make sure the host holds the image (basic S3 fetch). */
+/**
+ * Image activities: resolve a reference in the chunked store, and make sure a host holds a version
+ * (pulled by the image helper on the host, seeded from the closest version it caches, within the
+ * pool's cache budget). The host gets presigned URLs only; AWS credentials stay on the worker.
+ */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { ImageStore, hexOf, type ResolvedImage } from '../src/images/store';
+import { ChunkedStore, type ResolvedImage } from '../src/images/chunked/store';
+import { eventLines, helperBinary, HelperError, platformOf, type HelperRunner } from '../src/images/chunked/helper';
+import { pullVersion, type CachedDisk, type PullStats } from '../src/images/chunked/transfer';
+import { planEviction, type CacheEntry } from '../src/images/cache';
+import { VM_DISK } from '../src/images/chunked/vm-files';
 import { imageCacheName } from '../src/domain/job';
+import type { VersionManifest } from '../src/images/chunked/format';
+import { shq, type SshConnection } from './ssh/connection';
 import type { ActivityContext, HostRef } from './context';
 
 /** The local VM name a host keeps an image under: by digest, so a cache hit is exact. */
-export const cachedImageName = (image: ResolvedImage): string => imageCacheName(image.digest);
+export const cachedImageName = (image: { digest: string }): string => imageCacheName(image.digest);
 
-export function imageStore(ctx: ActivityContext): ImageStore {
-  return new ImageStore(ctx.s3(ctx.imageStoreLocation), ctx.imageStoreLocation);
+export function imageStore(ctx: ActivityContext): ChunkedStore {
+  return new ChunkedStore(ctx.s3(ctx.imageStoreLocation), ctx.imageStoreLocation);
+}
+
+/** Where things are on a host: its home, Tart's VM directory, the helper's path there. */
+export interface HostPaths {
+  home: string;
+  vms: string;
+}
+
+const hex = (digest: string) => digest.replace(/^sha256:/, '');
+const GiB = 1024 ** 3;
+
+/**
+ * The helper on a host: copied there once per build (its name carries its SHA-256, so a host never
+ * runs a stale one), written under a temporary name and renamed, so a cut copy is never run.
+ */
+export async function hostHelper(conn: SshConnection): Promise<{ runner: HelperRunner; paths: HostPaths }> {
+  const [os, arch, home, tart] = (
+    await conn.run(`uname -s; uname -m; printf '%s\\n' "$HOME" "\${TART_HOME:-$HOME/.tart}"`)
+  )
+    .trim()
+    .split('\n');
+  const binary = helperBinary(platformOf(os!, arch!));
+  const path = `${home}/.marina/bin/marina-image-helper-${binary.sha256.slice(0, 16)}`;
+  if ((await conn.exec(`test -x ${shq(path)}`)).code !== 0) {
+    const { readFileSync } = await import('node:fs');
+    await conn.run(
+      `mkdir -p ${shq(`${home}/.marina/bin`)} && cat > ${shq(`${path}.tmp`)} && chmod 755 ${shq(`${path}.tmp`)} && mv ${shq(`${path}.tmp`)} ${shq(path)}`,
+      {
+        stdin: readFileSync(binary.path),
+      },
+    );
+  }
+  const runner: HelperRunner = {
+    async run(cmd, order, onEvent, signal) {
+      let stderr = '';
+      const r = await conn.exec(`${shq(path)} ${cmd}`, {
+        // The order (presigned URLs included) goes on stdin: never on a command line or in a log.
+        stdin: JSON.stringify(order),
+        onStdout: eventLines(onEvent),
+        onStderr: (d) => (stderr = (stderr + d.toString()).slice(-4000)),
+        ...(signal ? { signal } : {}),
+      });
+      if (r.code !== 0)
+        throw new HelperError(stderr.trim() || `helper ${cmd} exited ${r.code ?? r.signal}`, r.code ?? -1);
+    },
+  };
+  return { runner, paths: { home: home!, vms: `${tart}/vms` } };
+}
+
+/** The host's cache index: one `<hex>.json` per cached version, its mtime the last use. */
+async function readCache(
+  conn: SshConnection,
+  paths: HostPaths,
+  vmsPresent: ReadonlySet<string>,
+): Promise<CacheEntry[]> {
+  const dir = `${paths.home}/.marina/images`;
+  const out = await conn.run(
+    `for f in ${shq(dir)}/*.json; do [ -f "$f" ] && printf '%s %s\\n' "$(date -r "$f" +%s)" "$(cat "$f")"; done; true`,
+  );
+  const entries: CacheEntry[] = [];
+  for (const line of out.split('\n').filter(Boolean)) {
+    const space = line.indexOf(' ');
+    try {
+      const e = JSON.parse(line.slice(space + 1)) as Omit<CacheEntry, 'usedAt'>;
+      if (vmsPresent.has(e.vm)) entries.push({ ...e, usedAt: Number(line.slice(0, space)) * 1000 });
+    } catch {
+      // A half-written index entry: its version is pulled again if wanted.
+    }
+  }
+  return entries;
+}
+
+/**
+ * Marks a cached version used now (the index entry's mtime), writing the entry if a crash left the
+ * VM without one. Allocated bytes, not logical: a 100 GB disk that is mostly holes costs what it holds.
+ */
+async function recordCacheEntry(conn: SshConnection, paths: HostPaths, digest: string): Promise<CacheEntry> {
+  const vm = imageCacheName(digest);
+  const file = `${paths.home}/.marina/images/${hex(digest)}.json`;
+  const out = await conn.run(
+    `f=${shq(file)}; if [ -f "$f" ]; then touch "$f"; cat "$f"; else mkdir -p "$(dirname "$f")"; ` +
+      `b=$(( $(du -sk ${shq(`${paths.vms}/${vm}`)} | cut -f1) * 1024 )); ` +
+      `printf '{"digest":"%s","vm":"%s","bytes":%s}' ${shq(digest)} ${shq(vm)} "$b" | tee "$f"; fi`,
+  );
+  return { ...(JSON.parse(out) as Omit<CacheEntry, 'usedAt'>), usedAt: Date.now() };
 }
 
 export function imageActivities(ctx: ActivityContext) {
+  /** Manifests are immutable: one read per version per worker. */
+  const manifests = new Map<string, VersionManifest>();
+  const manifest = async (store: ChunkedStore, digest: string) => {
+    let m = manifests.get(digest);
+    if (!m) {
+      m = await store.version(digest);
+      if (m) manifests.set(digest, m);
+    }
+    return m;
+  };
+
   return {
     async resolveImage(ref: string): Promise<ResolvedImage> {
       const store = imageStore(ctx);
-      const image = await store.resolve(ref);
-      if (!image) {
-        const known = await store.list().catch(() => [] as string[]);
+      const found = await store.resolve(ref);
+      if (!found) {
+        const known = await store.tags().catch(() => []);
         throw ApplicationFailure.create({
-          message: `unknown image "${ref}"; the store has: ${known.join(', ') || '(none)'}; push it with \`marina image push\``,
+          message: `unknown image "${ref}"; the store has: ${known.map((t) => t.ref).join(', ') || '(none)'}; push it with \`marina image push\``,
           type: 'ImageNotFound',
           nonRetryable: true,
         });
       }
-      return image;
+      manifests.set(found.digest, found.manifest);
+      const m = found.manifest;
+      return {
+        ref: found.ref,
+        digest: found.digest,
+        size: m.size,
+        dataBytes: m.chunks.reduce((n, c, i) => n + (c ? Math.min(m.chunkSize, m.size - i * m.chunkSize) : 0), 0),
+      };
     },
 
     /**
-     * The host downloads the archive itself through a presigned URL, verifies its
-     * SHA-256, and imports it as a local VM named by digest. A partial download is
-     * resumed by the next attempt; a present image is not downloaded again.
+     * The host pulls the version with its helper: only chunks no cached version holds cross the
+     * network, checked and written sparse; a killed pull resumes from its journal on the next
+     * attempt. Heartbeats carry the progress (the Web UI shows them on the pending activity).
+     * Afterwards the cache is trimmed to the pool's budget, least recently used first.
      */
-    async ensureImage(target: HostRef, image: ResolvedImage): Promise<{ cached: boolean; bytes: number }> {
+    async ensureImage(
+      target: HostRef,
+      image: ResolvedImage,
+    ): Promise<{ cached: boolean; fetchedBytes: number; copiedBytes: number; seconds: number; evicted: string[] }> {
       const actx = Context.current();
       const driver = await ctx.driver(target);
-      const local = cachedImageName(image);
-      if ((await driver.list()).some((v) => v.name === local)) return { cached: true, bytes: 0 };
-
-      const url = await imageStore(ctx).presignDownload(image);
-      const hex = hexOf(image.digest);
       const conn = await ctx.hostConnection(target);
-      // The script (with the URL) travels on stdin: never on a command line, in history or a log.
-      const script = hostFetchScript(
-        hex,
-        (actx.info.workflowExecution?.workflowId ?? actx.info.activityId).replace(/[^A-Za-z0-9._-]/g, '_'),
-        url,
-      );
-      let bytes = 0;
-      let lastError = '';
-      const beat = setInterval(() => actx.heartbeat({ bytes, total: image.size }), 1000);
-      try {
-        const r = await conn.exec('bash -s', {
-          stdin: script,
-          signal: actx.cancellationSignal,
-          onStdout: (d) => {
-            for (const line of d.toString().split('\n')) {
-              const m = /^PROGRESS (\d+)/.exec(line);
-              if (m) bytes = Number(m[1]);
-            }
-          },
-          onStderr: (d) => (lastError = d.toString().trim().split('\n').pop() ?? ''),
+      const { runner, paths } = await hostHelper(conn);
+      const vm = cachedImageName(image);
+      const vmsPresent = new Set((await driver.list()).map((v) => v.name));
+      if (vmsPresent.has(vm)) {
+        await recordCacheEntry(conn, paths, image.digest);
+        return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
+      }
+      const store = imageStore(ctx);
+      const target_ = await manifest(store, image.digest);
+      if (!target_)
+        throw ApplicationFailure.create({
+          message: `version ${image.digest} of ${image.ref} is gone from the store (removed and collected?); resolve the tag again`,
+          type: 'ImageNotFound',
+          nonRetryable: true,
         });
-        if (r.code !== 0) {
+      const entries = await readCache(conn, paths, vmsPresent);
+      const cached = new Map<string, CachedDisk>();
+      for (const e of entries) {
+        const m = await manifest(store, e.digest);
+        if (m) cached.set(e.digest, { manifest: m, disk: `${paths.vms}/${e.vm}/${VM_DISK}` });
+      }
+      let last: PullStats | undefined;
+      const beat = setInterval(() => {
+        actx.heartbeat(
+          last
+            ? {
+                image: image.ref,
+                fetched: `${(last.fetchedBytes / 1e9).toFixed(2)} GB`,
+                written: `${((last.writtenBytes + last.copiedBytes) / 1e9).toFixed(2)} of ${(image.dataBytes / 1e9).toFixed(2)} GB`,
+                ranges: `${last.ranges}/${last.rangesTotal}`,
+                rate: `${(last.fetchedBytes / 1e6 / Math.max(last.seconds, 0.001)).toFixed(0)} MB/s`,
+              }
+            : { image: image.ref, stage: 'planning' },
+        );
+      }, 1000);
+      let stats: PullStats;
+      try {
+        ({ stats } = await pullVersion(
+          store,
+          runner,
+          { digest: image.digest, manifest: target_ },
+          cached,
+          { dir: `${paths.home}/.marina/pulls/${hex(image.digest)}`, disk: VM_DISK, final: `${paths.vms}/${vm}` },
+          { onProgress: (s) => (last = s), signal: actx.cancellationSignal },
+        ));
+      } catch (e) {
+        if (e instanceof HelperError && e.code === 2)
+          throw ApplicationFailure.create({ message: e.message, type: 'ImageHelperBadOrder', nonRetryable: true });
+        if (e instanceof HelperError)
           throw ApplicationFailure.create({
-            message: `fetching ${image.ref} on ${target.host} failed (exit ${r.code}): ${lastError}`,
-            type: r.code === 3 ? 'ImageDigestMismatch' : 'ImageFetchFailed',
+            message: `pulling ${image.ref} on ${target.host}: ${e.message}`,
+            type: e.corrupt ? 'ImageDigestMismatch' : 'ImageFetchFailed',
           });
-        }
+        throw e;
       } finally {
         clearInterval(beat);
       }
-      const home = await conn.run('printf %s "$HOME"');
-      await driver.importImage(`${home}/.marina/cache/sha256/${hex}.tvm`, local);
-      // The imported VM is the cache entry; the archive would double the disk used.
-      await conn.run(`rm -f "$HOME/.marina/cache/sha256/${hex}.tvm"`);
-      return { cached: false, bytes: image.size };
+      const entry = await recordCacheEntry(conn, paths, image.digest);
+      const budget = ctx.pool(target.pool).imageCache.budgetGiB * GiB;
+      const evict = planEviction([...entries, entry], budget, new Set([image.digest]), Date.now());
+      for (const e of evict) {
+        await driver.destroy(e.vm);
+        await conn.run(`rm -f ${shq(`${paths.home}/.marina/images/${hex(e.digest)}.json`)}`);
+      }
+      return {
+        cached: false,
+        fetchedBytes: stats.fetchedBytes,
+        copiedBytes: stats.copiedBytes,
+        seconds: stats.seconds,
+        evicted: evict.map((e) => e.digest),
+      };
     },
   };
-}
-
-function hostFetchScript(hex: string, attemptKey: string, url: string): string {
-  const q = url.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
-  return `set -uo pipefail
-cache="$HOME/.marina/cache/sha256"; mkdir -p "$cache"
-final="$cache/${hex}.tvm"
-[ -f "$final" ] && { echo "PROGRESS $(wc -c < "$final")"; exit 0; }
-part="$cache/${hex}.partial.${attemptKey}"
-# -C - resumes from what an earlier attempt of this job already wrote.
-curl -fsS --retry 3 -C - -o "$part" -K - <<'CURLCFG' &
-url = "${q}"
-CURLCFG
-cpid=$!
-while kill -0 $cpid 2>/dev/null; do echo "PROGRESS $(wc -c < "$part" 2>/dev/null || echo 0)"; sleep 1; done
-wait $cpid; rc=$?
-[ $rc = 0 ] || { echo "curl exited $rc" >&2; exit 2; }
-sum=$( (shasum -a 256 "$part" 2>/dev/null || sha256sum "$part") | cut -d' ' -f1)
-if [ "$sum" != "${hex}" ]; then rm -f "$part"; echo "sha256 mismatch: got $sum, want ${hex}" >&2; exit 3; fi
-echo "PROGRESS $(wc -c < "$part")"
-mv "$part" "$final"
-`;
 }

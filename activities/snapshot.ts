@@ -1,52 +1,56 @@
 /** Snapshot: push the job's VM as a new image version, after stripping the job's secrets from it. */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import { HelperError } from '../src/images/chunked/helper';
+import { pushDisk } from '../src/images/chunked/transfer';
+import { VM_DISK, vmFilesTarCommand } from '../src/images/chunked/vm-files';
 import { shq } from './ssh/connection';
-import { imageStore } from './images';
+import { hostHelper, imageStore } from './images';
 import type { ActivityContext, VmRef } from './context';
 
 export function snapshotActivities(ctx: ActivityContext) {
   return {
+    /**
+     * Idempotent: a retry hashes the disk again and finds in the store every pack an earlier attempt
+     * stored (each pack's index is written as soon as the pack is), so it uploads only the rest.
+     */
     async snapshotVm(target: VmRef & { ip: string }, ref: string): Promise<{ image: string; digest: string }> {
       const actx = Context.current();
       const driver = await ctx.driver(target);
       const running = (await driver.list()).find((v) => v.name === target.vm)?.running;
       if (running) {
-        // Secrets, the script and its runner must not ship inside an image.
+        // Secrets, the script and its runner's registration must not ship inside an image.
         const vm = await ctx.vmConnection(target, target.ip);
-        await vm.run('rm -rf "$HOME/.marina"');
+        await vm.run('rm -rf "$HOME/.marina" "$HOME/actions-runner/.runner" "$HOME/actions-runner/.credentials"*');
         ctx.ssh.drop(`vm ${target.vm} on ${target.host}`);
         await driver.stop(target.vm, 30);
       }
-      actx.heartbeat('export');
       const host = await ctx.hostConnection(target);
-      const home = await host.run('printf %s "$HOME"');
-      const archive = `${home}/.marina/snapshots/${target.vm}.tvm`;
-      await host.run(`mkdir -p "$HOME/.marina/snapshots"`);
-      await driver.exportImage(target.vm, archive);
-      const out = await host.run(
-        `f="${archive}"; ( shasum -a 256 "$f" 2>/dev/null || sha256sum "$f" ) | cut -d' ' -f1; wc -c < "$f"`,
-      );
-      const [hex, size] = out.trim().split(/\s+/);
-      if (!hex || !/^[0-9a-f]{64}$/.test(hex)) throw new Error(`cannot hash snapshot on ${target.host}: ${out}`);
-      const digest = `sha256:${hex}`;
-      const store = imageStore(ctx);
-      if (!(await store.hasBlob(digest))) {
-        actx.heartbeat('upload');
-        const url = await store.presignUpload(digest);
-        const r = await host.exec(`curl -fsS -X PUT -T "${archive}" -K -`, {
-          stdin: `url = "${url.replace(/"/g, '\\"')}"\n`,
+      const { runner, paths } = await hostHelper(host);
+      const dir = `${paths.vms}/${target.vm}`;
+      const parts: Buffer[] = [];
+      const tar = await host.exec(vmFilesTarCommand(shq(dir)), { onStdout: (d) => parts.push(Buffer.from(d)) });
+      if (tar.code !== 0) throw new Error(`cannot read the VM files of ${target.vm} on ${target.host}: ${tar.stderr}`);
+      try {
+        const r = await pushDisk(imageStore(ctx), runner, ref, `${dir}/${VM_DISK}`, {
+          extras: Buffer.concat(parts),
+          onProgress: (p) =>
+            actx.heartbeat({
+              stage: p.stage,
+              done: `${(p.bytes / 1e9).toFixed(2)} of ${(p.total / 1e9).toFixed(2)} GB`,
+            }),
+          signal: actx.cancellationSignal,
         });
-        if (r.code !== 0) {
+        return { image: r.ref, digest: r.digest };
+      } catch (e) {
+        if (e instanceof HelperError)
           throw ApplicationFailure.create({
-            message: `uploading snapshot from ${target.host} failed: ${r.stderr}`,
+            message: `pushing snapshot ${ref} from ${target.host}: ${e.message}`,
             type: 'SnapshotUploadFailed',
+            nonRetryable: e.code === 2,
           });
-        }
+        throw e;
       }
-      await store.publish(ref, digest, Number(size));
-      await host.run(`rm -f ${shq(archive)}`);
-      return { image: ref, digest };
     },
   };
 }

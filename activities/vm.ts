@@ -1,7 +1,7 @@
 /** VM lifecycle activities on a host: boot (clone, set, run, ip) and destroy. */
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { ResolvedImage } from '../src/images/store';
+import type { ResolvedImage } from '../src/images/chunked/store';
 import type { Volume } from '../src/domain/job';
 import { cachedImageName } from './images';
 import type { ActivityContext, VmRef } from './context';

@@ -24,8 +24,10 @@ import (
 
 // PullOrder is a pull plan made concrete by the worker: paths on this host and presigned URLs.
 type PullOrder struct {
-	// Dir receives the VM: Disk inside it, and the extras archive unpacked into it.
+	// Dir receives the VM: Disk inside it, and the extras archive unpacked into it. When whole it
+	// is renamed to Final (if given), under the lock, so a second pull of the version finds it there.
 	Dir       string `json:"dir"`
+	Final     string `json:"final"`
 	Disk      string `json:"disk"`
 	Size      int64  `json:"size"`
 	ChunkSize int64  `json:"chunkSize"`
@@ -148,11 +150,23 @@ func runPull(o *PullOrder) {
 	if o.Dir == "" || o.Disk == "" || o.ChunkSize <= 0 || o.Size < 0 {
 		fail(exitBadOrder, "order needs dir, disk, size and chunkSize")
 	}
-	if err := os.MkdirAll(filepath.Dir(o.Dir), 0o755); err != nil {
-		fail(exitFailed, "%v", err)
+	for _, d := range []string{o.Dir, o.Final} {
+		if d == "" {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			fail(exitFailed, "%v", err)
+		}
 	}
 	defer lockDir(o.Dir)()
+	if o.Final != "" {
+		if _, err := os.Stat(filepath.Join(o.Final, o.Disk)); err == nil {
+			emit(map[string]any{"event": "done", "alreadyComplete": true})
+			return
+		}
+	}
 	if _, err := os.Stat(filepath.Join(o.Dir, ".complete")); err == nil {
+		finish(o)
 		emit(map[string]any{"event": "done", "alreadyComplete": true})
 		return
 	}
@@ -311,7 +325,20 @@ func runPull(o *PullOrder) {
 	if err := os.WriteFile(filepath.Join(o.Dir, ".complete"), nil, 0o644); err != nil {
 		fail(exitFailed, "%v", err)
 	}
+	finish(o)
 	emit(stats.event("done", len(o.Ranges), started))
+}
+
+// finish moves a whole pull to its final place; .complete marks it whole until then.
+func finish(o *PullOrder) {
+	if o.Final == "" {
+		return
+	}
+	if err := os.Rename(o.Dir, o.Final); err != nil {
+		fail(exitFailed, "cannot move %s to %s: %v", o.Dir, o.Final, err)
+	}
+	os.Remove(filepath.Join(o.Final, ".complete"))
+	os.Remove(o.Dir + ".lock")
 }
 
 func fetchRange(client *http.Client, dec *zstd.Decoder, o *PullOrder, r *FetchRange, out *os.File, j *journal, stats *pullStats, attempts int) error {

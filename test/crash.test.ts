@@ -11,7 +11,8 @@ import { Connection, Client } from '@temporalio/client';
 import { S3Client } from '@aws-sdk/client-s3';
 import { startJob } from '../src/client/jobs';
 import type { LoadedConfig } from '../src/config/load';
-import { ImageStore } from '../src/images/store';
+import { ChunkedStore } from '../src/images/chunked/store';
+import { pushVmArchive } from '../src/images/chunked/vm-files';
 import { buildSeedImage, publicKeyOf } from '../src/emulator/seed-image';
 import { DEV_S3_CREDENTIALS } from '../src/emulator/s3-server';
 import { eventually, fileConfig, leftoverVms, readJobLog, spawnWorker, stack, uniqueId } from './helpers';
@@ -46,7 +47,7 @@ async function freshImage(name: string, diskMiB: number): Promise<string> {
     credentials: DEV_S3_CREDENTIALS,
   });
   try {
-    await new ImageStore(s3, config.imageStore).pushFile(`${name}:1`, file);
+    await pushVmArchive(new ChunkedStore(s3, config.imageStore), `${name}:1`, file);
   } finally {
     s3.destroy();
   }

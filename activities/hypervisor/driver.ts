@@ -18,8 +18,6 @@ export interface HypervisorDriver {
   readonly kind: string;
   version(): Promise<string>;
   list(): Promise<VmInfo[]>;
-  /** Makes `archive` (a file on the host) available as local VM `name`; no-op if it already is. */
-  importImage(archive: string, name: string): Promise<void>;
   /** Clones `source` into `vm`; no-op if `vm` already exists (a retried step finds its own VM). */
   clone(source: string, vm: string): Promise<void>;
   configure(vm: string, settings: VmSettings): Promise<void>;
@@ -34,8 +32,6 @@ export interface HypervisorDriver {
   stop(vm: string, timeoutSeconds: number): Promise<void>;
   /** Stops, then deletes; no-op if absent. */
   destroy(vm: string): Promise<boolean>;
-  /** Writes a stopped VM to an archive file on the host. */
-  exportImage(vm: string, archive: string): Promise<void>;
 }
 
 export interface SharedDir {

@@ -39,13 +39,6 @@ export class TartDriver implements HypervisorDriver {
     return (await this.list()).some((v) => v.name === vm);
   }
 
-  async importImage(archive: string, name: string): Promise<void> {
-    if (await this.exists(name)) return;
-    const r = await this.tart(`import ${shq(archive)} ${shq(name)}`, [0, 1]);
-    // Lost a race with a concurrent import of the same image: that is success.
-    if (r.code !== 0 && !(await this.exists(name))) throw new TartError(`tart import ${name}: ${r.stderr.trim()}`);
-  }
-
   async clone(source: string, vm: string): Promise<void> {
     if (await this.exists(vm)) return;
     await this.tart(`clone ${shq(source)} ${shq(vm)}`);
@@ -90,9 +83,5 @@ export class TartDriver implements HypervisorDriver {
     if (state.running) await this.stop(vm, 10);
     await this.tart(`delete ${shq(vm)}`, [0, EXIT_STATE]);
     return true;
-  }
-
-  async exportImage(vm: string, archive: string): Promise<void> {
-    await this.tart(`export ${shq(vm)} ${shq(archive)}`);
   }
 }

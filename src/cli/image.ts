@@ -8,7 +8,6 @@ import type { Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
 import type { LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
-import { ImageStore } from '../images/store';
 import { ChunkedStore } from '../images/chunked/store';
 import { localHelper } from '../images/chunked/helper';
 import { pullVersion, pushDisk, type CachedDisk } from '../images/chunked/transfer';
@@ -47,7 +46,7 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
   const stores = () => {
     const cfg = config();
     const s3 = s3ClientFor(cfg, cfg.imageStore);
-    return { s3, basic: new ImageStore(s3, cfg.imageStore), chunked: new ChunkedStore(s3, cfg.imageStore) };
+    return { s3, chunked: new ChunkedStore(s3, cfg.imageStore) };
   };
   const image = program.command('image').description('images in the store');
   image
@@ -97,7 +96,7 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
         mkdirSync(o.cacheDir, { recursive: true });
         const cached = new Map<string, CachedDisk>();
         for (const hex of readdirSync(o.cacheDir).filter((x) => /^[0-9a-f]{64}$/.test(x))) {
-          if (!existsSync(join(o.cacheDir, hex, '.complete'))) continue;
+          if (!existsSync(join(o.cacheDir, hex, 'disk.img'))) continue;
           const manifest = await chunked.version(`sha256:${hex}`);
           if (manifest) cached.set(`sha256:${hex}`, { manifest, disk: join(o.cacheDir, hex, 'disk.img') });
         }
@@ -125,9 +124,8 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
       }
     });
   image.command('ls').action(async () => {
-    const { s3, basic, chunked } = stores();
+    const { s3, chunked } = stores();
     try {
-      for (const ref of await basic.list()) console.log(`${ref}\tarchive`);
       for (const t of await chunked.tags()) {
         const m = await chunked.version(t.digest);
         console.log(`${t.ref}\tchunked\t${t.digest}\t${m ? gb(m.size) : '?'}`);

@@ -7,7 +7,7 @@ import { checkSecurity } from '../domain/security';
 import { findPool, hostSpecs, hostTemplates, logsLocation, type LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
 import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
-import { ImageStore } from '../images/store';
+import { ChunkedStore } from '../images/chunked/store';
 import { temporalConnectionOptions } from './connection';
 import type { jobWorkflow } from '../../workflows/job';
 import { SA_CLIENT, SA_IMAGE, SA_JOB_STATE, SA_POOL, type JobResult } from '../../workflows/definitions';
@@ -76,9 +76,9 @@ export async function checkJobSpec(
   if (opts.checkImage && errors.length === 0) {
     const s3 = s3ClientFor(config, config.imageStore);
     try {
-      const store = new ImageStore(s3, config.imageStore);
+      const store = new ChunkedStore(s3, config.imageStore);
       if (!(await store.resolve(spec.image))) {
-        const known = await store.list();
+        const known = (await store.tags()).map((t) => t.ref);
         errors.push({
           field: 'image',
           message: `unknown image "${spec.image}"; the store has: ${known.join(', ') || '(none)'}`,

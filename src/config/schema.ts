@@ -217,10 +217,30 @@ const pool = z
           .strict(),
       )
       .default([]),
+    /** Each host's image cache: a disk budget (least recently used versions go first) and images pulled ahead of jobs. */
+    imageCache: z
+      .object({
+        budgetGiB: z.number().positive('a size in GiB, e.g. 300').default(300),
+        /** Pulled onto new and idle hosts before any job asks (with the standby images). */
+        prePull: z
+          .array(z.string().regex(/^[\w][\w./-]*(:[\w][\w.-]*)?$/, 'an image reference, e.g. macos-xcode:16'))
+          .default([]),
+      })
+      .strict()
+      .default({ budgetGiB: 300, prePull: [] }),
     hosts: z.array(host).default([]),
   })
   .strict()
   .superRefine((p, ctx) => {
+    p.imageCache.prePull.forEach((image, i) => {
+      const verdict = checkSecurity(p.name, p.security, { image });
+      if (verdict.violations.length > 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['imageCache', 'prePull', i],
+          message: `${verdict.violations.join('; ')}: pre-pull only images the pool allows`,
+        });
+    });
     p.standby.forEach((s, i) => {
       const verdict = checkSecurity(p.name, p.security, { image: s.image });
       if (verdict.violations.length > 0)

@@ -11,7 +11,8 @@ import { startTemporalDevServer } from './temporal-dev-server';
 import { DEV_S3_CREDENTIALS, ensureBucket, startS3Server } from './s3-server';
 import { sshKeygen, startEmulatedHost, type EmulatedHost } from './mac-host';
 import { buildSeedImage, publicKeyOf, SEED_IMAGE } from './seed-image';
-import { ImageStore } from '../images/store';
+import { ChunkedStore } from '../images/chunked/store';
+import { pushVmArchive } from '../images/chunked/vm-files';
 import { loadConfig, type LoadedConfig } from '../config/load';
 
 export interface DevStackOptions {
@@ -147,8 +148,8 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       forcePathStyle: true,
       credentials: DEV_S3_CREDENTIALS,
     });
-    const store = new ImageStore(s3c, loaded.imageStore);
-    if (!(await store.resolve(SEED_IMAGE))) await store.pushFile(SEED_IMAGE, seed);
+    const store = new ChunkedStore(s3c, loaded.imageStore);
+    if (!(await store.resolve(SEED_IMAGE))) await pushVmArchive(store, SEED_IMAGE, seed);
     s3c.destroy();
     log(`seeded image ${SEED_IMAGE}`);
 

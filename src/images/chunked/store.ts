@@ -14,7 +14,6 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { S3Location } from '../../config/schema';
 import { formatImageRef, parseImageRef } from '../../domain/job';
-import { isMissing } from '../store';
 import { keys, manifestError, versionDigest, type ChunkLocation, type VersionManifest } from './format';
 import {
   DEFAULT_RETENTION,
@@ -26,6 +25,21 @@ import {
   type Retention,
   type TagRecord,
 } from './gc';
+
+/** An S3 answer that the object is not there (GetObject's NoSuchKey, HeadObject's bare 404). */
+export const isMissing = (e: unknown): boolean =>
+  (e as { name?: string }).name === 'NoSuchKey' ||
+  (e as { name?: string }).name === 'NotFound' ||
+  (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404;
+
+/** What a workflow carries about an image: no manifest (it can be megabytes), no URLs, no credentials. */
+export interface ResolvedImage {
+  ref: string;
+  digest: string;
+  /** Logical size of the disk, and how many bytes of it are data (not zero chunks). */
+  size: number;
+  dataBytes: number;
+}
 
 export interface PushResult {
   ref: string;

@@ -110,9 +110,14 @@ export interface CachedDisk {
 }
 
 /** What the helper's `pull` command reads (helper/pull.go). */
-export interface PullOrder {
+/** Where a pull writes: `dir/disk`, renamed to `final` once whole (the helper holds a lock meanwhile). */
+export interface PullTarget {
   dir: string;
   disk: string;
+  final?: string;
+}
+
+export interface PullOrder extends PullTarget {
   size: number;
   chunkSize: number;
   copies: Array<{ index: number; from: string; fromIndex: number }>;
@@ -132,7 +137,7 @@ export function pullOrder(
   target: VersionManifest,
   plan: PullPlan,
   cached: ReadonlyMap<string, CachedDisk>,
-  where: { dir: string; disk: string },
+  where: PullTarget,
   urls: Record<string, string>,
   extras: PullOrder['extras'],
   opts: { concurrency?: number; attempts?: number } = {},
@@ -185,7 +190,7 @@ export async function pullVersion(
   runner: HelperRunner,
   target: { digest: string; manifest: VersionManifest },
   cached: ReadonlyMap<string, CachedDisk>,
-  where: { dir: string; disk: string },
+  where: PullTarget,
   opts: {
     concurrency?: number;
     attempts?: number;

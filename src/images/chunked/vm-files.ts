@@ -6,6 +6,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { localHelper } from './helper';
+import type { ChunkedStore, PushResult } from './store';
+import { pushDisk, type PushOptions } from './transfer';
 
 export const VM_DISK = 'disk.img';
 
@@ -28,5 +31,20 @@ export function unpackVmArchive(archive: string): { disk: string; extras: Buffer
   } catch (e) {
     cleanup();
     throw e;
+  }
+}
+
+/** Pushes a `tart export` archive from this machine: its disk chunked, its small files beside. */
+export async function pushVmArchive(
+  store: ChunkedStore,
+  ref: string,
+  archive: string,
+  opts: Omit<PushOptions, 'extras'> = {},
+): Promise<PushResult> {
+  const vm = unpackVmArchive(archive);
+  try {
+    return await pushDisk(store, localHelper(), ref, vm.disk, { ...opts, extras: vm.extras });
+  } finally {
+    vm.cleanup();
   }
 }
