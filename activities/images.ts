@@ -152,6 +152,7 @@ export function imageActivities(ctx: ActivityContext) {
       image: ResolvedImage,
     ): Promise<{ cached: boolean; fetchedBytes: number; copiedBytes: number; seconds: number; evicted: string[] }> {
       const actx = Context.current();
+      const pool = ctx.pool(target.pool);
       const driver = await ctx.driver(target);
       const conn = await ctx.hostConnection(target);
       const { runner, paths } = await hostHelper(conn);
@@ -197,7 +198,11 @@ export function imageActivities(ctx: ActivityContext) {
           { digest: image.digest, manifest: target_ },
           cached,
           { dir: `${paths.home}/.marina/pulls/${hex(image.digest)}`, disk: VM_DISK, final: `${paths.vms}/${vm}` },
-          { onProgress: (s) => (last = s), signal: actx.cancellationSignal },
+          {
+            onProgress: (s) => (last = s),
+            signal: actx.cancellationSignal,
+            maxBytesPerSecond: (pool.imageCache.pullMBps ?? 0) * 1e6,
+          },
         ));
       } catch (e) {
         if (e instanceof HelperError && e.code === 2)
@@ -212,7 +217,7 @@ export function imageActivities(ctx: ActivityContext) {
         clearInterval(beat);
       }
       const entry = await recordCacheEntry(conn, paths, image.digest);
-      const budget = ctx.pool(target.pool).imageCache.budgetGiB * GiB;
+      const budget = pool.imageCache.budgetGiB * GiB;
       const evict = planEviction([...entries, entry], budget, new Set([image.digest]), Date.now());
       for (const e of evict) {
         await driver.destroy(e.vm);

@@ -50,6 +50,30 @@ type PullOrder struct {
 	} `json:"extras"`
 	Concurrency int `json:"concurrency"`
 	Attempts    int `json:"attempts"`
+	// MaxBytesPerSecond caps the download (0: no cap), so a pre-pull leaves the link to running jobs.
+	MaxBytesPerSecond int64 `json:"maxBytesPerSecond"`
+}
+
+// limiter spaces requests so that all lanes together stay under a rate.
+type limiter struct {
+	mu   sync.Mutex
+	next time.Time
+	rate float64
+}
+
+func (l *limiter) take(n int64) {
+	if l.rate <= 0 {
+		return
+	}
+	l.mu.Lock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	wait := l.next.Sub(now)
+	l.next = l.next.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	l.mu.Unlock()
+	time.Sleep(wait)
 }
 
 // FetchRange is one ranged GET of a pack, carrying chunks to write.
@@ -266,6 +290,7 @@ func runPull(o *PullOrder) {
 	if o.Attempts <= 0 {
 		attempts = 4
 	}
+	limit := &limiter{rate: float64(o.MaxBytesPerSecond)}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr error
@@ -282,6 +307,7 @@ func runPull(o *PullOrder) {
 					return
 				}
 				r := queue[k]
+				limit.take(r.Length)
 				err := fetchRange(client, dec, o, r, out, j, stats, attempts)
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })

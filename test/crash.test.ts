@@ -8,14 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { Connection, Client } from '@temporalio/client';
-import { S3Client } from '@aws-sdk/client-s3';
 import { startJob } from '../src/client/jobs';
 import type { LoadedConfig } from '../src/config/load';
-import { ChunkedStore } from '../src/images/chunked/store';
-import { pushVmArchive } from '../src/images/chunked/vm-files';
-import { buildSeedImage, publicKeyOf } from '../src/emulator/seed-image';
-import { DEV_S3_CREDENTIALS } from '../src/emulator/s3-server';
-import { eventually, fileConfig, leftoverVms, readJobLog, spawnWorker, stack, uniqueId } from './helpers';
+import { eventually, fileConfig, freshImage, leftoverVms, readJobLog, spawnWorker, uniqueId } from './helpers';
 
 const POOL = 'crash';
 let config: LoadedConfig;
@@ -23,7 +18,10 @@ let client: Client;
 const workers: ChildProcess[] = [];
 
 beforeAll(async () => {
-  config = fileConfig(POOL);
+  // Pulls capped at 8 MB/s: the ensureImage test's 32 MB of image data take seconds, long enough to kill a worker in.
+  config = fileConfig(POOL, (raw) => {
+    raw.pools[0].imageCache = { pullMBps: 8 };
+  });
   client = new Client({ connection: await Connection.connect({ address: config.temporal.address }) });
 });
 
@@ -31,28 +29,6 @@ afterAll(async () => {
   for (const w of workers) w.kill('SIGKILL');
   await client?.connection.close();
 });
-
-/**
- * A fresh image per test; for the fetch test, big enough that its download is a stage one can kill a
- * worker in (the others use a small disk: cloning 256 MiB on each boot only slows them down).
- */
-async function freshImage(name: string, diskMiB: number): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'marina-img-'));
-  const file = join(dir, 'image.tgz');
-  buildSeedImage(file, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), diskMiB);
-  const s3 = new S3Client({
-    region: 'us-east-1',
-    endpoint: config.imageStore.endpoint,
-    forcePathStyle: true,
-    credentials: DEV_S3_CREDENTIALS,
-  });
-  try {
-    await pushVmArchive(new ChunkedStore(s3, config.imageStore), `${name}:1`, file);
-  } finally {
-    s3.destroy();
-  }
-  return `${name}:1`;
-}
 
 async function pendingActivity(workflowId: string): Promise<string | undefined> {
   const d = await client.workflow.getHandle(workflowId).describe();
@@ -81,6 +57,7 @@ function startedAttempts(
 const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript') =>
   it(`completes a job whose worker is SIGKILLed during ${stage}`, async () => {
     const image = await freshImage(
+      config,
       uniqueId(`crash-${stage.toLowerCase()}`).toLowerCase(),
       stage === 'ensureImage' ? 256 : 8,
     );

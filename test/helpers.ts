@@ -11,6 +11,27 @@ import { loadConfig, logsLocation, type LoadedConfig } from '../src/config/load'
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 import { createMarinaWorker, type MarinaWorker } from '../src/worker';
 import { s3ClientFor } from '../src/config/s3';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { ChunkedStore } from '../src/images/chunked/store';
+import { pushVmArchive } from '../src/images/chunked/vm-files';
+import { buildSeedImage, publicKeyOf } from '../src/emulator/seed-image';
+
+/**
+ * Pushes a new image `<name>:1` that no host caches yet (the VM key of the stack baked in), so a job
+ * on it really pulls. `diskMiB` sets how long that pull takes.
+ */
+export async function freshImage(config: LoadedConfig, name: string, diskMiB: number): Promise<string> {
+  const file = join(mkdtempSync(join(tmpdir(), 'marina-img-')), 'image.tgz');
+  buildSeedImage(file, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), diskMiB);
+  const s3 = s3ClientFor(config, config.imageStore);
+  try {
+    await pushVmArchive(new ChunkedStore(s3, config.imageStore), `${name}:1`, file);
+  } finally {
+    s3.destroy();
+  }
+  return `${name}:1`;
+}
 
 let runtimeInstalled = false;
 function quietRuntime() {

@@ -1,8 +1,8 @@
 /** The job workflow end to end on the real stack: dev server, S3, emulated hosts over SSH. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkflowFailedError, type Client } from '@temporalio/client';
@@ -11,7 +11,18 @@ import { JobSpecError, jobWorkflowId } from '../src/domain/job';
 import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
-import { eventually, fileConfig, leftoverVms, readJobLog, stack, startWorker, uniqueId, vmProcesses } from './helpers';
+import { readSecret } from '../src/config/secrets';
+import {
+  eventually,
+  fileConfig,
+  hostDirs,
+  leftoverVms,
+  readJobLog,
+  stack,
+  startWorker,
+  uniqueId,
+  vmProcesses,
+} from './helpers';
 
 const POOL = 'jobs';
 let config: LoadedConfig;
@@ -117,10 +128,16 @@ describe('job workflow', () => {
     expect(leftoverVms(spec.id)).toEqual([]);
   });
 
-  it("snapshots a VM into a new image without the job's secrets, and a later job boots from it", async () => {
+  it("snapshots a VM into a new image without the job's secrets, a later job boots from it, and no host ever sees an AWS credential", async () => {
     const snap = `snap-${Date.now().toString(36)}:1`;
+    // Every command the hosts run, with its environment and stdin, is recorded from here on.
+    const sessions = hostDirs().map((h) => join(h, 'sessions'));
+    for (const d of sessions) mkdirSync(d, { recursive: true });
     const first = job({
-      script: 'echo built-by-first-job > "$HOME/artifact.txt"; echo "$TOKEN" > /dev/null',
+      // The emulated guest's disk is its VM directory's disk.img: the job changes one chunk of it.
+      script:
+        'echo built-by-first-job > "$HOME/artifact.txt"; echo "$TOKEN" > /dev/null; ' +
+        'printf on-disk-change | dd of="$MARINA_EMU_VM/disk.img" bs=1 seek=5000000 conv=notrunc 2>/dev/null',
       secrets: { TOKEN: 'test-token' },
       snapshot: { image: snap },
     });
@@ -132,10 +149,49 @@ describe('job workflow', () => {
     const second = job({
       image: snap,
       // The secret's value is assembled at run time so the spec itself never contains it.
-      script: `cat "$HOME/artifact.txt"; ls "$HOME/.marina/jobs"; if grep -rqF "$(printf 's3cr3t-%s' VALUE)" "$HOME"; then echo LEAKED; else echo clean; fi`,
+      script: `cat "$HOME/artifact.txt"; dd if="$MARINA_EMU_VM/disk.img" bs=1 skip=5000000 count=14 2>/dev/null; echo; ls "$HOME/.marina/jobs"; if grep -rqF "$(printf 's3cr3t-%s' VALUE)" "$HOME"; then echo LEAKED; else echo clean; fi`,
     });
     const r2 = await (await startJob(client, config, second)).result();
-    expect(await readJobLog(config, r2.log.key)).toBe(`built-by-first-job\n${second.id}\nclean\n`);
+    expect(await readJobLog(config, r2.log.key)).toBe(`built-by-first-job\non-disk-change\n${second.id}\nclean\n`);
+    for (const d of sessions) renameSync(d, `${d}-${snap.replace(':', '-')}`); // recording off
+
+    const recorded = sessions.flatMap((d) =>
+      readdirSync(`${d}-${snap.replace(':', '-')}`).map((f) =>
+        readFileSync(join(`${d}-${snap.replace(':', '-')}`, f), 'latin1'),
+      ),
+    );
+    const all = recorded.join('\n');
+    // What the hosts got: the helper's orders (a pull of the snapshot, the snapshot's push) with presigned URLs.
+    const orders = recorded.filter((t) => t.startsWith('{') && /"(ranges|packs)"/.test(t)).map((t) => JSON.parse(t));
+    expect(orders.some((o) => o.ranges?.length > 0 && Object.keys(o.urls).length > 0)).toBe(true);
+    expect(orders.some((o) => o.packs?.length > 0)).toBe(true);
+    const urls = orders
+      .flatMap((o) => [
+        ...Object.values(o.urls ?? {}),
+        ...(o.packs ?? []).map((p: { url: string }) => p.url),
+        o.extras?.url,
+      ])
+      .filter(Boolean)
+      .map((u) => new URL(u as string));
+    expect(urls.length).toBeGreaterThan(0);
+    for (const u of urls) {
+      expect(u.pathname).toMatch(/\/v2\/(packs|blobs)\//); // only the objects the transfer needs
+      expect(u.searchParams.get('X-Amz-Signature')).toMatch(/^[0-9a-f]{64}$/);
+      expect(Number(u.searchParams.get('X-Amz-Expires'))).toBeLessThanOrEqual(6 * 3600);
+    }
+    // Never a credential: not the secret key, not a session token, not an AWS_ variable.
+    const secretKey = readSecret(config, config.imageStore.credentials!.secretAccessKey, 'S3 secret access key');
+    expect(all).not.toContain(secretKey);
+    expect(all).not.toMatch(/X-Amz-Security-Token|^AWS_/m);
+    // Nor in any file on the hosts (their homes, Tart's VMs and image cache): grep finds nothing (exit 1).
+    const onDisk = spawnSync(
+      'grep',
+      ['-rlF', secretKey, ...hostDirs().flatMap((h) => [join(h, 'home'), join(h, 'tart')])],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect([onDisk.status, onDisk.stdout]).toEqual([1, '']);
   });
 
   it('runs 5 jobs on 2 hosts x 2 slots: 4 at once, the 5th waits, then runs', async () => {

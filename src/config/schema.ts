@@ -221,6 +221,8 @@ const pool = z
     imageCache: z
       .object({
         budgetGiB: z.number().positive('a size in GiB, e.g. 300').default(300),
+        /** Caps each pull's download rate on a host (MB/s), so pulls leave bandwidth to running jobs; absent: no cap. */
+        pullMBps: z.number().positive('a rate in MB/s, e.g. 200, or leave it out').optional(),
         /** Pulled onto new and idle hosts before any job asks (with the standby images). */
         prePull: z
           .array(z.string().regex(/^[\w][\w./-]*(:[\w][\w.-]*)?$/, 'an image reference, e.g. macos-xcode:16'))

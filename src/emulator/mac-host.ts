@@ -57,7 +57,16 @@ export async function startEmulatedHost(o: EmulatedHostOptions): Promise<Emulate
 export HOME='${dir}/home' TART_HOME='${dir}/tart' PATH='${dir}/bin:/usr/local/bin:/usr/bin:/bin'
 export MARINA_EMU_HOST='${o.name}' MARINA_EMU_NET='127.77.${o.netIndex}' MARINA_EMU_VM_PORT='${o.vmPort}' MARINA_EMU_BOOT_SECONDS='${o.bootSeconds}' MARINA_EMU_SSHD='${sshd()}'
 cd "$HOME"
-if [ -n "\${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"; else exec /bin/bash -l; fi
+[ -n "\${SSH_ORIGINAL_COMMAND:-}" ] || exec /bin/bash -l
+# With a sessions/ directory present, every command, its environment and its stdin are recorded:
+# tests read what a host was sent (e.g. that no AWS credential ever reached it).
+rec='${dir}/sessions'
+if [ -d "$rec" ]; then
+  rec="$rec/$(date +%s%N).$$"
+  printf '%s\n' "$SSH_ORIGINAL_COMMAND" > "$rec.cmd"; env > "$rec.env"
+  tee "$rec.stdin" | /bin/bash -c "$SSH_ORIGINAL_COMMAND"; exit $?
+fi
+exec /bin/bash -c "$SSH_ORIGINAL_COMMAND"
 `,
   );
   chmodSync(join(dir, 'login'), 0o755);

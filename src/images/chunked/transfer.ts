@@ -127,6 +127,8 @@ export interface PullOrder extends PullTarget {
   extras: { url: string; sha256: string } | null;
   concurrency: number;
   attempts: number;
+  /** 0: no cap. */
+  maxBytesPerSecond: number;
 }
 
 /**
@@ -140,7 +142,7 @@ export function pullOrder(
   where: PullTarget,
   urls: Record<string, string>,
   extras: PullOrder['extras'],
-  opts: { concurrency?: number; attempts?: number } = {},
+  opts: { concurrency?: number; attempts?: number; maxBytesPerSecond?: number } = {},
 ): PullOrder {
   const moving = new Set([
     ...plan.local.map((l) => l.index),
@@ -166,6 +168,7 @@ export function pullOrder(
     extras,
     concurrency: opts.concurrency ?? 8,
     attempts: opts.attempts ?? 4,
+    maxBytesPerSecond: opts.maxBytesPerSecond ?? 0,
   };
 }
 
@@ -194,6 +197,7 @@ export async function pullVersion(
   opts: {
     concurrency?: number;
     attempts?: number;
+    maxBytesPerSecond?: number;
     merge?: MergeOptions;
     onPlan?: (plan: PullPlan) => void;
     onProgress?: (s: PullStats) => void;
