@@ -24,6 +24,9 @@ export async function ensurePools(client: Client, config: LoadedConfig): Promise
       placement: pool.placement,
       ...(pool.security ? { security: pool.security } : {}),
       ...(pool.standby.length > 0 ? { standby: pool.standby } : {}),
+      ...(pool.imageCache.prePull.length + pool.standby.length > 0
+        ? { prePull: [...new Set([...pool.imageCache.prePull, ...pool.standby.map((s) => s.image)])] }
+        : {}),
       ...(pool.aws
         ? {
             aws: {

@@ -15,7 +15,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-import { eventually, fileConfig, readJobLog, stack, startWorker, uniqueId } from './helpers';
+import { eventually, fileConfig, freshImage, readJobLog, stack, startWorker, uniqueId } from './helpers';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { jobWorkflowId } from '../src/domain/job';
@@ -385,6 +385,48 @@ describe('pool', () => {
         },
         60_000,
       );
+    }
+  });
+
+  it("pre-pulls the pool's images onto an idle host, so the next job finds its image cached", async () => {
+    const image = await freshImage(config, uniqueId('prepull').toLowerCase(), 16);
+    const pool = client.workflow.getHandle(poolWorkflowId(WARM));
+    await ensurePools(client, {
+      ...config,
+      pools: config.pools.map((p) =>
+        p.name === WARM ? { ...p, imageCache: { ...p.imageCache, prePull: [image] } } : p,
+      ),
+    });
+    try {
+      const record = await eventually(
+        'pre-pulled onto mac-2',
+        async () => {
+          const r = (await pool.query(poolStateQuery)).prePulls?.[`mac-2|${image}`];
+          return r?.cacheName && !r.running ? r : undefined;
+        },
+        60_000,
+      );
+      const vms = readdirSync(join(stack().stateDir, 'hosts', 'mac-2', 'tart', 'vms'));
+      expect(vms).toContain(record.cacheName);
+      // The pre-pull is a workflow of its own an operator finds in the Web UI, with what it did in its details.
+      const pre = client.workflow.getHandle(`prepull/${WARM}/mac-2/${image}`);
+      expect(await pre.result()).toMatchObject({ cached: false, fetchedBytes: expect.any(Number) });
+      expect((await pre.describe()).raw.workflowExecutionInfo?.type?.name).toBe('prePullWorkflow');
+
+      const id = uniqueId('after-prepull');
+      const r = await (
+        await startJob(client, config, { id, pool: WARM, image, script: 'echo ok', timeoutSeconds: 60 })
+      ).result();
+      expect(r.state).toBe('succeeded');
+      const history = await client.workflow.getHandle(jobWorkflowId(id)).fetchHistory();
+      const fetched = history.events!.flatMap((e) => {
+        const p = e.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
+        const text = p ? Buffer.from(p).toString() : '';
+        return text.includes('"cached"') ? [JSON.parse(text) as { cached: boolean }] : [];
+      });
+      expect(fetched).toEqual([expect.objectContaining({ cached: true })]);
+    } finally {
+      await ensurePools(client, config);
     }
   });
 });

@@ -118,6 +118,11 @@ export const standbyClaimedSignal = defineSignal<[{ by: string }]>('standbyClaim
 /** The pool keeps fewer standbys now: destroy the VM and give the slot back. */
 export const standbyStopSignal = defineSignal('standbyStop');
 
+// Pre-pull workflow -> pool
+/** A pre-pull ended: the cache name it produced, or why it failed. */
+export const prePullDoneSignal =
+  defineSignal<[{ host: string; image: string; cacheName?: string; error?: string }]>('prePullDone');
+
 // Worker / operator -> pool
 export const syncHostsSignal = defineSignal<[PoolSettings]>('syncHosts');
 export const cordonHostUpdate = defineUpdate<PoolState, [{ host: string; cordon: boolean }]>('cordonHost');
@@ -155,6 +160,8 @@ export interface PoolSettings {
   security?: SecurityPolicy;
   /** VMs kept booted ahead of demand. */
   standby?: StandbySpec[];
+  /** Images pulled onto new and idle hosts before jobs ask (src/policy/prepull.ts). */
+  prePull?: string[];
   /** AWS pools: the pool starts host workflows when queued demand exceeds free and starting slots. */
   aws?: AwsPoolSettings;
 }

@@ -5,3 +5,4 @@ export { hostWorkflow } from './host';
 export { reconcilerWorkflow } from './reconciler';
 export { leaseProbeWorkflow, bareWorkflow } from './probe';
 export { standbyWorkflow } from './standby';
+export { prePullWorkflow } from './prepull';

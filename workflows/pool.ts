@@ -26,10 +26,12 @@ import { jobIdOfVm, jobWorkflowId, poolOfStandbyVm } from '../src/domain/job';
 import { healthAfterCheck, pickModifier, pickStandby, placeQueue, whyNeverFits } from '../src/policy/placement';
 import { checkSecurity } from '../src/domain/security';
 import { capacityAt, scheduleErrors } from '../src/policy/schedule';
+import { prePullKey, prePullsDue } from '../src/policy/prepull';
 import {
   cordonHostUpdate,
   poolStateQuery,
   standbyReadySignal,
+  prePullDoneSignal,
   releaseLeaseSignal,
   requestLeaseSignal,
   syncHostsSignal,
@@ -239,6 +241,30 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       fleet.decide(`${req.jobWorkflowId} takes standby VM ${s.vm} on ${s.host} (booted, image cached)`);
     }
   }
+
+  /** Starts the pre-pulls due (src/policy/prepull.ts): the pool's images onto idle hosts, one at a time per host. */
+  function syncPrePulls(): void {
+    const records = (state.prePulls ??= {});
+    for (const p of prePullsDue(state.hosts, state.leases, settings.prePull ?? [], records, Date.now())) {
+      const key = prePullKey(p.host, p.image);
+      records[key] = { ...records[key], at: Date.now(), running: true };
+      void startChild('prePullWorkflow', {
+        workflowId: `prepull/${state.name}/${p.host}/${p.image}`,
+        args: [{ pool: state.name, host: p.host, image: p.image }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        staticSummary: `Pre-pull ${p.image} onto ${p.host} (pool ${state.name})`,
+      }).catch((e: unknown) => {
+        if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+      });
+    }
+  }
+  setHandler(prePullDoneSignal, ({ host, image, cacheName }) => {
+    const key = prePullKey(host, image);
+    (state.prePulls ??= {})[key] = { at: Date.now(), ...(cacheName ? { cacheName } : {}) };
+    const h = state.hosts.find((x) => x.name === host);
+    if (h && cacheName && !h.images?.includes(cacheName)) h.images = [...(h.images ?? []), cacheName];
+    dirty = true;
+  });
 
   setHandler(releaseLeaseSignal, ({ jobWorkflowId, cachedImage }) => {
     const lease = state.leases.find((l) => l.jobWorkflowId === jobWorkflowId);
@@ -550,6 +576,7 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
         send({ kind: 'granted', jobWorkflowId: lease.jobWorkflowId, lease: { ...lease } });
       }
       syncStandby();
+      syncPrePulls();
       if (settings.aws) noteSchedule(settings.aws);
       if (settings.aws && !state.paused) fleet.tick(effectiveAws(settings.aws));
       setCurrentDetails(describe(state));
@@ -602,7 +629,13 @@ function describe(state: PoolState): string {
   const shown = state.hosts.slice(0, DETAIL_HOSTS);
   const lines = shown.map((h) => {
     const leases = state.leases.filter((l) => l.host === h.name).length;
-    return `- **${h.name}**: ${leases} lease(s)${h.cordoned ? ` · cordoned (${h.cordoned})` : ''}`;
+    const pulling = Object.entries(state.prePulls ?? {})
+      .filter(([k, r]) => r.running && k.startsWith(`${h.name}|`))
+      .map(([k]) => k.slice(h.name.length + 1));
+    return (
+      `- **${h.name}**: ${leases} lease(s)${h.cordoned ? ` · cordoned (${h.cordoned})` : ''}` +
+      (pulling.length ? ` · pre-pulling ${pulling.join(', ')} (workflow prepull/${state.name}/${h.name}/…)` : '')
+    );
   });
   const decisions = (state.decisions ?? []).slice(-5).map((d) => `- ${d.at.slice(11, 19)} ${d.what}`);
   return [

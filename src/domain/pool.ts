@@ -1,4 +1,5 @@
 /** Pool, host and lease state: plain data shared by the pool workflow, the policy and the client. */
+import type { PrePullRecord } from '../policy/prepull';
 import type { Volume } from './job';
 import type { CapacitySchedule } from '../policy/schedule';
 
@@ -126,6 +127,8 @@ export interface PoolState {
   standbys?: Record<string, StandbyVm>;
   /** Capacity schedules a planner set, in place of the configured ones (AWS pools). */
   schedules?: CapacitySchedule[];
+  /** Pre-pulls by `host|image` (src/policy/prepull.ts): running, or when each last ended. */
+  prePulls?: Record<string, PrePullRecord>;
   /** Workflow time (ms) of the next health round, carried across continue-as-new. */
   nextHealthAt?: number;
   /** Capacity a planner set, over the configured one (AWS pools). */
