@@ -262,7 +262,13 @@ describe('chunked image store', () => {
     const pulled = readdirSync(cache).filter((f) => /^[0-9a-f]{64}$/.test(f));
     expect(pulled.map((f) => sha(join(cache, f, 'disk.img'))).sort()).toEqual([sha(v1), sha(v2)].sort());
     expect(await marina('rm', `${name}:1`)).toMatch(`removed ${name}:1`);
-    expect(await marina('gc')).toMatch(/^gc: 0 packs deleted .*condemned/);
+    expect(await marina('gc')).toMatch(
+      /^gc: 0 packs deleted .*condemned.*last 2 earlier version\(s\) younger than 30 days/,
+    );
+    await expect(marina('gc', '--keep-previous', '-1')).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/--keep-previous: "-1" must be a whole number/),
+    });
     await expect(marina('push', `${name}:3`)).rejects.toMatchObject({
       code: 2,
       stderr: expect.stringMatching(/give either an archive or --disk/),

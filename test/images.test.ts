@@ -8,7 +8,11 @@ import {
   type VersionManifest,
 } from '../src/images/chunked/format';
 import { DEFAULT_MERGE, planPull, planPush } from '../src/images/chunked/plan';
-import { planGc, GC_GRACE_MS } from '../src/images/chunked/gc';
+import { planGc, GC_GRACE_MS, blobEntry, retainedDigests } from '../src/images/chunked/gc';
+import { pullOrder } from '../src/images/chunked/transfer';
+import { planEviction, RECENT_USE_MS } from '../src/images/cache';
+import { prePullsDue, PREPULL_RECHECK_MS } from '../src/policy/prepull';
+import type { HostState } from '../src/domain/pool';
 
 const MiB = 1024 * 1024;
 const hash = (n: number) => n.toString(16).padStart(64, '0');
@@ -118,5 +122,118 @@ describe('chunked image format', () => {
     });
     // Still unreferenced a grace period after it was condemned: deleted.
     expect(planGc([version([1, 2], 'p1')], packs, run1.condemned, later).deletePacks).toEqual(['old']);
+  });
+});
+
+describe('pull orders, host cache and pre-pull (pure)', () => {
+  it('turns a plan into helper work: kept chunks copied from the seed, others from where they are cached, a URL per pack', () => {
+    const seed = version([1, 2, 3, 0]);
+    const other = version([9, 0, 0, 0], 'p2');
+    const target = version([1, 5, 9, 5], 'p3');
+    const cached = new Map([
+      ['sha256:seed', { manifest: seed, disk: '/vms/seed/disk.img' }],
+      ['sha256:other', { manifest: other, disk: '/vms/other/disk.img' }],
+    ]);
+    const plan = planPull(target, new Map([...cached].map(([d, c]) => [d, c.manifest])));
+    const order = pullOrder(
+      target,
+      plan,
+      cached,
+      { dir: '/p', disk: 'disk.img', final: '/vms/new' },
+      { p3: 'https://u' },
+      null,
+    );
+    expect(order.copies).toEqual([
+      { index: 0, from: '/vms/seed/disk.img', fromIndex: 0 },
+      { index: 2, from: '/vms/other/disk.img', fromIndex: 0 },
+    ]);
+    expect(order.ranges.flatMap((r) => r.chunks.map((c) => c.index))).toEqual([1]);
+    expect(order.selfCopies).toEqual([{ index: 3, fromIndex: 1 }]);
+    expect(order).toMatchObject({ size: 4 * MiB, chunkSize: MiB, urls: { p3: 'https://u' }, final: '/vms/new' });
+  });
+
+  it('evicts least recently used versions until the cache fits its budget, never the one just pulled or one in use', () => {
+    const now = 10 * RECENT_USE_MS;
+    const e = (digest: string, gib: number, usedAgo: number) => ({
+      digest,
+      vm: digest,
+      bytes: gib * 2 ** 30,
+      usedAt: now - usedAgo,
+    });
+    const entries = [
+      e('old', 40, 9 * RECENT_USE_MS),
+      e('older', 40, 10 * RECENT_USE_MS),
+      e('busy', 40, 1000),
+      e('new', 40, 0),
+    ];
+    expect(planEviction(entries, 100 * 2 ** 30, new Set(['new']), now).map((x) => x.digest)).toEqual(['older', 'old']);
+    expect(planEviction(entries, 200 * 2 ** 30, new Set(['new']), now)).toEqual([]);
+    // Over budget with nothing evictable: it stays over rather than delete what a job is about to clone.
+    expect(planEviction(entries, 10 * 2 ** 30, new Set(['new']), now).map((x) => x.digest)).toEqual(['older', 'old']);
+  });
+
+  it('keeps each tag and its recent earlier versions through gc (retention), and the VM-files blobs they name', () => {
+    const day = 86_400_000;
+    const now = 100 * day;
+    const tags = [
+      {
+        ref: 'a:1',
+        digest: 'A3',
+        history: [
+          { digest: 'A2', at: now - day },
+          { digest: 'A1', at: now - 2 * day },
+          { digest: 'A0', at: now - 3 * day },
+        ],
+      },
+      { ref: 'b:1', digest: 'B1', history: [{ digest: 'B0', at: now - 40 * day }] },
+    ];
+    expect([...retainedDigests(tags, { keepPrevious: 2, keepDays: 30 }, now)].sort()).toEqual(['A1', 'A2', 'A3', 'B1']);
+    expect([...retainedDigests(tags, { keepPrevious: 0, keepDays: 30 }, now)].sort()).toEqual(['A3', 'B1']);
+    const withBlob = { ...version([1]), extras: { sha256: hash(77), size: 10 } };
+    const blobs = [
+      { pack: blobEntry(hash(77)), chunks: [], writtenAt: 0, bytes: 10 },
+      { pack: blobEntry(hash(78)), chunks: [], writtenAt: 0, bytes: 10 },
+    ];
+    const plan = planGc([withBlob], blobs, {}, 2 * GC_GRACE_MS);
+    expect(Object.keys(plan.condemned)).toEqual([blobEntry(hash(78))]);
+  });
+
+  it('pre-pulls onto idle, healthy, schedulable hosts, one image at a time, again when evicted or due for a recheck', () => {
+    const host = (name: string, over: Partial<HostState> = {}): HostState => ({
+      name,
+      resources: { vm: 2 },
+      labels: {},
+      consecutiveHealthFailures: 0,
+      images: [],
+      ...over,
+    });
+    const hosts = [
+      host('idle'),
+      host('busy'),
+      host('down', { consecutiveHealthFailures: 2 }),
+      host('cordoned', { cordoned: 'operator' }),
+      host('unchecked', { images: undefined }),
+    ];
+    const leases = [{ leaseId: 'l', jobWorkflowId: 'j', host: 'busy', resources: { vm: 1 }, grantedAt: 0 }] as never[];
+    const now = 10 * PREPULL_RECHECK_MS;
+    expect(prePullsDue(hosts, leases, ['a:1', 'b:1'], {}, now)).toEqual([{ host: 'idle', image: 'a:1' }]);
+    // a:1 running: nothing else starts on that host.
+    expect(prePullsDue(hosts, leases, ['a:1', 'b:1'], { 'idle|a:1': { at: now, running: true } }, now)).toEqual([]);
+    // a:1 landed: b:1 next; once both landed, nothing until evicted or the recheck is due.
+    const landed = {
+      'idle|a:1': { at: now, cacheName: 'marina-img-a' },
+      'idle|b:1': { at: now, cacheName: 'marina-img-b' },
+    };
+    const idleWithBoth = [host('idle', { images: ['marina-img-a', 'marina-img-b'] })];
+    expect(prePullsDue(idleWithBoth, [], ['a:1', 'b:1'], { 'idle|a:1': landed['idle|a:1'] }, now)).toEqual([
+      { host: 'idle', image: 'b:1' },
+    ]);
+    expect(prePullsDue(idleWithBoth, [], ['a:1', 'b:1'], landed, now)).toEqual([]);
+    expect(prePullsDue([host('idle', { images: ['marina-img-b'] })], [], ['a:1', 'b:1'], landed, now)).toEqual([
+      { host: 'idle', image: 'a:1' },
+    ]);
+    expect(prePullsDue(idleWithBoth, [], ['a:1', 'b:1'], landed, now + PREPULL_RECHECK_MS)).toEqual([
+      { host: 'idle', image: 'a:1' },
+    ]);
   });
 });

@@ -9,6 +9,7 @@ import { SingleBar, Presets } from 'cli-progress';
 import type { LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
 import { ChunkedStore } from '../images/chunked/store';
+import { DEFAULT_RETENTION } from '../images/chunked/gc';
 import { localHelper } from '../images/chunked/helper';
 import { pullVersion, pushDisk, type CachedDisk } from '../images/chunked/transfer';
 import { unpackVmArchive } from '../images/chunked/vm-files';
@@ -149,13 +150,28 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
     });
   image
     .command('gc')
-    .description('condemn packs no tag uses; delete those condemned at least 6 h ago and still unused')
-    .action(async () => {
+    .description(
+      'condemn packs no retained version uses (every tag, and its recent earlier versions); delete those condemned at least 6 h ago and still unused',
+    )
+    .option(
+      '--keep-previous <n>',
+      'earlier versions of each tag kept for a rollback',
+      String(DEFAULT_RETENTION.keepPrevious),
+    )
+    .option('--keep-days <days>', 'keep earlier versions only this many days', String(DEFAULT_RETENTION.keepDays))
+    .action(async (o: { keepPrevious: string; keepDays: string }) => {
+      const keepPrevious = Number(o.keepPrevious);
+      const keepDays = Number(o.keepDays);
+      if (!Number.isInteger(keepPrevious) || keepPrevious < 0)
+        throw new UsageError(
+          `--keep-previous: "${o.keepPrevious}" must be a whole number, e.g. 2 (0 keeps only what tags name)`,
+        );
+      if (!(keepDays >= 0)) throw new UsageError(`--keep-days: "${o.keepDays}" must be a number of days, e.g. 30`);
       const { s3, chunked } = stores();
       try {
-        const g = await chunked.gc();
+        const g = await chunked.gc(Date.now(), undefined, { keepPrevious, keepDays });
         console.log(
-          `gc: ${g.deletePacks.length} packs deleted (${gb(g.freedBytes)}), ${Object.keys(g.condemned).length} condemned (deleted by a run 6 h after, if still unused)`,
+          `gc: ${g.deletePacks.length} packs deleted (${gb(g.freedBytes)}), ${Object.keys(g.condemned).length} condemned (deleted by a run 6 h after, if still unused); kept: every tag and its last ${keepPrevious} earlier version(s) younger than ${keepDays} days`,
         );
       } finally {
         s3.destroy();
