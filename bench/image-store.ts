@@ -1,10 +1,12 @@
 /**
- * The chunked image store on loopback S3 (moto) with a generated image: tens of GB logical in a
+ * The chunked image store on loopback S3 with a generated image: tens of GB logical in a
  * full run, mostly zeros, some compressible, some random. Prints, side by side from one run:
  * cold pull throughput next to this disk's raw write speed and a single-stream download of the
  * same bytes; a new version with 5 % of its data changed in scattered places (bytes moved to push
  * and pull it next to the changed bytes); and the same change in Tart-style 512 MiB layers.
- *   node --import tsx bench/image-store.ts [logicalGiB=16] [chunkKiB=1024]
+ *   node --import tsx bench/image-store.ts [logicalGiB=16] [chunkKiB=1024] [gofakes3|moto]
+ * S3 is gofakes3 (a Go S3 server, built through the Go module proxy, files on this disk) by
+ * default: moto, the suite's S3, is one Python process that tops out near 100 MB/s.
  */
 import {
   closeSync,
@@ -21,8 +23,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { deflateRawSync } from 'node:zlib';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
 import { DEV_S3_CREDENTIALS, ensureBucket, startS3Server } from '../src/emulator/s3-server';
-import { freePort } from '../src/emulator/processes';
+import { freePort, portOpen, startProcess, waitFor } from '../src/emulator/processes';
 import { ChunkedStore } from '../src/images/chunked/store';
 import { localHelper } from '../src/images/chunked/helper';
 import { pullVersion, pushDisk } from '../src/images/chunked/transfer';
@@ -92,6 +96,29 @@ function writeDisk(path: string, kinds: Kind[], seed: number, changed: Set<numbe
   }
 }
 
+const GOFAKES3 = 'github.com/johannesboyne/gofakes3/cmd/gofakes3@v1.2.0';
+
+/** gofakes3 with its filesystem backend: built once into .marina/bin through the Go module proxy. */
+async function startGoS3(port: number, dir: string) {
+  const bin = join(__dirname, '..', '.marina', 'bin', 'gofakes3');
+  if (!existsSync(bin)) {
+    const go = existsSync('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : 'go';
+    execFileSync(go, ['install', GOFAKES3], {
+      env: { ...process.env, GOBIN: join(__dirname, '..', '.marina', 'bin') },
+      stdio: 'inherit',
+    });
+  }
+  mkdirSync(join(dir, 'gofakes3'), { recursive: true });
+  const proc = startProcess(
+    'gofakes3',
+    bin,
+    ['-backend', 'fs', '-fs.path', join(dir, 'gofakes3'), '-fs.create', '-host', `127.0.0.1:${port}`],
+    join(dir, 'gofakes3.log'),
+  );
+  await waitFor('gofakes3', () => portOpen(port), 15_000);
+  return { endpoint: `http://127.0.0.1:${port}`, stop: () => proc.stop() };
+}
+
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 const mbps = (b: number, ms: number) => `${(b / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
 
@@ -99,7 +126,11 @@ async function main() {
   const logicalGiB = Number(process.argv[2] ?? 16);
   const chunkSize = Number(process.argv[3] ?? 1024) * 1024;
   const dir = mkdtempSync(join(tmpdir(), 'marina-bench-images-'));
-  const s3srv = await startS3Server(await freePort(), join(dir, 's3.log'));
+  const server = process.argv[4] ?? 'gofakes3';
+  const s3srv =
+    server === 'moto'
+      ? await startS3Server(await freePort(), join(dir, 's3.log'))
+      : await startGoS3(await freePort(), dir);
   try {
     await ensureBucket(s3srv.endpoint, 'bench');
     const s3 = new S3Client({
@@ -119,7 +150,7 @@ async function main() {
     const v1 = join(dir, 'v1.raw');
     writeDisk(v1, kinds, 1);
     console.log(
-      `image: ${logicalGiB} GiB logical, ${gb(dataBytes)} of data (${kinds.filter((k) => k === 'random').length} MiB random), chunk ${chunkSize / 1024} KiB`,
+      `image: ${logicalGiB} GiB logical, ${gb(dataBytes)} of data (${kinds.filter((k) => k === 'random').length} MiB random), chunk ${chunkSize / 1024} KiB, S3: ${server} on loopback`,
     );
 
     // Raw write speed of this disk: the same data volume, written and fsynced.
@@ -153,11 +184,15 @@ async function main() {
     );
     const pullMs = performance.now() - t;
 
-    // One stream: every pack, whole, one after the other.
+    // One stream: every pack, whole, one after the other, by curl into a file on this disk.
     const urls = await store.presignPacks(new Set(r1.manifest.chunks.flatMap((c) => (c ? [c.pack] : []))));
+    const sink = join(dir, 'single-stream.bin');
     t = performance.now();
     let single = 0;
-    for (const u of Object.values(urls)) single += (await (await fetch(u)).arrayBuffer()).byteLength;
+    for (const u of Object.values(urls)) {
+      execFileSync('curl', ['-fsS', '-o', sink, u]);
+      single += statSync(sink).size;
+    }
     const singleMs = performance.now() - t;
 
     console.log(`raw disk write (same data volume, fsync):   ${mbps(dataBytes, rawMs)}`);
