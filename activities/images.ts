@@ -30,6 +30,7 @@ export interface HostPaths {
 
 const hex = (digest: string) => digest.replace(/^sha256:/, '');
 const GiB = 1024 ** 3;
+const MANIFEST_CACHE = 16;
 
 /**
  * The helper on a host: copied there once per build (its name carries its SHA-256, so a host never
@@ -108,14 +109,19 @@ async function recordCacheEntry(conn: SshConnection, paths: HostPaths, digest: s
 }
 
 export function imageActivities(ctx: ActivityContext) {
-  /** Manifests are immutable: one read per version per worker. */
+  /**
+   * Manifests are immutable: read once per version per worker, the most recently used few kept
+   * (a 100 GiB version at 256 KiB chunks is ~19 MB of JSON).
+   */
   const manifests = new Map<string, VersionManifest>();
+  const remember = (digest: string, m: VersionManifest) => {
+    manifests.delete(digest);
+    manifests.set(digest, m);
+    while (manifests.size > MANIFEST_CACHE) manifests.delete(manifests.keys().next().value!);
+  };
   const manifest = async (store: ChunkedStore, digest: string) => {
-    let m = manifests.get(digest);
-    if (!m) {
-      m = await store.version(digest);
-      if (m) manifests.set(digest, m);
-    }
+    const m = manifests.get(digest) ?? (await store.version(digest));
+    if (m) remember(digest, m);
     return m;
   };
 
@@ -131,7 +137,7 @@ export function imageActivities(ctx: ActivityContext) {
           nonRetryable: true,
         });
       }
-      manifests.set(found.digest, found.manifest);
+      remember(found.digest, found.manifest);
       const m = found.manifest;
       return {
         ref: found.ref,
