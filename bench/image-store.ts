@@ -4,7 +4,7 @@
  * cold pull throughput next to this disk's raw write speed and a single-stream download of the
  * same bytes; a new version with 5 % of its data changed in scattered places (bytes moved to push
  * and pull it next to the changed bytes); and the same change in Tart-style 512 MiB layers.
- *   node --import tsx bench/image-store.ts [logicalGiB=16] [chunkKiB=1024] [gofakes3|moto]
+ *   node --import tsx bench/image-store.ts [logicalGiB=16] [chunkKiB=256] [gofakes3|moto]
  * S3 is gofakes3 (a Go S3 server, built through the Go module proxy, files on this disk) by
  * default: moto, the suite's S3, is one Python process that tops out near 100 MB/s.
  */
@@ -124,7 +124,7 @@ const mbps = (b: number, ms: number) => `${(b / 1e6 / (ms / 1000)).toFixed(0)} M
 
 async function main() {
   const logicalGiB = Number(process.argv[2] ?? 16);
-  const chunkSize = Number(process.argv[3] ?? 1024) * 1024;
+  const chunkSize = Number(process.argv[3] ?? 256) * 1024;
   const dir = mkdtempSync(join(tmpdir(), 'marina-bench-images-'));
   const server = process.argv[4] ?? 'gofakes3';
   const s3srv =

@@ -58,7 +58,8 @@ function makeDisk(path: string, mib: number, seed: number): void {
 
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 const helper = localHelper();
-const push = (ref: string, disk: string, on = store) => pushDisk(on, helper, ref, disk);
+// 1 MiB chunks: the test disks change in 1 MiB blocks, so counts below are chunks of 1 MiB.
+const push = (ref: string, disk: string, on = store) => pushDisk(on, helper, ref, disk, { chunkSize: MiB });
 
 /** Pulls `ref` into directory `out` (the disk is `out/disk.img`), seeded from `cached` (digest -> its pulled directory). */
 async function pull(
@@ -246,14 +247,16 @@ describe('chunked image store', () => {
     const name = uniqueId('cli').toLowerCase();
     const v1 = join(dir, 'cli1.raw');
     makeDisk(v1, 8, 6);
-    expect(await marina('push', `${name}:1`, '--disk', v1)).toMatch(
+    expect(await marina('push', `${name}:1`, '--disk', v1, '--chunk-size', '1M')).toMatch(
       /8 chunks \(4 zero, 0 already stored, 4 uploaded\)/,
     );
     const disk = readFileSync(v1);
     disk.fill('new\n', 6 * MiB, 7 * MiB);
     const v2 = join(dir, 'cli2.raw');
     writeFileSync(v2, disk);
-    expect(await marina('push', `${name}:2`, '--disk', v2)).toMatch(/3 already stored, 1 uploaded/);
+    expect(await marina('push', `${name}:2`, '--disk', v2, '--chunk-size', '1M')).toMatch(
+      /3 already stored, 1 uploaded/,
+    );
     expect(await marina('ls')).toMatch(new RegExp(`${name}:1\tchunked\tsha256:[0-9a-f]{64}`));
     const cache = join(dir, 'cache');
     expect(await marina('pull', `${name}:1`, '--cache-dir', cache)).toMatch(/0 chunks resumed/);

@@ -54,7 +54,7 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
     .command('push <ref> [archive]')
     .description('push a VM (a tart export archive, or a raw disk with --disk) to the chunked store')
     .option('--disk <file>', 'a raw disk image: chunked, only chunks the store lacks are uploaded')
-    .option('--chunk-size <size>', 'chunk size (256K-4M)', '1M')
+    .option('--chunk-size <size>', 'chunk size (256K-4M)', '256K')
     .action(async (ref: string, archive: string | undefined, o: { disk?: string; chunkSize: string }) => {
       if (!archive === !o.disk) throw new UsageError('give either an archive or --disk <raw disk>, not both');
       const chunkSize = parseSize('--chunk-size', o.chunkSize);
