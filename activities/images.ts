@@ -3,6 +3,7 @@
  * (pulled by the image helper on the host, seeded from the closest version it caches, within the
  * pool's cache budget). The host gets presigned URLs only; AWS credentials stay on the worker.
  */
+import { readFileSync } from 'node:fs';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { ChunkedStore, type ResolvedImage } from '../src/images/chunked/store';
@@ -32,28 +33,36 @@ const hex = (digest: string) => digest.replace(/^sha256:/, '');
 const GiB = 1024 ** 3;
 const MANIFEST_CACHE = 16;
 
+/** Where things are on a host, and which helpers it has: one SSH round trip. */
+export async function hostPaths(conn: SshConnection): Promise<HostPaths & { platform: string; helpers: string[] }> {
+  const [os, arch, home, tart, ...helpers] = (
+    await conn.run(
+      `uname -s; uname -m; printf '%s\\n' "$HOME" "\${TART_HOME:-$HOME/.tart}"; ls "$HOME/.marina/bin" 2>/dev/null; true`,
+    )
+  )
+    .trim()
+    .split('\n');
+  return { home: home!, vms: `${tart}/vms`, platform: platformOf(os!, arch!), helpers };
+}
+
 /**
  * The helper on a host: copied there once per build (its name carries its SHA-256, so a host never
  * runs a stale one), written under a temporary name and renamed, so a cut copy is never run.
  */
-export async function hostHelper(conn: SshConnection): Promise<{ runner: HelperRunner; paths: HostPaths }> {
-  const [os, arch, home, tart] = (
-    await conn.run(`uname -s; uname -m; printf '%s\\n' "$HOME" "\${TART_HOME:-$HOME/.tart}"`)
-  )
-    .trim()
-    .split('\n');
-  const binary = helperBinary(platformOf(os!, arch!));
-  const path = `${home}/.marina/bin/marina-image-helper-${binary.sha256.slice(0, 16)}`;
-  if ((await conn.exec(`test -x ${shq(path)}`)).code !== 0) {
-    const { readFileSync } = await import('node:fs');
+export async function hostHelper(
+  conn: SshConnection,
+  host: Awaited<ReturnType<typeof hostPaths>>,
+): Promise<HelperRunner> {
+  const binary = helperBinary(host.platform);
+  const name = `marina-image-helper-${binary.sha256.slice(0, 16)}`;
+  const path = `${host.home}/.marina/bin/${name}`;
+  if (!host.helpers.includes(name)) {
     await conn.run(
-      `mkdir -p ${shq(`${home}/.marina/bin`)} && cat > ${shq(`${path}.tmp`)} && chmod 755 ${shq(`${path}.tmp`)} && mv ${shq(`${path}.tmp`)} ${shq(path)}`,
-      {
-        stdin: readFileSync(binary.path),
-      },
+      `mkdir -p ${shq(`${host.home}/.marina/bin`)} && cat > ${shq(`${path}.tmp`)} && chmod 755 ${shq(`${path}.tmp`)} && mv ${shq(`${path}.tmp`)} ${shq(path)}`,
+      { stdin: readFileSync(binary.path) },
     );
   }
-  const runner: HelperRunner = {
+  return {
     async run(cmd, order, onEvent, signal) {
       let stderr = '';
       const r = await conn.exec(`${shq(path)} ${cmd}`, {
@@ -67,7 +76,6 @@ export async function hostHelper(conn: SshConnection): Promise<{ runner: HelperR
         throw new HelperError(stderr.trim() || `helper ${cmd} exited ${r.code ?? r.signal}`, r.code ?? -1);
     },
   };
-  return { runner, paths: { home: home!, vms: `${tart}/vms` } };
 }
 
 /** The host's cache index: one `<hex>.json` per cached version, its mtime the last use. */
@@ -161,7 +169,7 @@ export function imageActivities(ctx: ActivityContext) {
       const pool = ctx.pool(target.pool);
       const driver = await ctx.driver(target);
       const conn = await ctx.hostConnection(target);
-      const { runner, paths } = await hostHelper(conn);
+      const paths = await hostPaths(conn);
       const vm = cachedImageName(image);
       const vmsPresent = new Set((await driver.list()).map((v) => v.name));
       if (vmsPresent.has(vm)) {
@@ -182,6 +190,7 @@ export function imageActivities(ctx: ActivityContext) {
         const m = await manifest(store, e.digest);
         if (m) cached.set(e.digest, { manifest: m, disk: `${paths.vms}/${e.vm}/${VM_DISK}` });
       }
+      const runner = await hostHelper(conn, paths);
       let last: PullStats | undefined;
       const beat = setInterval(() => {
         actx.heartbeat(

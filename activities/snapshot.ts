@@ -5,7 +5,7 @@ import { HelperError } from '../src/images/chunked/helper';
 import { pushDisk } from '../src/images/chunked/transfer';
 import { VM_DISK, vmFilesTarCommand } from '../src/images/chunked/vm-files';
 import { shq } from './ssh/connection';
-import { hostHelper, imageStore } from './images';
+import { hostHelper, hostPaths, imageStore } from './images';
 import type { ActivityContext, VmRef } from './context';
 
 export function snapshotActivities(ctx: ActivityContext) {
@@ -26,7 +26,8 @@ export function snapshotActivities(ctx: ActivityContext) {
         await driver.stop(target.vm, 30);
       }
       const host = await ctx.hostConnection(target);
-      const { runner, paths } = await hostHelper(host);
+      const paths = await hostPaths(host);
+      const runner = await hostHelper(host, paths);
       const dir = `${paths.vms}/${target.vm}`;
       const parts: Buffer[] = [];
       const tar = await host.exec(vmFilesTarCommand(shq(dir)), { onStdout: (d) => parts.push(Buffer.from(d)) });

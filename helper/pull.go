@@ -294,6 +294,7 @@ func runPull(o *PullOrder) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr error
+	var failed atomic.Bool
 	var errOnce sync.Once
 	for l := 0; l < lanes; l++ {
 		wg.Add(1)
@@ -303,7 +304,7 @@ func runPull(o *PullOrder) {
 			defer dec.Close()
 			for {
 				k := next.Add(1) - 1
-				if k >= int64(len(queue)) || firstErr != nil {
+				if k >= int64(len(queue)) || failed.Load() {
 					return
 				}
 				r := queue[k]
@@ -311,6 +312,7 @@ func runPull(o *PullOrder) {
 				err := fetchRange(client, dec, o, r, out, j, stats, attempts)
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })
+					failed.Store(true)
 					return
 				}
 			}

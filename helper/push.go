@@ -139,6 +139,7 @@ func runPush(o *PushOrder) {
 	uploads := make(chan *packOut)
 	var wg sync.WaitGroup
 	var upErr error
+	var failed atomic.Bool
 	var errOnce sync.Once
 	for l := 0; l < lanes; l++ {
 		wg.Add(1)
@@ -147,6 +148,7 @@ func runPush(o *PushOrder) {
 			for p := range uploads {
 				if err := putWithRetries(client, p.url, p.body.Bytes()); err != nil {
 					errOnce.Do(func() { upErr = fmt.Errorf("PUT pack %s: %w", p.id, err) })
+					failed.Store(true)
 					continue
 				}
 				uploaded.Add(int64(p.body.Len()))
@@ -165,7 +167,7 @@ func runPush(o *PushOrder) {
 	}
 	buf := make([]byte, o.ChunkSize)
 	for _, i := range o.Upload {
-		if upErr != nil {
+		if failed.Load() {
 			break
 		}
 		n := min(o.ChunkSize, size-i*o.ChunkSize)
@@ -190,7 +192,7 @@ func runPush(o *PushOrder) {
 			cur = nil
 		}
 	}
-	if cur != nil && upErr == nil {
+	if cur != nil && !failed.Load() {
 		uploads <- cur
 	}
 	close(uploads)

@@ -146,3 +146,18 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** What each completed ensureImage activity of a workflow answered (read from its history). */
+export async function ensureImageResults(
+  client: { workflow: { getHandle(id: string): { fetchHistory(): Promise<{ events?: unknown[] | null }> } } },
+  workflowId: string,
+): Promise<Array<{ cached: boolean; fetchedBytes: number }>> {
+  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  return (history.events ?? []).flatMap((e) => {
+    const data = (
+      e as { activityTaskCompletedEventAttributes?: { result?: { payloads?: Array<{ data?: Uint8Array }> } } }
+    ).activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
+    const text = data ? Buffer.from(data).toString() : '';
+    return text.includes('"cached"') ? [JSON.parse(text) as { cached: boolean; fetchedBytes: number }] : [];
+  });
+}

@@ -15,7 +15,16 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-import { eventually, fileConfig, freshImage, readJobLog, stack, startWorker, uniqueId } from './helpers';
+import {
+  ensureImageResults,
+  eventually,
+  fileConfig,
+  freshImage,
+  readJobLog,
+  stack,
+  startWorker,
+  uniqueId,
+} from './helpers';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { jobWorkflowId } from '../src/domain/job';
@@ -177,7 +186,13 @@ describe('pool', () => {
       })
     ).result();
     expect(second.host).toBe('mac-3');
-    expect(second.stages.fetch).toBeLessThan(first.stages.fetch!);
+    // The first job pulled the image; the second found it in mac-3's cache.
+    expect(await ensureImageResults(client, jobWorkflowId(first.jobId))).toEqual([
+      expect.objectContaining({ cached: false, fetchedBytes: expect.any(Number) }),
+    ]);
+    expect(await ensureImageResults(client, jobWorkflowId(second.jobId))).toEqual([
+      expect.objectContaining({ cached: true }),
+    ]);
     // No gpu asked, no device.
     expect(await readJobLog(config, second.log.key)).toBe('warm\n\n');
   });
@@ -418,13 +433,7 @@ describe('pool', () => {
         await startJob(client, config, { id, pool: WARM, image, script: 'echo ok', timeoutSeconds: 60 })
       ).result();
       expect(r.state).toBe('succeeded');
-      const history = await client.workflow.getHandle(jobWorkflowId(id)).fetchHistory();
-      const fetched = history.events!.flatMap((e) => {
-        const p = e.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
-        const text = p ? Buffer.from(p).toString() : '';
-        return text.includes('"cached"') ? [JSON.parse(text) as { cached: boolean }] : [];
-      });
-      expect(fetched).toEqual([expect.objectContaining({ cached: true })]);
+      expect(await ensureImageResults(client, jobWorkflowId(id))).toEqual([expect.objectContaining({ cached: true })]);
     } finally {
       await ensurePools(client, config);
     }
