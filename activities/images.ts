@@ -101,6 +101,32 @@ async function readCache(
   return entries;
 }
 
+/** What a pull's heartbeat shows (the Web UI lists it on the pending activity): plain figures, no URLs. */
+function pullProgress(image: ResolvedImage, s: PullStats | undefined): Record<string, string> {
+  if (!s) return { image: image.ref, stage: 'planning' };
+  const gb = (b: number) => (b / 1e9).toFixed(2);
+  return {
+    image: image.ref,
+    fetched: `${gb(s.fetchedBytes)} GB`,
+    written: `${gb(s.writtenBytes + s.copiedBytes)} of ${gb(image.dataBytes)} GB`,
+    ranges: `${s.ranges}/${s.rangesTotal}`,
+    rate: `${(s.fetchedBytes / 1e6 / Math.max(s.seconds, 0.001)).toFixed(0)} MB/s`,
+  };
+}
+
+/**
+ * A helper that exited non-zero as a Temporal failure: a bad order (exit 2) is a bug no retry mends;
+ * anything else (network, S3, a chunk that never verified) is retried.
+ */
+export function helperFailure(e: unknown, what: string, type: (h: HelperError) => string): unknown {
+  if (!(e instanceof HelperError)) return e;
+  return ApplicationFailure.create({
+    message: `${what}: ${e.message}`,
+    type: e.code === 2 ? 'ImageHelperBadOrder' : type(e),
+    nonRetryable: e.code === 2,
+  });
+}
+
 /**
  * Marks a cached version used now (the index entry's mtime), writing the entry if a crash left the
  * VM without one. Allocated bytes, not logical: a 100 GB disk that is mostly holes costs what it holds.
@@ -177,8 +203,8 @@ export function imageActivities(ctx: ActivityContext) {
         return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
       }
       const store = imageStore(ctx);
-      const target_ = await manifest(store, image.digest);
-      if (!target_)
+      const wanted = await manifest(store, image.digest);
+      if (!wanted)
         throw ApplicationFailure.create({
           message: `version ${image.digest} of ${image.ref} is gone from the store (removed and collected?); resolve the tag again`,
           type: 'ImageNotFound',
@@ -192,25 +218,13 @@ export function imageActivities(ctx: ActivityContext) {
       }
       const runner = await hostHelper(conn, paths);
       let last: PullStats | undefined;
-      const beat = setInterval(() => {
-        actx.heartbeat(
-          last
-            ? {
-                image: image.ref,
-                fetched: `${(last.fetchedBytes / 1e9).toFixed(2)} GB`,
-                written: `${((last.writtenBytes + last.copiedBytes) / 1e9).toFixed(2)} of ${(image.dataBytes / 1e9).toFixed(2)} GB`,
-                ranges: `${last.ranges}/${last.rangesTotal}`,
-                rate: `${(last.fetchedBytes / 1e6 / Math.max(last.seconds, 0.001)).toFixed(0)} MB/s`,
-              }
-            : { image: image.ref, stage: 'planning' },
-        );
-      }, 1000);
+      const beat = setInterval(() => actx.heartbeat(pullProgress(image, last)), 1000);
       let stats: PullStats;
       try {
         ({ stats } = await pullVersion(
           store,
           runner,
-          { digest: image.digest, manifest: target_ },
+          { digest: image.digest, manifest: wanted },
           cached,
           { dir: `${paths.home}/.marina/pulls/${hex(image.digest)}`, disk: VM_DISK, final: `${paths.vms}/${vm}` },
           {
@@ -220,14 +234,9 @@ export function imageActivities(ctx: ActivityContext) {
           },
         ));
       } catch (e) {
-        if (e instanceof HelperError && e.code === 2)
-          throw ApplicationFailure.create({ message: e.message, type: 'ImageHelperBadOrder', nonRetryable: true });
-        if (e instanceof HelperError)
-          throw ApplicationFailure.create({
-            message: `pulling ${image.ref} on ${target.host}: ${e.message}`,
-            type: e.corrupt ? 'ImageDigestMismatch' : 'ImageFetchFailed',
-          });
-        throw e;
+        throw helperFailure(e, `pulling ${image.ref} on ${target.host}`, (h) =>
+          h.corrupt ? 'ImageDigestMismatch' : 'ImageFetchFailed',
+        );
       } finally {
         clearInterval(beat);
       }

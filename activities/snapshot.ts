@@ -1,11 +1,9 @@
 /** Snapshot: push the job's VM as a new image version, after stripping the job's secrets from it. */
 import { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
-import { HelperError } from '../src/images/chunked/helper';
 import { pushDisk } from '../src/images/chunked/transfer';
 import { VM_DISK, vmFilesTarCommand } from '../src/images/chunked/vm-files';
 import { shq } from './ssh/connection';
-import { hostHelper, hostPaths, imageStore } from './images';
+import { helperFailure, hostHelper, hostPaths, imageStore } from './images';
 import type { ActivityContext, VmRef } from './context';
 
 export function snapshotActivities(ctx: ActivityContext) {
@@ -44,13 +42,7 @@ export function snapshotActivities(ctx: ActivityContext) {
         });
         return { image: r.ref, digest: r.digest };
       } catch (e) {
-        if (e instanceof HelperError)
-          throw ApplicationFailure.create({
-            message: `pushing snapshot ${ref} from ${target.host}: ${e.message}`,
-            type: 'SnapshotUploadFailed',
-            nonRetryable: e.code === 2,
-          });
-        throw e;
+        throw helperFailure(e, `pushing snapshot ${ref} from ${target.host}`, () => 'SnapshotUploadFailed');
       }
     },
   };

@@ -220,7 +220,6 @@ func runPull(o *PullOrder) {
 			fail(exitFailed, "cannot size %s: %v", diskPath, err)
 		}
 	}
-	lengthOf := func(i int64) int64 { return min(o.ChunkSize, o.Size-i*o.ChunkSize) }
 
 	if o.Extras != nil {
 		if err := fetchExtras(o.Extras.URL, o.Extras.SHA256, o.Dir, max(o.Attempts, 1)); err != nil {
@@ -232,9 +231,8 @@ func runPull(o *PullOrder) {
 	defer stop()
 
 	// Local copies first: disk to disk, journalled in batches.
+	cp := &copier{o: o, out: out, j: j, stats: stats, buf: make([]byte, o.ChunkSize)}
 	sources := map[string]*os.File{}
-	buf := make([]byte, o.ChunkSize)
-	var batch []int64
 	for _, c := range o.Copies {
 		if j.has(c.Index) {
 			continue
@@ -246,29 +244,76 @@ func runPull(o *PullOrder) {
 			}
 			sources[c.From] = src
 		}
-		n := lengthOf(c.Index)
-		if _, err := src.ReadAt(buf[:n], c.FromIndex*o.ChunkSize); err != nil && err != io.EOF {
-			fail(exitFailed, "reading %s: %v", c.From, err)
-		}
-		if _, err := out.WriteAt(buf[:n], c.Index*o.ChunkSize); err != nil {
-			fail(exitFailed, "writing %s: %v", diskPath, err)
-		}
-		stats.CopiedBytes.Add(n)
-		if batch = append(batch, c.Index); len(batch) >= 64 {
-			if err := j.record(batch); err != nil {
-				fail(exitFailed, "journal: %v", err)
-			}
-			batch = nil
-		}
+		cp.copy(src, c.FromIndex, c.Index)
 	}
-	if err := j.record(batch); err != nil {
-		fail(exitFailed, "journal: %v", err)
-	}
+	cp.flush()
 	for _, s := range sources {
 		s.Close()
 	}
 
-	// Fetches: N lanes over the ranges still needed, each range retried on its own.
+	if err := fetchAll(o, out, j, stats); err != nil {
+		code := exitFailed
+		if errors.Is(err, errCorrupt) {
+			code = exitCorrupt
+		}
+		fail(code, "%v", err)
+	}
+
+	// A chunk repeated in the disk was fetched once; its other places copy it now.
+	for _, c := range o.SelfCopies {
+		if !j.has(c.Index) {
+			cp.copy(out, c.FromIndex, c.Index)
+		}
+	}
+	cp.flush()
+	if err := out.Sync(); err != nil {
+		fail(exitFailed, "sync %s: %v", diskPath, err)
+	}
+	stop()
+	j.f.Close()
+	os.Remove(diskPath + ".journal")
+	if err := os.WriteFile(filepath.Join(o.Dir, ".complete"), nil, 0o644); err != nil {
+		fail(exitFailed, "%v", err)
+	}
+	finish(o)
+	emit(stats.event("done", len(o.Ranges), started))
+}
+
+// copier copies chunks from a disk (a cached one, or the pull's own) into the pull's disk, and
+// journals them in batches once written: a killed pull copies at most a batch again.
+type copier struct {
+	o     *PullOrder
+	out   *os.File
+	j     *journal
+	stats *pullStats
+	buf   []byte
+	batch []int64
+}
+
+func (c *copier) copy(src *os.File, fromIndex, index int64) {
+	n := min(c.o.ChunkSize, c.o.Size-index*c.o.ChunkSize)
+	if _, err := src.ReadAt(c.buf[:n], fromIndex*c.o.ChunkSize); err != nil && err != io.EOF {
+		fail(exitFailed, "reading %s: %v", src.Name(), err)
+	}
+	if _, err := c.out.WriteAt(c.buf[:n], index*c.o.ChunkSize); err != nil {
+		fail(exitFailed, "writing %s: %v", c.out.Name(), err)
+	}
+	c.stats.CopiedBytes.Add(n)
+	if c.batch = append(c.batch, index); len(c.batch) >= 64 {
+		c.flush()
+	}
+}
+
+func (c *copier) flush() {
+	if err := c.j.record(c.batch); err != nil {
+		fail(exitFailed, "journal: %v", err)
+	}
+	c.batch = nil
+}
+
+// fetchAll runs N lanes over the ranges still needed, each range retried on its own; the first
+// range that fails for good stops the lanes.
+func fetchAll(o *PullOrder, out *os.File, j *journal, stats *pullStats) error {
 	var queue []*FetchRange
 	for i := range o.Ranges {
 		for _, c := range o.Ranges[i].Chunks {
@@ -278,17 +323,18 @@ func runPull(o *PullOrder) {
 			}
 		}
 	}
-	lanes := max(1, min(o.Concurrency, len(queue)))
-	if o.Concurrency <= 0 {
-		lanes = min(8, max(1, len(queue)))
+	lanes := o.Concurrency
+	if lanes <= 0 {
+		lanes = 8
+	}
+	lanes = max(1, min(lanes, len(queue)))
+	attempts := o.Attempts
+	if attempts <= 0 {
+		attempts = 4
 	}
 	client := &http.Client{
 		Transport: &http.Transport{MaxIdleConnsPerHost: lanes, MaxConnsPerHost: lanes, DisableCompression: true},
 		Timeout:   10 * time.Minute,
-	}
-	attempts := max(1, o.Attempts)
-	if o.Attempts <= 0 {
-		attempts = 4
 	}
 	limit := &limiter{rate: float64(o.MaxBytesPerSecond)}
 	var next atomic.Int64
@@ -307,10 +353,8 @@ func runPull(o *PullOrder) {
 				if k >= int64(len(queue)) || failed.Load() {
 					return
 				}
-				r := queue[k]
-				limit.take(r.Length)
-				err := fetchRange(client, dec, o, r, out, j, stats, attempts)
-				if err != nil {
+				limit.take(queue[k].Length)
+				if err := fetchRange(client, dec, o, queue[k], out, j, stats, attempts); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					failed.Store(true)
 					return
@@ -319,42 +363,7 @@ func runPull(o *PullOrder) {
 		}()
 	}
 	wg.Wait()
-	if firstErr != nil {
-		code := exitFailed
-		if errors.Is(firstErr, errCorrupt) {
-			code = exitCorrupt
-		}
-		fail(code, "%v", firstErr)
-	}
-
-	// A chunk repeated in the disk was fetched once; its other places copy it now.
-	for _, c := range o.SelfCopies {
-		if j.has(c.Index) {
-			continue
-		}
-		n := lengthOf(c.Index)
-		if _, err := out.ReadAt(buf[:n], c.FromIndex*o.ChunkSize); err != nil && err != io.EOF {
-			fail(exitFailed, "reading %s: %v", diskPath, err)
-		}
-		if _, err := out.WriteAt(buf[:n], c.Index*o.ChunkSize); err != nil {
-			fail(exitFailed, "writing %s: %v", diskPath, err)
-		}
-		stats.CopiedBytes.Add(n)
-		if err := j.record([]int64{c.Index}); err != nil {
-			fail(exitFailed, "journal: %v", err)
-		}
-	}
-	if err := out.Sync(); err != nil {
-		fail(exitFailed, "sync %s: %v", diskPath, err)
-	}
-	stop()
-	j.f.Close()
-	os.Remove(diskPath + ".journal")
-	if err := os.WriteFile(filepath.Join(o.Dir, ".complete"), nil, 0o644); err != nil {
-		fail(exitFailed, "%v", err)
-	}
-	finish(o)
-	emit(stats.event("done", len(o.Ranges), started))
+	return firstErr
 }
 
 // finish moves a whole pull to its final place; .complete marks it whole until then.

@@ -36,7 +36,6 @@ import {
 } from '../workflows/definitions';
 import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
 import { reconcileScheduleId } from '../workflows/reconciler';
-import { ensurePools } from '../src/worker';
 import type { ReconcileReport } from '../activities/reconcile';
 
 const run = promisify(execFile);
@@ -435,6 +434,13 @@ describe('the fleet policy on an AWS pool (park idle hosts, clean after every jo
       script: 'echo ok',
       timeoutSeconds: 120,
     });
+    const pool = client.workflow.getHandle(poolWorkflowId(FLEET));
+    const capacity = (minHosts: number) =>
+      pool.executeUpdate(controlPoolUpdate, { args: [{ action: 'capacity', minHosts }] });
+    // A planner keeps one host while the jobs run, so the host is wanted when its jobs leave it dirty. (Left
+    // to the forecast, "wanted" would hang on whether the jobs ended 10.5-12 real seconds after they were
+    // submitted: at 7,200x that is when yesterday's window holds them.)
+    await capacity(1);
     const first = await Promise.all(
       [job('fl1'), job('fl2')].map(async (spec) => (await startJob(client, config, spec)).result()),
     );
@@ -444,7 +450,6 @@ describe('the fleet policy on an AWS pool (park idle hosts, clean after every jo
     const hostId = ours()[0]!.id;
     expect(new Set(first.map((r) => r.host))).toEqual(new Set([hostId]));
     const wf = client.workflow.getHandle<typeof hostWorkflow>(ours()[0]!.tags.get('marina:workflow')!);
-    const pool = client.workflow.getHandle(poolWorkflowId(FLEET));
     const decisions = async () => (await pool.query(poolStateQuery)).decisions!.map((d) => d.what);
 
     // Dirty after its jobs (refreshAfterJobs: 1) and wanted soon: its root volume is replaced, no scrub.
@@ -460,9 +465,10 @@ describe('the fleet policy on an AWS pool (park idle hosts, clean after every jo
       expect.stringMatching(new RegExp(`^replace the root volume of host ${hostId}: 2 jobs since it was clean`)),
     );
 
-    // Idle past the keep-warm window and not wanted within a scrub: parked. The instance is terminated, AWS
+    // The planner lets go: idle past the keep-warm window and not wanted within a scrub, the host is parked. The instance is terminated, AWS
     // scrubs the host (unbilled), and the host stays the pool's. (Once available again without an instance, it
     // is parked again, by an empty instance: an available host is billed, a scrubbing one is not.)
+    await capacity(0);
     await eventually(
       'the host to be parked',
       async () => ['scrubbing', 'parked'].includes((await wf.query(hostStateQuery)).phase),
@@ -480,14 +486,10 @@ describe('the fleet policy on an AWS pool (park idle hosts, clean after every jo
     expect(ledger.scrubbingSeconds).toBeGreaterThan(3000);
     expect(ledger.billedSeconds['scrub-billed']).toBeGreaterThan(ledger.billedSeconds['minimum-then-pause']);
 
-    // A planner keeps at least one host (minHosts: 1, through the pool's settings): the host, back from its
-    // scrub, is kept in reserve rather than parked again (and, over 24 h old by now, rather than released).
-    // The next job (or the forecast, which remembers these jobs' hour) launches it: a new instance on the
-    // same host, no second 24 h paid.
-    await ensurePools(client, {
-      ...config,
-      pools: config.pools.map((p) => (p.name === FLEET ? { ...p, aws: { ...p.aws!, minHosts: 1 } } : p)),
-    });
+    // The planner keeps at least one host again (minHosts: 1): the host, back from its scrub, is kept in
+    // reserve rather than parked again (and, over 24 h old by now, rather than released). The next job (or the
+    // forecast, which remembers these jobs' hour) launches it: a new instance on the same host, no second 24 h paid.
+    await capacity(1);
     await eventually(
       'the host to be back from its scrub',
       async () => ['parked', 'ready'].includes((await wf.query(hostStateQuery)).phase),
