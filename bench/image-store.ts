@@ -23,13 +23,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { S3Client } from '@aws-sdk/client-s3';
 import { deflateRawSync } from 'node:zlib';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { DEV_S3_CREDENTIALS, ensureBucket, startS3Server } from '../src/emulator/s3-server';
 import { freePort, portOpen, startProcess, waitFor } from '../src/emulator/processes';
 import { ChunkedStore } from '../src/images/chunked/store';
 import { localHelper } from '../src/images/chunked/helper';
 import { pullVersion, pushDisk } from '../src/images/chunked/transfer';
+import { startStreamCap } from './stream-cap';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const MiB = 1024 * 1024;
@@ -119,6 +121,105 @@ async function startGoS3(port: number, dir: string) {
   return { endpoint: `http://127.0.0.1:${port}`, stop: () => proc.stop() };
 }
 
+/** Writes `bytes` into `dir` and fsyncs: the speed the pull's writes are held to. */
+function rawWriteMs(dir: string, bytes: number): number {
+  const raw = join(dir, 'raw-write.bin');
+  const buf = Buffer.alloc(8 * MiB, 1);
+  const t = performance.now();
+  const fd = openSync(raw, 'w');
+  for (let w = 0; w < bytes; w += buf.length) writeSync(fd, buf);
+  fsyncSync(fd);
+  closeSync(fd);
+  const ms = performance.now() - t;
+  rmSync(raw);
+  return ms;
+}
+
+/** One stream: every pack of the version, whole, one after the other, by curl into a file in `dir`. */
+async function singleStream(store: ChunkedStore, r: Resolved, dir: string): Promise<{ bytes: number; ms: number }> {
+  const urls = await store.presignPacks(new Set(r.manifest.chunks.flatMap((c) => (c ? [c.pack] : []))));
+  const sink = join(dir, 'single-stream.bin');
+  const t = performance.now();
+  let bytes = 0;
+  for (const u of Object.values(urls)) {
+    // Asynchronously: the stream cap's proxy runs on this event loop.
+    await execFileAsync('curl', ['-fsS', '-o', sink, u]);
+    bytes += statSync(sink).size;
+  }
+  const ms = performance.now() - t;
+  rmSync(sink);
+  return { bytes, ms };
+}
+
+type Resolved = NonNullable<Awaited<ReturnType<ChunkedStore['resolve']>>>;
+
+/** Decimal MB/s per connection: AWS's guidance is one request per 85–90 MB/s. */
+const execFileAsync = promisify(execFile);
+
+/** CPU seconds (user + system) of this process's finished children: the helper, once it has exited. */
+function childCpuSeconds(): number {
+  if (!existsSync('/proc/self/stat')) return NaN;
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  // cutime and cstime are fields 16 and 17 of stat(5), in clock ticks (100 per second on Linux).
+  return (Number(fields[13]) + Number(fields[14])) / 100;
+}
+const STREAM_MBPS = Number(process.env.MARINA_BENCH_STREAM_MBPS ?? 90);
+
+/**
+ * The same cold pull against S3's shape: every connection capped at STREAM_MBPS through a proxy,
+ * and the VM written to RAM (/dev/shm) standing in for an SSD faster than this machine's disk,
+ * so what is left to compare is one stream against ranges at once.
+ */
+async function s3Shaped(endpoint: string, r1: Resolved, dataBytes: number): Promise<void> {
+  const url = new URL(endpoint);
+  const cap = await startStreamCap({ host: url.hostname, port: Number(url.port) }, STREAM_MBPS * 1e6);
+  const ram = existsSync('/dev/shm')
+    ? mkdtempSync('/dev/shm/marina-bench-')
+    : mkdtempSync(join(tmpdir(), 'marina-bench-ram-'));
+  const s3 = new S3Client({
+    region: 'us-east-1',
+    endpoint: cap.endpoint,
+    forcePathStyle: true,
+    credentials: DEV_S3_CREDENTIALS,
+  });
+  const store = new ChunkedStore(s3, { bucket: 'bench', prefix: 'images/', region: 'us-east-1', forcePathStyle: true });
+  try {
+    const rawMs = rawWriteMs(ram, dataBytes);
+    const { bytes: single, ms: singleMs } = await singleStream(store, r1, ram);
+    let t: number;
+
+    console.log(`S3-shaped: each connection capped at ${STREAM_MBPS} MB/s by a proxy, the VM written to RAM (${ram})`);
+    console.log(`  RAM write (same data volume): ${mbps(dataBytes, rawMs)}`);
+    console.log(
+      `  single stream of the packs: ${(singleMs / 1000).toFixed(1)} s = ${mbps(single, singleMs)} on the wire`,
+    );
+    for (const concurrency of [1, 8, 16]) {
+      const out = join(ram, `pulled-${concurrency}`);
+      const before = cap.connections();
+      const cpuBefore = childCpuSeconds();
+      t = performance.now();
+      const { stats } = await pullVersion(
+        store,
+        localHelper(),
+        r1,
+        new Map(),
+        { dir: out, disk: 'disk.img' },
+        { concurrency },
+      );
+      const ms = performance.now() - t;
+      const cpu = childCpuSeconds() - cpuBefore;
+      rmSync(out, { recursive: true, force: true });
+      console.log(
+        `  cold pull, ${String(concurrency).padStart(2)} ranges at once: ${(ms / 1000).toFixed(1)} s = ${mbps(dataBytes, ms)} of disk data (${mbps(stats.fetchedBytes, ms)} on the wire, ${cap.connections() - before} connections, helper ${(cpu / (dataBytes / 1e9)).toFixed(2)} CPU-s per GB) = ${(singleMs / ms).toFixed(2)}x the single stream`,
+      );
+    }
+  } finally {
+    s3.destroy();
+    await cap.stop();
+    rmSync(ram, { recursive: true, force: true });
+  }
+}
+
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 const mbps = (b: number, ms: number) => `${(b / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
 
@@ -153,16 +254,11 @@ async function main() {
       `image: ${logicalGiB} GiB logical, ${gb(dataBytes)} of data (${kinds.filter((k) => k === 'random').length} MiB random), chunk ${chunkSize / 1024} KiB, S3: ${server} on loopback`,
     );
 
-    // Raw write speed of this disk: the same data volume, written and fsynced.
-    const raw = join(dir, 'raw-write.bin');
-    const buf = Buffer.alloc(8 * MiB, 1);
-    let t = performance.now();
-    const fd = openSync(raw, 'w');
-    for (let w = 0; w < dataBytes; w += buf.length) writeSync(fd, buf);
-    fsyncSync(fd);
-    closeSync(fd);
-    const rawMs = performance.now() - t;
-    rmSync(raw);
+    // Raw write speed of this disk: the same data volume, written and fsynced, once the generated
+    // image's own dirty pages are on disk (their write-back would slow this measurement down).
+    execFileSync('sync');
+    const rawMs = rawWriteMs(dir, dataBytes);
+    let t: number;
 
     const helper = localHelper();
     t = performance.now();
@@ -184,16 +280,7 @@ async function main() {
     );
     const pullMs = performance.now() - t;
 
-    // One stream: every pack, whole, one after the other, by curl into a file on this disk.
-    const urls = await store.presignPacks(new Set(r1.manifest.chunks.flatMap((c) => (c ? [c.pack] : []))));
-    const sink = join(dir, 'single-stream.bin');
-    t = performance.now();
-    let single = 0;
-    for (const u of Object.values(urls)) {
-      execFileSync('curl', ['-fsS', '-o', sink, u]);
-      single += statSync(sink).size;
-    }
-    const singleMs = performance.now() - t;
+    const { bytes: single, ms: singleMs } = await singleStream(store, r1, dir);
 
     console.log(`raw disk write (same data volume, fsync):   ${mbps(dataBytes, rawMs)}`);
     console.log(
@@ -250,6 +337,8 @@ async function main() {
       `  Tart-style 512 MiB layers: ${layersChanged.size} of ${Math.ceil((kinds.length * MiB) / LAYER)} layers changed, ${gb(tartBytes)} to move = ${(tartBytes / changedBytes).toFixed(1)}x the changed bytes (deflate -1 standing in for LZ4, which compresses less)`,
     );
     s3.destroy();
+
+    await s3Shaped(s3srv.endpoint, r1, dataBytes);
   } finally {
     await s3srv.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"time"
 )
@@ -76,6 +77,14 @@ func ticker(every time.Duration, report func()) (stop func()) {
 func main() {
 	if len(os.Args) < 2 {
 		fail(exitBadOrder, "usage: marina-image-helper version|pull|hash|push < order.json")
+	}
+	// A CPU profile of one run, for benchmarks on a developer's machine (never set on hosts).
+	if path := os.Getenv("MARINA_HELPER_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer pprof.StopCPUProfile()
+			}
+		}
 	}
 	switch os.Args[1] {
 	case "version":

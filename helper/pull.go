@@ -346,15 +346,17 @@ func fetchAll(o *PullOrder, out *os.File, j *journal, stats *pullStats) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+			// Each chunk's SHA-256 is checked, so zstd's own frame checksum is redundant work.
+			dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.IgnoreChecksum(true))
 			defer dec.Close()
+			buf := &laneBuffers{}
 			for {
 				k := next.Add(1) - 1
 				if k >= int64(len(queue)) || failed.Load() {
 					return
 				}
 				limit.take(queue[k].Length)
-				if err := fetchRange(client, dec, o, queue[k], out, j, stats, attempts); err != nil {
+				if err := fetchRange(client, dec, buf, o, queue[k], out, j, stats, attempts); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					failed.Store(true)
 					return
@@ -378,7 +380,13 @@ func finish(o *PullOrder) {
 	os.Remove(o.Dir + ".lock")
 }
 
-func fetchRange(client *http.Client, dec *zstd.Decoder, o *PullOrder, r *FetchRange, out *os.File, j *journal, stats *pullStats, attempts int) error {
+// laneBuffers are one lane's range body and decoded chunk, reused: fresh buffers of that size
+// cost more in zeroing than the hash does.
+type laneBuffers struct {
+	body, chunk []byte
+}
+
+func fetchRange(client *http.Client, dec *zstd.Decoder, buf *laneBuffers, o *PullOrder, r *FetchRange, out *os.File, j *journal, stats *pullStats, attempts int) error {
 	url, ok := o.URLs[r.Pack]
 	if !ok {
 		return fmt.Errorf("no URL for pack %s", r.Pack)
@@ -389,7 +397,10 @@ func fetchRange(client *http.Client, dec *zstd.Decoder, o *PullOrder, r *FetchRa
 			stats.Retries.Add(1)
 			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
 		}
-		body, err := getRange(client, url, r.Offset, r.Length)
+		body, err := getRange(client, url, r.Offset, r.Length, buf.body)
+		if cap(body) > cap(buf.body) {
+			buf.body = body[:0]
+		}
 		stats.FetchedBytes.Add(int64(len(body)))
 		if err != nil {
 			lastErr = fmt.Errorf("GET pack %s bytes %d+%d: %w", r.Pack, r.Offset, r.Length, err)
@@ -405,7 +416,10 @@ func fetchRange(client *http.Client, dec *zstd.Decoder, o *PullOrder, r *FetchRa
 				lastErr = fmt.Errorf("pack %s: short range", r.Pack)
 				break
 			}
-			data, err := dec.DecodeAll(body[c.At:c.At+c.Length], nil)
+			data, err := dec.DecodeAll(body[c.At:c.At+c.Length], buf.chunk[:0])
+			if cap(data) > cap(buf.chunk) {
+				buf.chunk = data[:0]
+			}
 			sum := sha256.Sum256(data)
 			if err != nil || hex.EncodeToString(sum[:]) != c.Hash {
 				lastErr = fmt.Errorf("chunk %d from pack %s: %w (%.12s…)", c.Index, r.Pack, errCorrupt, c.Hash)
@@ -429,7 +443,8 @@ func fetchRange(client *http.Client, dec *zstd.Decoder, o *PullOrder, r *FetchRa
 	return lastErr
 }
 
-func getRange(client *http.Client, url string, offset, length int64) ([]byte, error) {
+// getRange reads bytes offset..offset+length-1 of url into into (grown if it is too small).
+func getRange(client *http.Client, url string, offset, length int64, into []byte) ([]byte, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -444,15 +459,24 @@ func getRange(client *http.Client, url string, offset, length int64) ([]byte, er
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
 		return nil, fmt.Errorf("HTTP %d: %s", res.StatusCode, bytes.TrimSpace(msg))
 	}
-	body, err := io.ReadAll(res.Body)
-	if err != nil {
-		return body, err
-	}
 	if res.StatusCode == http.StatusOK { // a server that ignores Range sends the whole object
+		body, err := io.ReadAll(res.Body)
+		if err != nil {
+			return body, err
+		}
 		if offset+length > int64(len(body)) {
 			return nil, fmt.Errorf("object shorter than the range")
 		}
-		body = body[offset : offset+length]
+		return body[offset : offset+length], nil
+	}
+	body := into[:0]
+	if int64(cap(into)) < length {
+		body = make([]byte, 0, length)
+	}
+	body = body[:length]
+	n, err := io.ReadFull(res.Body, body)
+	if err != nil {
+		return body[:n], err
 	}
 	return body, nil
 }
