@@ -153,7 +153,6 @@ async function singleStream(store: ChunkedStore, r: Resolved, dir: string): Prom
 
 type Resolved = NonNullable<Awaited<ReturnType<ChunkedStore['resolve']>>>;
 
-/** Decimal MB/s per connection: AWS's guidance is one request per 85–90 MB/s. */
 const execFileAsync = promisify(execFile);
 
 /** CPU seconds (user + system) of this process's finished children: the helper, once it has exited. */
@@ -163,6 +162,8 @@ function childCpuSeconds(): number {
   // cutime and cstime are fields 16 and 17 of stat(5), in clock ticks (100 per second on Linux).
   return (Number(fields[13]) + Number(fields[14])) / 100;
 }
+
+/** Decimal MB/s per connection: AWS's guidance is one request per 85–90 MB/s. */
 const STREAM_MBPS = Number(process.env.MARINA_BENCH_STREAM_MBPS ?? 90);
 
 /**
@@ -186,7 +187,6 @@ async function s3Shaped(endpoint: string, r1: Resolved, dataBytes: number): Prom
   try {
     const rawMs = rawWriteMs(ram, dataBytes);
     const { bytes: single, ms: singleMs } = await singleStream(store, r1, ram);
-    let t: number;
 
     console.log(`S3-shaped: each connection capped at ${STREAM_MBPS} MB/s by a proxy, the VM written to RAM (${ram})`);
     console.log(`  RAM write (same data volume): ${mbps(dataBytes, rawMs)}`);
@@ -197,7 +197,7 @@ async function s3Shaped(endpoint: string, r1: Resolved, dataBytes: number): Prom
       const out = join(ram, `pulled-${concurrency}`);
       const before = cap.connections();
       const cpuBefore = childCpuSeconds();
-      t = performance.now();
+      const t = performance.now();
       const { stats } = await pullVersion(
         store,
         localHelper(),
