@@ -201,6 +201,51 @@ export const hostPhaseSignal =
 export const hostReadySignal = defineSignal<[HostSpec]>('hostReady');
 export const hostGoneSignal = defineSignal<[{ workflowId: string; host?: string; reason: string }]>('hostGone');
 
+// Static (on-prem) host workflow <-> pool. Each configured Mac has a workflow `host/<pool>/<name>`
+// (workflows/static-host.ts) that watches it and reports to the pool only when something changed.
+
+/** What a host workflow saw of its host. */
+export interface HostReport {
+  /** The host's name in the pool. */
+  host: string;
+  workflowId: string;
+  healthy: boolean;
+  /** Consecutive failed checks; unhealthy from UNHEALTHY_AFTER_FAILURES (src/policy/placement.ts) on. */
+  failures: number;
+  error?: string;
+  /** Image-cache VMs (`marina-img-…`) on the host: cache affinity. */
+  images: string[];
+  /** Job and standby VMs (`marina-…`, not images) on the host. */
+  vms: string[];
+  /** Grows with each report of this host: the pool ignores an older one arriving late. */
+  seq: number;
+}
+/** Static host -> pool: its report, sent only when health, images or VMs changed (and on `resendReport`). */
+export const hostReportSignal = defineSignal<[HostReport]>('hostReport');
+/** Pool -> static host: destroy these VMs (standby VMs no lease holds); the pool re-sends while a report lists them. */
+export const reapVmsSignal = defineSignal<[{ vms: string[]; reason: string }]>('reapVms');
+/** Pool -> static host: the host left the config; stop watching it and end. */
+export const stopWatchSignal = defineSignal<[{ reason: string }]>('stopWatch');
+/** Pool -> host (static or EC2): send your current report again (a new pool run has not heard it). */
+export const resendReportSignal = defineSignal('resendReport');
+
+export interface StaticHostInput {
+  pool: string;
+  spec: HostSpec;
+  healthCheckSeconds: number;
+  /** The last report sent, carried across continue-as-new. */
+  last?: HostReport;
+}
+
+/** What a lease taker (job, standby, probe) holds or waits for: how a restarted pool learns its leases and queue. */
+export interface LeaseHolding {
+  pool: string;
+  lease?: Lease;
+  /** Waiting for a slot: the request as sent. */
+  request?: LeaseRequestMsg;
+}
+export const leaseHoldingQuery = defineQuery<LeaseHolding>('leaseHolding');
+
 export interface PoolInput {
   name: string;
   settings: PoolSettings;
