@@ -5,57 +5,27 @@ import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@tem
 import { reconcileScheduleId, type ReconcilerInput } from '../workflows/reconciler';
 import { createActivities } from '../activities';
 import { ActivityContext } from '../activities/context';
-import { hostSpecs, hostTemplates, type LoadedConfig } from './config/load';
+import type { LoadedConfig } from './config/load';
+import { poolStartOptions } from './config/pool-settings';
 import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
-import { SA_POOL, poolWorkflowId, syncHostsSignal, type PoolSettings } from '../workflows/definitions';
+import { syncHostsSignal, type PoolSettings } from '../workflows/definitions';
 import type { poolWorkflow } from '../workflows/pool';
 
 export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
 
-/** Starts each configured pool's workflow, or sends it the current hosts if it runs already. */
+/**
+ * Starts each configured pool's workflow, or sends it the current settings if it runs already.
+ * A pool that is not running is also started by whatever talks to it next (a job asking for a
+ * slot, a host reporting): activities/pool-keeper.ts.
+ */
 export async function ensurePools(client: Client, config: LoadedConfig): Promise<void> {
   for (const pool of config.pools) {
-    const settings: PoolSettings = {
-      hosts: hostSpecs(pool),
-      healthCheckSeconds: pool.healthCheckSeconds,
-      leaseCheckSeconds: pool.leaseCheckSeconds,
-      ...(pool.historyEventsPerRun ? { historyEventsPerRun: pool.historyEventsPerRun } : {}),
-      placement: pool.placement,
-      ...(pool.security ? { security: pool.security } : {}),
-      ...(pool.standby.length > 0 ? { standby: pool.standby } : {}),
-      ...(pool.imageCache.prePull.length + pool.standby.length > 0
-        ? { prePull: [...new Set([...pool.imageCache.prePull, ...pool.standby.map((s) => s.image)])] }
-        : {}),
-      ...(pool.aws
-        ? {
-            aws: {
-              maxHosts: pool.aws.maxHosts,
-              template: hostTemplates(pool)[0]!,
-              timeScale: pool.aws.timeScale,
-              pollSeconds: pool.aws.pollSeconds,
-              minHosts: pool.aws.minHosts,
-              headroomSlots: pool.aws.headroomSlots,
-              keepWarmSeconds: pool.aws.keepWarmSeconds,
-              park: pool.aws.park,
-              billing: pool.aws.billing,
-              refreshAfterJobs: pool.aws.refreshAfterJobs,
-              rootVolumeReplacement: pool.aws.rootVolumeReplacement,
-              schedules: pool.aws.schedules,
-            },
-          }
-        : {}),
-    };
+    const options = poolStartOptions(config, pool);
     await client.workflow.signalWithStart<typeof poolWorkflow, [PoolSettings]>('poolWorkflow', {
-      workflowId: poolWorkflowId(pool.name),
-      taskQueue: config.temporal.taskQueue,
-      args: [{ name: pool.name, settings }],
+      ...options,
       signal: syncHostsSignal,
-      signalArgs: [settings],
-      typedSearchAttributes: [{ key: SA_POOL, value: pool.name }],
-      staticSummary: pool.aws
-        ? `Pool ${pool.name}: up to ${pool.aws.maxHosts} EC2 ${pool.aws.instanceType} host(s) in ${pool.aws.zones.join(', ')}`
-        : `Pool ${pool.name}: ${pool.hosts.length} on-prem Mac host(s)`,
+      signalArgs: [options.args[0].settings],
     });
     if (pool.aws) await ensureReconcileSchedule(client, config, pool.name, pool.aws);
   }

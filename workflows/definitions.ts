@@ -5,6 +5,7 @@
 import { defineSignal, defineQuery, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import type { CordonReason, HostSpec, Lease, PoolState, StandbySpec } from '../src/domain/pool';
+import type { PoolView } from '../src/policy/pool-view';
 import type { FleetHostPhase } from '../src/policy/fleet';
 import type { BillingMode } from '../src/ec2mac/model';
 import type { JobSpec, Volume } from '../src/domain/job';
@@ -85,6 +86,8 @@ export interface LeaseRequestMsg {
   priority?: number;
   /** A standby workflow's request: the VM it will boot under the lease. */
   vm?: string;
+  /** Workflow time (ms) the job first asked: kept when it asks again, so a restarted pool keeps the order. */
+  requestedAt?: number;
 }
 
 export interface LeaseRefusal {
@@ -95,14 +98,28 @@ export interface LeaseRefusal {
 export const requestLeaseSignal = defineSignal<[LeaseRequestMsg]>('requestLease');
 /** `cachedImage`: the host now holds this image (its cache name), so later jobs prefer it. */
 export const releaseLeaseSignal = defineSignal<[{ jobWorkflowId: string; cachedImage?: string }]>('releaseLease');
-/** What a pool tells a job, through its outbox (activities/messages.ts). */
+/**
+ * What a pool tells a job, a standby or a host workflow (`to`: its workflow id), through its
+ * outbox (activities/messages.ts): one signal each, confirmed, retried with a cap.
+ */
 export type PoolMessage =
-  | { kind: 'granted'; jobWorkflowId: string; lease: Lease }
-  | { kind: 'refused'; jobWorkflowId: string; reason: string }
-  | { kind: 'revoked'; jobWorkflowId: string; leaseId: string; reason: string }
-  /** To a standby workflow (jobWorkflowId is its id): a job took its VM; or the pool wants it gone. */
-  | { kind: 'claimed'; jobWorkflowId: string; by: string }
-  | { kind: 'stop'; jobWorkflowId: string };
+  | { kind: 'granted'; to: string; lease: Lease }
+  | { kind: 'refused'; to: string; reason: string }
+  | { kind: 'revoked'; to: string; leaseId: string; reason: string }
+  /** To a standby workflow: a job took its VM; or the pool wants it gone. */
+  | { kind: 'claimed'; to: string; by: string }
+  | { kind: 'stop'; to: string }
+  /** To an EC2 host workflow: the fleet policy's command, or retire. */
+  | { kind: 'host-command'; to: string; action: 'launch' | 'park' | 'replace-root'; reason: string }
+  | { kind: 'retire-host'; to: string; reason: string }
+  /** To a static host workflow. */
+  | { kind: 'reap-vms'; to: string; vms: string[]; reason: string }
+  | { kind: 'stop-watch'; to: string; reason: string }
+  /** To any host workflow: a new pool run asks for its report. */
+  | { kind: 'resend-report'; to: string };
+
+/** How the delivery of one message ended: delivered, its workflow gone (closed or never existed), or an error. */
+export type DeliveryOutcome = 'ok' | 'gone' | { error: string };
 
 // Pool -> job
 export const leaseGrantedSignal = defineSignal<[Lease]>('leaseGranted');
@@ -125,7 +142,6 @@ export const prePullDoneSignal =
 
 // Worker / operator -> pool
 export const syncHostsSignal = defineSignal<[PoolSettings]>('syncHosts');
-export const cordonHostUpdate = defineUpdate<PoolState, [{ host: string; cordon: boolean }]>('cordonHost');
 
 /** What a planner or operator asks of a pool (`marina pool ...`). Validated: a bad request fails with the fix. */
 export type PoolControl =
@@ -148,7 +164,8 @@ export interface PoolControlResult {
 export const controlPoolUpdate = defineUpdate<PoolControlResult, [PoolControl]>('controlPool');
 
 export const jobStatusQuery = defineQuery<JobStatus>('status');
-export const poolStateQuery = defineQuery<PoolState>('state');
+/** The pool's state, bounded: the first leases and queued requests, with their totals. */
+export const poolStateQuery = defineQuery<PoolView>('state');
 
 export interface PoolSettings {
   hosts: HostSpec[];
@@ -156,6 +173,8 @@ export interface PoolSettings {
   leaseCheckSeconds: number;
   /** Continue as new after this many events; absent: when the server suggests. */
   historyEventsPerRun?: number;
+  /** Requests queued at most; past it a request is refused, naming the limit (back-pressure). */
+  queueLimit?: number;
   placement?: PlacementOptions;
   security?: SecurityPolicy;
   /** VMs kept booted ahead of demand. */

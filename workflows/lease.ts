@@ -4,6 +4,11 @@
  * answers with a signal, so a long queue costs no open update or activity.
  * The job workflow and the placement benchmark's probe both use this, so the benchmark
  * measures exactly what a job goes through.
+ *
+ * The exchange is level-triggered: a job that waits asks again every few minutes (the pool
+ * takes a repeated request as the same one, and re-sends a grant it made), and a pool found
+ * gone is started again from the worker's config. What the job holds or waits for is its
+ * `leaseHolding` query, which a restarted pool reads to rebuild its leases and queue.
  */
 import {
   ApplicationFailure,
@@ -11,12 +16,18 @@ import {
   condition,
   getExternalWorkflowHandle,
   isCancellation,
+  patched,
+  proxyActivities,
   setHandler,
+  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { Activities } from '../activities/types';
 import type { Lease } from '../src/domain/pool';
 import {
+  SA_POOL,
   leaseGrantedSignal,
+  leaseHoldingQuery,
   leaseRefusedSignal,
   leaseRevokedSignal,
   poolWorkflowId,
@@ -25,6 +36,20 @@ import {
   type LeaseRefusal,
   type LeaseRequestMsg,
 } from './definitions';
+
+/** A waiting job asks again this often: a pool restarted meanwhile, or a grant given up on, hears it. */
+export const LEASE_REQUEST_REPEAT_MS = 5 * 60 * 1000;
+
+const { ensurePool } = proxyActivities<Activities>({
+  startToCloseTimeout: '30s',
+  retry: {
+    initialInterval: '1s',
+    maximumInterval: '10s',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: ['UnknownPool'],
+  },
+  summary: 'start the pool workflow again',
+});
 
 export class LeaseClient {
   lease: Lease | undefined;
@@ -35,9 +60,22 @@ export class LeaseClient {
   onRevoked: (() => void) | undefined;
   private readonly me = workflowInfo().workflowId;
   private readonly pool;
+  /** The request while waiting for its answer. */
+  private waiting: LeaseRequestMsg | undefined;
+  /** Histories recorded before level-triggered leases keep their old path (see `marina` README, upgrades). */
+  private readonly levelTriggered: boolean;
 
   constructor(private readonly poolName: string) {
     this.pool = getExternalWorkflowHandle(poolWorkflowId(poolName));
+    this.levelTriggered = patched('level-triggered-lease');
+    // A restarted pool finds its lease takers by MarinaPool: a taker started without it says so itself.
+    if (this.levelTriggered && workflowInfo().typedSearchAttributes.get(SA_POOL) !== poolName)
+      upsertSearchAttributes([{ key: SA_POOL, value: poolName }]);
+    setHandler(leaseHoldingQuery, () => ({
+      pool: poolName,
+      ...(this.lease ? { lease: this.lease } : {}),
+      ...(this.waiting ? { request: this.waiting } : {}),
+    }));
     setHandler(leaseGrantedSignal, (l) => {
       if (l.jobWorkflowId === this.me) this.lease = l;
     });
@@ -55,17 +93,27 @@ export class LeaseClient {
   async acquire(request: Omit<LeaseRequestMsg, 'jobWorkflowId'>): Promise<Lease> {
     this.lease = undefined;
     this.revoked = undefined;
-    try {
-      await this.pool.signal(requestLeaseSignal, { jobWorkflowId: this.me, ...request });
-    } catch (e) {
-      if (isCancellation(e)) throw e;
-      throw ApplicationFailure.create({
-        message: `pool "${this.poolName}" is not running: check the pool name, or start a worker whose config defines it`,
-        type: 'UnknownPool',
-        nonRetryable: true,
-      });
+    const answered = () => this.lease !== undefined || this.refusal !== undefined;
+    if (!this.levelTriggered) {
+      try {
+        await this.pool.signal(requestLeaseSignal, { jobWorkflowId: this.me, ...request });
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        throw this.unknownPool();
+      }
+      await condition(answered);
+    } else {
+      const msg: LeaseRequestMsg = { jobWorkflowId: this.me, ...request, requestedAt: Date.now() };
+      this.waiting = msg;
+      try {
+        await this.tell(() => this.pool.signal(requestLeaseSignal, msg));
+        while (!(await condition(answered, LEASE_REQUEST_REPEAT_MS))) {
+          await this.tell(() => this.pool.signal(requestLeaseSignal, msg));
+        }
+      } finally {
+        this.waiting = undefined;
+      }
     }
-    await condition(() => this.lease !== undefined || this.refusal !== undefined);
     if (this.refusal) {
       throw ApplicationFailure.create({
         message: `refused by pool "${this.poolName}": ${this.refusal.reason}`,
@@ -78,10 +126,40 @@ export class LeaseClient {
 
   /** Gives the slot back (also when the job is cancelled); `cachedImage`: the host now holds it. */
   async release(cachedImage?: string): Promise<void> {
+    const msg = { jobWorkflowId: this.me, ...(cachedImage ? { cachedImage } : {}) };
     await CancellationScope.nonCancellable(() =>
-      this.pool.signal(releaseLeaseSignal, { jobWorkflowId: this.me, ...(cachedImage ? { cachedImage } : {}) }),
+      this.levelTriggered
+        ? this.tell(() => this.pool.signal(releaseLeaseSignal, msg))
+        : this.pool.signal(releaseLeaseSignal, msg),
     ).catch(
-      () => undefined, // pool gone: nothing to release
+      // The pool's own lease check reclaims a slot whose job has closed.
+      () => undefined,
     );
+    this.lease = undefined;
+  }
+
+  /** Sends to the pool; a pool found gone is started again (from the worker's config) and told again. */
+  private async tell(send: () => Promise<void>): Promise<void> {
+    try {
+      await send();
+      return;
+    } catch (e) {
+      if (isCancellation(e)) throw e;
+    }
+    try {
+      await ensurePool(this.poolName);
+    } catch (e) {
+      if (isCancellation(e)) throw e;
+      throw this.unknownPool();
+    }
+    await send();
+  }
+
+  private unknownPool(): ApplicationFailure {
+    return ApplicationFailure.create({
+      message: `pool "${this.poolName}" is not running and no worker's config defines it: check the pool name, or start a worker whose config does`,
+      type: 'UnknownPool',
+      nonRetryable: true,
+    });
   }
 }

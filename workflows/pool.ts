@@ -1,650 +1,298 @@
 /**
- * A pool of on-prem Macs: hands out VM slots as leases, queues when full,
- * reclaims leases of jobs that died, cordons hosts that fail health checks.
- * Placement itself is the pure policy in src/policy/placement.ts.
+ * A pool, for months: a thin loop around the pure pool core (src/policy/pool-core.ts).
+ *
+ *   signals, updates, timers → events → core.step → commands → outbox / child starts
+ *
+ * Nothing here decides. Handlers only feed the core and answer at once, so no handler holds the
+ * loop or continue-as-new. Messages go out through a resilient outbox (one confirmed signal each,
+ * retried with a cap, then parked and shown). A new run (first start, or after the pool was
+ * terminated) learns which leases are held and which jobs wait from the jobs themselves before
+ * it places anything, so a restarted pool never double-books a slot.
  */
 import {
   ApplicationFailure,
   allHandlersFinished,
   condition,
   continueAsNew,
-  getExternalWorkflowHandle,
+  log,
   proxyActivities,
   ParentClosePolicy,
-  setHandler,
-  startChild,
   setCurrentDetails,
-  workflowInfo,
+  setHandler,
+  sleep,
+  startChild,
   uuid4,
+  workflowInfo,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import { PoolFleet } from './fleet';
-import { retireHostSignal } from './host';
 import type { Activities } from '../activities/types';
-import type { HostState, Lease, PoolState } from '../src/domain/pool';
-import { jobIdOfVm, jobWorkflowId, poolOfStandbyVm } from '../src/domain/job';
-import { healthAfterCheck, pickModifier, pickStandby, placeQueue, whyNeverFits } from '../src/policy/placement';
-import { checkSecurity } from '../src/domain/security';
-import { capacityAt, scheduleErrors } from '../src/policy/schedule';
-import { prePullKey, prePullsDue } from '../src/policy/prepull';
+import type { OutboxEntry, PoolState } from '../src/domain/pool';
 import {
-  cordonHostUpdate,
+  newPoolState,
+  step,
+  validateControl,
+  workflowsToCheck,
+  type PoolCommand,
+  type PoolEvent,
+} from '../src/policy/pool-core';
+import { describePool, poolView } from '../src/policy/pool-view';
+import {
+  SA_POOL,
+  controlPoolUpdate,
+  hostDrainSignal,
+  hostGoneSignal,
+  hostPhaseSignal,
+  hostReadySignal,
+  hostReportSignal,
   poolStateQuery,
-  standbyReadySignal,
   prePullDoneSignal,
   releaseLeaseSignal,
   requestLeaseSignal,
+  standbyReadySignal,
   syncHostsSignal,
-  hostReadySignal,
-  hostGoneSignal,
-  hostDrainSignal,
-  hostPhaseSignal,
-  controlPoolUpdate,
-  type AwsPoolSettings,
-  type PoolControlResult,
+  type LeaseRequestMsg,
   type PoolInput,
-  type PoolMessage,
   type PoolSettings,
 } from './definitions';
 
-const { checkHostHealth, findClosedWorkflows } = proxyActivities<Activities>({
+const { findClosedWorkflows } = proxyActivities<Activities>({
   startToCloseTimeout: '1m',
   retry: { maximumAttempts: 1 },
+  summary: 'which lease holders and host workflows have closed',
 });
 const { deliverPoolMessages } = proxyActivities<Activities>({
   startToCloseTimeout: '2m',
   heartbeatTimeout: '30s',
-  retry: { initialInterval: '200ms', maximumInterval: '10s' },
-  summary: 'tell jobs of their leases',
+  retry: { initialInterval: '200ms', maximumInterval: '5s', maximumAttempts: 3 },
+  summary: 'tell jobs and hosts',
 });
-/** Messages per delivery activity: bounds the activity's input (a lease is ~300 bytes). */
-const OUTBOX_BATCH = 500;
-const { destroyVm: reapVm } = proxyActivities<Activities>({
+const { recoverPool } = proxyActivities<Activities>({
   startToCloseTimeout: '5m',
-  retry: { maximumAttempts: 3 },
-  summary: 'reap an orphaned job VM',
+  heartbeatTimeout: '1m',
+  retry: { initialInterval: '1s', maximumInterval: '30s' },
+  summary: 'learn leases and waiting jobs from the jobs themselves',
 });
 
+/** Messages per delivery activity: bounds the activity's input (a grant is ~300 bytes). */
+const OUTBOX_BATCH = 500;
+/** Tries of one message before it is parked; its backoff doubles from 1 s. */
+const OUTBOX_ATTEMPTS = 5;
+/** Parked messages kept for the query and details. */
+const PARKED_KEPT = 20;
+/** An idle pool (no lease, no queue) still checks once an hour that its host workflows run. */
+const IDLE_SWEEP_MS = 60 * 60 * 1000;
+
 export async function poolWorkflow(input: PoolInput): Promise<void> {
-  const state: PoolState = input.state ?? { name: input.name, hosts: [], leases: [], queue: [] };
+  const state: PoolState = input.state ?? { ...newPoolState(input.name), recovering: true };
   let settings: PoolSettings = input.settings;
-  state.hosts = mergeHosts(state.hosts, settings);
+  const outbox: OutboxEntry[] = (state.outbox ??= []);
   let dirty = true;
-  // Set when a background check finishes, so the loop re-arms its timers.
-  let wake = false;
-  // Grants, refusals and revocations wait here and go out in batches (activities/messages.ts).
-  const outbox: PoolMessage[] = [];
-  let delivering = false;
-  const send = (m: PoolMessage): void => {
-    outbox.push(m);
-    if (!delivering) void deliver();
+  /** Child workflow starts not yet confirmed: continue-as-new waits for them (they take milliseconds). */
+  let starting = 0;
+
+  const feed = (event: PoolEvent): string | undefined => {
+    const { commands, reply } = step(state, event, { now: Date.now(), settings, newId: uuid4 });
+    for (const c of commands) carry(c);
+    dirty = true;
+    return reply;
   };
+
+  function carry(c: PoolCommand): void {
+    switch (c.kind) {
+      case 'send':
+        outbox.push({ message: c.message, attempts: 0 });
+        return;
+      case 'log':
+        // The decision ring is short; the worker log keeps every decision.
+        log.info(`pool ${state.name}: ${c.decision.what}`, { pool: state.name, at: c.decision.at });
+        return;
+      case 'start':
+        starting++;
+        startChild(c.workflowType, {
+          workflowId: c.workflowId,
+          args: [c.input],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          staticSummary: c.summary,
+          typedSearchAttributes: [{ key: SA_POOL, value: state.name }],
+        })
+          .catch((e: unknown) => {
+            // Running already (a restarted pool starts its hosts again): that is the one we want.
+            if (e instanceof WorkflowExecutionAlreadyStartedError) return;
+            feed({ type: 'start-failed', workflowId: c.workflowId });
+          })
+          .finally(() => starting--);
+        return;
+    }
+  }
+
+  setHandler(poolStateQuery, () => poolView(state, outbox.length));
+
+  setHandler(requestLeaseSignal, (request) => void feed({ type: 'lease-requested', request }));
+  setHandler(releaseLeaseSignal, (r) => void feed({ type: 'lease-released', ...r }));
+  setHandler(hostReportSignal, (report) => void feed({ type: 'host-report', report }));
+  setHandler(hostReadySignal, (spec) => void feed({ type: 'host-ready', spec }));
+  setHandler(hostPhaseSignal, (report) => void feed({ type: 'host-phase', report }));
+  setHandler(hostGoneSignal, ({ workflowId, reason }) => void feed({ type: 'host-gone', workflowId, reason }));
+  setHandler(hostDrainSignal, (d) => void feed({ type: 'host-cordon', ...d }));
+  setHandler(standbyReadySignal, (r) => void feed({ type: 'standby-ready', ...r }));
+  setHandler(prePullDoneSignal, (r) => void feed({ type: 'prepull-done', ...r }));
+  setHandler(syncHostsSignal, (next) => {
+    settings = next;
+    feed({ type: 'settings', settings: next });
+  });
+
+  // Planner and operator controls: validated, so a bad request fails at once with the fix and changes
+  // nothing; a good one is recorded and answered at once. A drain's or a retire's progress shows in the
+  // pool's query and details (`marina pool drain --wait` follows it).
+  setHandler(controlPoolUpdate, (control) => ({ message: feed({ type: 'control', control })! }), {
+    validator: (control) => {
+      try {
+        validateControl(state, settings, control);
+      } catch (e) {
+        throw ApplicationFailure.create({
+          message: (e as Error).message,
+          type: 'InvalidPoolControl',
+          nonRetryable: true,
+        });
+      }
+    },
+  });
+
+  // A new run learns what the lease takers hold and wait for before placing anything.
+  if (state.recovering) void recover();
+  async function recover(): Promise<void> {
+    const leases: PoolState['leases'] = [];
+    const requests: LeaseRequestMsg[] = [];
+    const hostWorkflows: string[] = [];
+    let pageToken: string | undefined;
+    do {
+      const page = await recoverPool({ pool: state.name, ...(pageToken ? { pageToken } : {}) });
+      leases.push(...page.leases);
+      requests.push(...page.requests);
+      hostWorkflows.push(...page.hostWorkflows);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    feed({ type: 'recovered', leases, requests, hostWorkflows });
+  }
+
+  // The outbox: each message on its own; a failing one backs off, then is parked, and never holds the rest.
+  let delivering = false;
   async function deliver(): Promise<void> {
     delivering = true;
     try {
-      while (outbox.length > 0) {
-        const batch = outbox.splice(0, OUTBOX_BATCH);
-        // The job is gone (terminated, timed out): its slot goes back to the pool.
-        for (const id of await deliverPoolMessages(batch)) release(id);
+      for (;;) {
+        const now = Date.now();
+        const batch = outbox.filter((e) => (e.notBefore ?? 0) <= now).slice(0, OUTBOX_BATCH);
+        if (batch.length === 0) return;
+        const outcomes = await deliverPoolMessages(batch.map((e) => e.message)).catch((err: Error) =>
+          batch.map(() => ({ error: err.cause instanceof Error ? err.cause.message : err.message })),
+        );
+        const closed: string[] = [];
+        batch.forEach((entry, i) => {
+          const outcome = outcomes[i]!;
+          if (outcome !== 'ok' && outcome !== 'gone') {
+            entry.attempts++;
+            entry.lastError = outcome.error;
+            if (entry.attempts < OUTBOX_ATTEMPTS) {
+              entry.notBefore = Date.now() + 1000 * 2 ** (entry.attempts - 1);
+              return;
+            }
+            park(entry);
+          } else if (outcome === 'gone') closed.push(entry.message.to);
+          outbox.splice(outbox.indexOf(entry), 1);
+        });
+        if (closed.length > 0) feed({ type: 'workflows-closed', ids: closed });
       }
     } finally {
       delivering = false;
-      wake = true;
+      dirty = true;
     }
   }
-
-  setHandler(poolStateQuery, () => state);
-
-  // AWS pools: host workflows announce themselves when ready, each phase, and when gone;
-  // the fleet policy decides what they do (fleet.ts).
-  const fleet = new PoolFleet(state);
-  setHandler(hostReadySignal, (spec) => {
-    fleet.onReady(settings.aws, spec);
-    state.hosts = [...state.hosts.filter((h) => h.name !== spec.name), { ...spec, consecutiveHealthFailures: 0 }];
-    dirty = true;
-  });
-  setHandler(hostPhaseSignal, (report) => {
-    fleet.onPhase(settings.aws, report);
-    dirty = true;
-  });
-  setHandler(hostDrainSignal, ({ host, drain, reason }) => {
-    const h = state.hosts.find((x) => x.name === host);
-    const why = reason ?? 'drain';
-    // An operator's cordon outranks the host's own; lifting a cordon lifts only the same kind.
-    if (!h || h.cordoned === 'operator' || (!drain && h.cordoned !== why)) return;
-    h.cordoned = drain ? why : undefined;
-    fleet.decide(
-      `${drain ? 'cordon' : 'uncordon'} host ${host}: ${why === 'assessment' ? 'AWS has it under assessment' : 'drained through its host workflow'}`,
-    );
-    dirty = true;
-  });
-  setHandler(hostGoneSignal, ({ workflowId, reason }) => {
-    fleet.onGone(workflowId);
-    const gone = state.hosts.filter((h) => h.dynamic?.workflowId === workflowId).map((h) => h.name);
-    // Jobs on a lost host run again: their leases end and they ask for new ones.
-    for (const l of state.leases.filter((x) => gone.includes(x.host))) {
-      state.leases = state.leases.filter((x) => x !== l);
-      send({
-        kind: 'revoked',
-        jobWorkflowId: l.jobWorkflowId,
-        leaseId: l.leaseId,
-        reason: `host ${l.host} is gone: ${reason}`,
-      });
-    }
-    state.hosts = state.hosts.filter((h) => !gone.includes(h.name));
-    for (const [id, s] of Object.entries(state.standbys ?? {})) if (gone.includes(s.host)) delete state.standbys![id];
-    fleet.decide(`host workflow ${workflowId} is gone: ${reason}`);
-    dirty = true;
-  });
-
-  setHandler(syncHostsSignal, (next) => {
-    settings = next;
-    state.hosts = mergeHosts(state.hosts, next);
-    dirty = true;
-  });
-
-  setHandler(requestLeaseSignal, (req) => {
-    // A retried signal must not queue the job twice or hand it a second slot.
-    const existing = state.leases.find((l) => l.jobWorkflowId === req.jobWorkflowId);
-    if (existing) {
-      send({ kind: 'granted', jobWorkflowId: existing.jobWorkflowId, lease: { ...existing } });
-      return;
-    }
-    if (state.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
-    const security = checkSecurity(state.name, settings.security, { image: req.imageRef, volumes: req.volumes });
-    const never =
-      security.violations.length > 0
-        ? security.violations.join('; ')
-        : whyNeverFits(settings.aws ? [...state.hosts, settings.aws.template] : state.hosts, req);
-    if (never) {
-      fleet.decide(`refuse ${req.jobWorkflowId}: ${never}`);
-      send({ kind: 'refused', jobWorkflowId: req.jobWorkflowId, reason: never });
-      return;
-    }
-    state.queue.push({
-      jobWorkflowId: req.jobWorkflowId,
-      resources: req.resources,
-      labels: req.labels,
-      requestedAt: Date.now(),
-      ...(req.client ? { client: req.client } : {}),
-      ...(req.image ? { image: req.image } : {}),
-      ...(req.priority ? { priority: req.priority } : {}),
-      ...(security.volumes.length > 0 ? { volumes: security.volumes } : {}),
-      ...(req.vm ? { vm: req.vm } : {}),
+  function park(entry: OutboxEntry): void {
+    const m = entry.message;
+    const parked = (state.parked ??= []);
+    parked.push({
+      at: new Date(Date.now()).toISOString(),
+      to: m.to,
+      kind: m.kind,
+      attempts: entry.attempts,
+      error: entry.lastError ?? 'unknown',
     });
-    dirty = true;
-  });
-
-  // Standby VMs: booted ahead of demand by standby workflows the pool starts (workflows/standby.ts).
-  setHandler(standbyReadySignal, ({ workflowId, vm, ip, image }) => {
-    const lease = state.leases.find((l) => l.jobWorkflowId === workflowId && l.vm === vm);
-    if (!lease) return; // stale: the lease is gone
-    lease.ip = ip;
-    (state.standbys ??= {})[workflowId] = { host: lease.host, vm, ip, image, readySince: Date.now() };
-    dirty = true;
-  });
-  let standbyStarting = 0;
-  /** Starts the standby workflows the settings ask for, and stops the ones they no longer do. */
-  function syncStandby(): void {
-    const wanted = (settings.standby ?? []).flatMap((s, i) =>
-      Array.from({ length: s.count }, (_, n) => ({
-        id: `standby/${state.name}/${i}-${n}`,
-        slot: `${i}-${n}`,
-        spec: s,
-      })),
-    );
-    const started = (state.standbyWorkflows ??= []);
-    for (const w of wanted.filter((x) => !started.includes(x.id))) {
-      started.push(w.id);
-      standbyStarting++;
-      void startChild('standbyWorkflow', {
-        workflowId: w.id,
-        args: [
-          { pool: state.name, slot: w.slot, image: w.spec.image, resources: w.spec.resources, labels: w.spec.labels },
-        ],
-        parentClosePolicy: ParentClosePolicy.ABANDON,
-        staticSummary: `Standby VM ${w.slot} of pool ${state.name}: ${w.spec.image}`,
-      })
-        .catch((e: unknown) => {
-          if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
-        })
-        .finally(() => standbyStarting--);
-      fleet.decide(`start standby ${w.id}: keep ${w.spec.count} VM(s) of ${w.spec.image} booted`);
-    }
-    for (const id of started.filter((x) => !wanted.some((w) => w.id === x))) {
-      state.standbyWorkflows = state.standbyWorkflows!.filter((x) => x !== id);
-      if (state.standbys) delete state.standbys[id];
-      send({ kind: 'stop', jobWorkflowId: id });
-      fleet.decide(`stop standby ${id}: the pool keeps fewer standby VMs now`);
-    }
-  }
-  /** Queued jobs take booted standby VMs first (src/policy/placement.ts says which). */
-  function claimStandbys(): void {
-    for (const req of [...state.queue]) {
-      const standbyId = pickStandby(req, state.standbys ?? {}, state.leases, state.hosts);
-      if (!standbyId) continue;
-      const s = state.standbys![standbyId]!;
-      const lease = state.leases.find((l) => l.jobWorkflowId === standbyId)!;
-      // The standby's lease becomes the job's: the slot and the VM change hands, never free in between.
-      Object.assign(lease, {
-        leaseId: uuid4(),
-        jobWorkflowId: req.jobWorkflowId,
-        grantedAt: Date.now(),
-        client: req.client,
-      });
-      if (!req.client) delete lease.client;
-      delete state.standbys![standbyId];
-      state.queue = state.queue.filter((q) => q !== req);
-      fleet.onGrant(lease.host);
-      send({ kind: 'claimed', jobWorkflowId: standbyId, by: req.jobWorkflowId });
-      send({ kind: 'granted', jobWorkflowId: req.jobWorkflowId, lease: { ...lease } });
-      fleet.decide(`${req.jobWorkflowId} takes standby VM ${s.vm} on ${s.host} (booted, image cached)`);
-    }
+    if (parked.length > PARKED_KEPT) parked.splice(0, parked.length - PARKED_KEPT);
+    log.warn(`pool ${state.name}: gave up on ${m.kind} to ${m.to} after ${entry.attempts} tries: ${entry.lastError}`);
+    if (m.kind === 'granted') feed({ type: 'grant-undeliverable', jobWorkflowId: m.to, error: entry.lastError ?? '' });
   }
 
-  /** Starts the pre-pulls due (src/policy/prepull.ts): the pool's images onto idle hosts, one at a time per host. */
-  function syncPrePulls(): void {
-    const records = (state.prePulls ??= {});
-    for (const p of prePullsDue(state.hosts, state.leases, settings.prePull ?? [], records, Date.now())) {
-      const key = prePullKey(p.host, p.image);
-      records[key] = { ...records[key], at: Date.now(), running: true };
-      void startChild('prePullWorkflow', {
-        workflowId: `prepull/${state.name}/${p.host}/${p.image}`,
-        args: [{ pool: state.name, host: p.host, image: p.image }],
-        parentClosePolicy: ParentClosePolicy.ABANDON,
-        staticSummary: `Pre-pull ${p.image} onto ${p.host} (pool ${state.name})`,
-      }).catch((e: unknown) => {
-        if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
-      });
-    }
-  }
-  setHandler(prePullDoneSignal, ({ host, image, cacheName }) => {
-    const key = prePullKey(host, image);
-    (state.prePulls ??= {})[key] = { at: Date.now(), ...(cacheName ? { cacheName } : {}) };
-    const h = state.hosts.find((x) => x.name === host);
-    if (h && cacheName && !h.images?.includes(cacheName)) h.images = [...(h.images ?? []), cacheName];
-    dirty = true;
-  });
-
-  setHandler(releaseLeaseSignal, ({ jobWorkflowId, cachedImage }) => {
-    const lease = state.leases.find((l) => l.jobWorkflowId === jobWorkflowId);
-    const host = lease && state.hosts.find((h) => h.name === lease.host);
-    if (host && cachedImage && !host.images?.includes(cachedImage)) host.images = [...(host.images ?? []), cachedImage];
-    release(jobWorkflowId);
-  });
-
-  setHandler(
-    cordonHostUpdate,
-    ({ host, cordon }) => {
-      const h = state.hosts.find((x) => x.name === host)!;
-      h.cordoned = cordon ? 'operator' : undefined;
-      dirty = true;
-      return state;
-    },
-    {
-      validator: ({ host }) => {
-        if (!state.hosts.some((h) => h.name === host)) {
-          throw ApplicationFailure.create({
-            message: `no host "${host}" in pool ${state.name}; hosts: ${state.hosts.map((h) => h.name).join(', ')}`,
-            type: 'UnknownHost',
-          });
-        }
-      },
-    },
-  );
-
-  // Planner and operator controls: one validated update, so a bad request fails at once with the fix
-  // and loses nothing, and a good one answers when it is done (a drain, once the host's jobs finished).
-  const invalid = (message: string): ApplicationFailure =>
-    ApplicationFailure.create({ message, type: 'InvalidPoolControl', nonRetryable: true });
-  const hostNamed = (host: string): HostState => {
-    const h = state.hosts.find((x) => x.name === host);
-    if (!h)
-      throw invalid(
-        `no host "${host}" in pool ${state.name}; hosts: ${state.hosts.map((x) => x.name).join(', ') || '(none)'}`,
-      );
-    return h;
-  };
-  const drained = (host: string) => condition(() => !state.leases.some((l) => l.host === host));
-  setHandler(
-    controlPoolUpdate,
-    async (c): Promise<PoolControlResult> => {
-      const say = (message: string): PoolControlResult => {
-        fleet.decide(`operator: ${message}`);
-        dirty = true;
-        return { message };
-      };
-      switch (c.action) {
-        case 'pause':
-          state.paused = true;
-          return say(`pool ${state.name} paused: nothing new is placed or allocated; running jobs go on`);
-        case 'resume':
-          state.paused = false;
-          return say(`pool ${state.name} resumed`);
-        case 'cordon':
-        case 'uncordon': {
-          const h = hostNamed(c.host);
-          h.cordoned = c.action === 'cordon' ? 'operator' : undefined;
-          return say(`${c.action} host ${c.host}`);
-        }
-        case 'drain': {
-          const h = hostNamed(c.host);
-          h.cordoned = 'drain';
-          say(`drain host ${c.host}: no new work; waiting for its running jobs`);
-          const started = Date.now();
-          await drained(c.host);
-          return say(`host ${c.host} drained (${Math.round((Date.now() - started) / 1000)} s)`);
-        }
-        case 'retire': {
-          // A serving host drains first; a parked or scrubbing one (not placeable) goes at once.
-          const h = state.hosts.find((x) => x.name === c.host);
-          const rec = fleet.records.find((r) => r.host === c.host);
-          if (h) {
-            h.cordoned = 'drain';
-            say(`retire host ${c.host}: draining first`);
-            await drained(c.host);
-          }
-          if (rec) rec.commanded = 'release';
-          state.hosts = state.hosts.filter((x) => x.name !== c.host);
-          await getExternalWorkflowHandle(h?.dynamic?.workflowId ?? rec!.workflowId).signal(retireHostSignal, {
-            reason: 'retired by an operator',
-          });
-          return say(`host ${c.host} retired: its workflow terminates the instance and releases it when AWS allows`);
-        }
-        case 'schedules': {
-          if (c.schedules === null) delete state.schedules;
-          else state.schedules = c.schedules;
-          state.scheduleIndex = -2; // matches no entry: the next look says which applies now
-          return say(
-            c.schedules === null
-              ? `schedules of pool ${state.name}: back to the config's`
-              : `schedules of pool ${state.name}: ${c.schedules.length} entr${c.schedules.length === 1 ? 'y' : 'ies'} set by a planner`,
-          );
-        }
-        case 'capacity': {
-          const { action: _, ...set } = c;
-          state.capacity = { ...state.capacity, ...set };
-          const a = effectiveAws(settings.aws!);
-          return say(
-            `capacity of pool ${state.name}: minHosts ${a.minHosts}, maxHosts ${a.maxHosts}, headroomSlots ${a.headroomSlots}`,
-          );
-        }
-      }
-    },
-    {
-      validator: (c) => {
-        switch (c.action) {
-          case 'pause':
-          case 'resume':
-            return;
-          case 'cordon':
-          case 'uncordon':
-          case 'drain':
-            hostNamed(c.host);
-            return;
-          case 'retire': {
-            if (fleet.records.some((r) => r.host === c.host && r.commanded !== 'release')) return;
-            if (!hostNamed(c.host).dynamic)
-              throw invalid(
-                `host "${c.host}" is an on-prem host of pool ${state.name}: remove it from the config to retire it, or drain it`,
-              );
-            return;
-          }
-          case 'capacity': {
-            if (!settings.aws)
-              throw invalid(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
-            for (const k of ['minHosts', 'maxHosts', 'headroomSlots'] as const) {
-              const v = c[k];
-              if (v !== undefined && (!Number.isInteger(v) || v < 0))
-                throw invalid(`${k}: must be a whole number ≥ 0, got ${String(v)}`);
-            }
-            const next = effectiveAws(settings.aws, { ...state.capacity, ...c });
-            if (next.maxHosts < 1) throw invalid(`maxHosts: must be at least 1, got ${next.maxHosts}`);
-            if (next.minHosts > next.maxHosts)
-              throw invalid(
-                `minHosts ${next.minHosts} exceeds maxHosts ${next.maxHosts}: lower minHosts or raise maxHosts`,
-              );
-            return;
-          }
-          case 'schedules': {
-            if (!settings.aws)
-              throw invalid(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
-            if (c.schedules === null) return;
-            const errors = scheduleErrors(c.schedules);
-            if (errors.length > 0) throw invalid(errors.join('; '));
-            return;
-          }
-          default:
-            throw invalid(
-              `unknown action "${(c as { action: string }).action}"; use pause, resume, cordon, uncordon, drain, retire, capacity or schedules`,
-            );
-        }
-      },
-    },
-  );
-  /** The capacity in force: the config's, then the schedule's (the last matching period), then a planner's override. */
-  // Pure (validators call it): noteSchedule records a change of schedule in the decisions.
-  function effectiveAws(aws: AwsPoolSettings, over = state.capacity): AwsPoolSettings {
-    const sched = capacityAt(schedulesOf(aws), new Date(Date.now()));
-    return {
-      ...aws,
-      ...(sched?.minHosts !== undefined ? { minHosts: sched.minHosts } : {}),
-      ...(sched?.maxHosts !== undefined ? { maxHosts: sched.maxHosts } : {}),
-      ...(sched?.headroomSlots !== undefined ? { headroomSlots: sched.headroomSlots } : {}),
-      ...(over?.minHosts !== undefined ? { minHosts: over.minHosts } : {}),
-      ...(over?.maxHosts !== undefined ? { maxHosts: over.maxHosts } : {}),
-      ...(over?.headroomSlots !== undefined ? { headroomSlots: over.headroomSlots } : {}),
-    };
-  }
-
-  /** A planner's schedules, else the config's. */
-  function schedulesOf(aws: AwsPoolSettings) {
-    return state.schedules ?? aws.schedules ?? [];
-  }
-
-  function noteSchedule(aws: AwsPoolSettings): void {
-    const sched = capacityAt(schedulesOf(aws), new Date(Date.now()));
-    if ((sched?.index ?? -1) === (state.scheduleIndex ?? -1)) return;
-    state.scheduleIndex = sched?.index;
-    const entry = sched && schedulesOf(aws)[sched.index]!;
-    fleet.decide(
-      entry
-        ? `capacity schedule ${sched.index} applies (${entry.periods.join(', ')} in ${entry.timezone}): ` +
-            ['minHosts', 'maxHosts', 'headroomSlots']
-              .filter((k) => entry[k as keyof typeof entry] !== undefined)
-              .map((k) => `${k} ${String(entry[k as keyof typeof entry])}`)
-              .join(', ')
-        : 'no capacity schedule applies: the configured capacity',
-    );
-  }
-
-  function release(jobWorkflowId: string): void {
-    if (state.standbys) delete state.standbys[jobWorkflowId];
-    const before = state.leases.length + state.queue.length;
-    state.leases = state.leases.filter((l) => l.jobWorkflowId !== jobWorkflowId);
-    state.queue = state.queue.filter((q) => q.jobWorkflowId !== jobWorkflowId);
-    if (state.leases.length + state.queue.length !== before) dirty = true;
-  }
-
-  let healthRunning = false;
-  // Carried across continue-as-new: a big pool must not re-check every host at each new run.
-  let nextHealth = state.nextHealthAt ?? Date.now();
-  async function runHealthChecks(): Promise<void> {
-    healthRunning = true;
+  // Leases of jobs that died without a word (terminated) go back; an idle pool checks only hourly.
+  let checking = false;
+  let nextCheck = Date.now() + settings.leaseCheckSeconds * 1000;
+  async function checkClosed(): Promise<void> {
+    checking = true;
     try {
-      const results = await Promise.all(
-        state.hosts.map((h) =>
-          checkHostHealth({ pool: state.name, host: h.name }).catch((e: Error) => ({ ok: false, error: e.message })),
-        ),
-      );
-      state.hosts = state.hosts.map((h, i) => {
-        const r = results[i] as { ok: boolean; error?: string; images?: string[] } | undefined;
-        if (!r) return h;
-        const checked = healthAfterCheck(h, r.ok, r.error);
-        // The cache as the host lists it: evictions show here.
-        return r.images ? { ...checked, images: r.images } : checked;
-      });
-      // A job VM no lease owns whose job workflow has closed is an orphan: a terminated job never cleans up.
-      // Only closed jobs' VMs are reaped, so a host shared by two pools (a config mistake) loses nothing.
-      // A standby VM is only ever its own pool's to reap: a lease holds it from before it boots until
-      // after it is destroyed (by its standby workflow or the job that took it), so one without is orphaned.
-      const candidates: Array<{ host: string; vm: string; jobId: string }> = [];
-      state.hosts.forEach((h, i) => {
-        for (const vm of (results[i] as { jobVms?: string[] } | undefined)?.jobVms ?? []) {
-          const jobId = jobIdOfVm(vm);
-          // A lease owns a VM by its job's name, or by name (a standby VM, booted or handed to a job).
-          const owned = state.leases.some(
-            (l) => l.host === h.name && (l.vm === vm || l.jobWorkflowId === jobWorkflowId(jobId)),
-          );
-          const standbyOf = poolOfStandbyVm(vm);
-          if (owned || (standbyOf !== undefined && standbyOf !== state.name)) continue;
-          if (standbyOf !== undefined)
-            void reapVm({ pool: state.name, host: h.name, vm, jobId }).catch(() => undefined);
-          else candidates.push({ host: h.name, vm, jobId });
-        }
-      });
-      if (candidates.length > 0) {
-        const closed = new Set(
-          await findClosedWorkflows(candidates.map((c) => jobWorkflowId(c.jobId))).catch(() => []),
-        );
-        for (const c of candidates.filter((x) => closed.has(jobWorkflowId(x.jobId)))) {
-          void reapVm({ pool: state.name, ...c }).catch(() => undefined);
-        }
-      }
-      dirty = true;
-    } finally {
-      healthRunning = false;
-      wake = true;
-      nextHealth = Date.now() + settings.healthCheckSeconds * 1000;
-    }
-  }
-
-  let nextAwsCheck = Infinity;
-  let leaseCheckRunning = false;
-  let nextLeaseCheck = Date.now() + settings.leaseCheckSeconds * 1000;
-  async function reclaimDeadLeases(): Promise<void> {
-    leaseCheckRunning = true;
-    try {
-      const ids = [
-        ...new Set([...state.leases.map((l) => l.jobWorkflowId), ...state.queue.map((q) => q.jobWorkflowId)]),
-      ];
-      // Host workflows that closed without saying so (terminated, failed) must not count as capacity.
-      // (Not those just started: a child being started is not found yet.)
-      const hostWorkflows = fleet.records
-        .filter((r) => r.startedAtMs === undefined || Date.now() - r.startedAtMs > 60_000)
-        .map((r) => r.workflowId);
-      if (ids.length + hostWorkflows.length > 0) {
-        const closed = new Set(await findClosedWorkflows([...ids, ...hostWorkflows]));
-        for (const id of ids) if (closed.has(id)) release(id);
-        for (const id of hostWorkflows) {
-          if (!closed.has(id) || !state.fleet![id]) continue;
-          fleet.onGone(id);
-          fleet.decide(`host workflow ${id} closed without a word: its host no longer counts`);
-          dirty = true;
-        }
+      const ids = workflowsToCheck(state, Date.now());
+      if (ids.length > 0) {
+        const closed = await findClosedWorkflows(ids);
+        if (closed.length > 0) feed({ type: 'workflows-closed', ids: closed });
       }
     } catch {
-      // Try again next round; a lost check only delays a reclaim.
+      // Next round; a lost check only delays a reclaim.
     } finally {
-      leaseCheckRunning = false;
-      wake = true;
-      nextLeaseCheck = Date.now() + settings.leaseCheckSeconds * 1000;
+      checking = false;
+      dirty = true;
     }
   }
+  const checkEveryMs = () =>
+    state.leases.length + state.queue.length > 0 ? settings.leaseCheckSeconds * 1000 : IDLE_SWEEP_MS;
 
+  let details = '';
+  let timer: { at: number; fired: Promise<void> } | undefined;
+  let nextAwsTick = Infinity;
   for (;;) {
     if (dirty) {
       dirty = false;
-      if (!state.paused) claimStandbys();
-      for (const grant of state.paused ? [] : placeQueue(state.hosts, state.leases, state.queue, settings.placement)) {
-        const lease: Lease = {
-          leaseId: uuid4(),
-          jobWorkflowId: grant.request.jobWorkflowId,
-          host: grant.host,
-          resources: grant.request.resources,
-          grantedAt: Date.now(),
-          ...(grant.request.client ? { client: grant.request.client } : {}),
-          ...(grant.request.volumes ? { volumes: grant.request.volumes } : {}),
-          ...(grant.request.vm ? { vm: grant.request.vm } : {}),
-        };
-        const host = state.hosts.find((h) => h.name === grant.host)!;
-        const modifier = pickModifier(host, state.leases, lease.resources);
-        if (modifier) Object.assign(lease, { modifier: modifier.index, runArgs: modifier.run });
-        state.queue = state.queue.filter((q) => q.jobWorkflowId !== lease.jobWorkflowId);
-        state.leases.push(lease);
-        fleet.onGrant(lease.host);
-        send({ kind: 'granted', jobWorkflowId: lease.jobWorkflowId, lease: { ...lease } });
-      }
-      syncStandby();
-      syncPrePulls();
-      if (settings.aws) noteSchedule(settings.aws);
-      if (settings.aws && !state.paused) fleet.tick(effectiveAws(settings.aws));
-      setCurrentDetails(describe(state));
-    }
-    // Idle hosts age while nothing happens: look again at least once per EC2 minute (at most 4 times a second).
-    if (settings.aws && fleet.records.length > 0) {
-      nextAwsCheck = Math.min(nextAwsCheck, Date.now() + Math.max(250, (60 / settings.aws.timeScale) * 1000));
+      feed({ type: 'tick' });
+      dirty = false;
+      const d = describePool(state, outbox.length);
+      if (d !== details) setCurrentDetails((details = d));
     }
     const now = Date.now();
-    if (!healthRunning && now >= nextHealth) void runHealthChecks();
-    if (!leaseCheckRunning && now >= nextLeaseCheck) void reclaimDeadLeases();
+    if (!delivering && outbox.some((e) => (e.notBefore ?? 0) <= now)) void deliver();
+    if (!checking && !state.recovering && now >= nextCheck) {
+      nextCheck = now + checkEveryMs();
+      void checkClosed();
+    }
+    // Idle EC2 hosts age while nothing happens: look again once per EC2 minute (at most 4 times a second).
+    if (settings.aws && Object.keys(state.fleet ?? {}).length > 0)
+      nextAwsTick = Math.min(nextAwsTick, now + Math.max(250, (60 / settings.aws.timeScale) * 1000));
 
     const info = workflowInfo();
-    if (info.continueAsNewSuggested || info.historyLength >= (settings.historyEventsPerRun ?? Infinity)) {
-      await condition(
-        () => allHandlersFinished() && !healthRunning && !leaseCheckRunning && !delivering && standbyStarting === 0,
-      );
-      fleet.persist();
-      state.nextHealthAt = nextHealth;
+    if (
+      (info.continueAsNewSuggested || info.historyLength >= (settings.historyEventsPerRun ?? Infinity)) &&
+      !state.recovering
+    ) {
+      // Only child starts (milliseconds) are waited for: deliveries in flight stay in the outbox and go
+      // again from the next run (a repeated message is harmless), checks are simply done again.
+      await condition(() => starting === 0 && allHandlersFinished());
       await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
     }
-    const wakeAt = Math.min(
-      healthRunning ? Infinity : nextHealth,
-      leaseCheckRunning ? Infinity : nextLeaseCheck,
-      nextAwsCheck,
-    );
-    const waitMs = Number.isFinite(wakeAt) ? Math.max(100, wakeAt - Date.now()) : 60_000;
-    await condition(() => dirty || wake, waitMs);
-    wake = false;
-    if (Date.now() >= nextAwsCheck) {
-      nextAwsCheck = Infinity;
+    const backoff = Math.min(...outbox.map((e) => e.notBefore ?? Infinity));
+    const wakeAt = Math.min(nextCheck, nextAwsTick, delivering ? Infinity : backoff);
+    // One timer per deadline, left running when an event wakes the loop first: a timer cancelled and
+    // started again at every wake would cost two history events per event.
+    if (Number.isFinite(wakeAt) && !(timer && timer.at <= wakeAt)) {
+      const t = {
+        at: wakeAt,
+        fired: sleep(Math.max(100, wakeAt - Date.now())).then(() => {
+          if (timer === t) timer = undefined;
+        }),
+      };
+      timer = t;
+    }
+    if (!dirty) await Promise.race([condition(() => dirty), ...(timer ? [timer.fired] : [])]);
+    if (Date.now() >= nextAwsTick) {
+      nextAwsTick = Infinity;
       dirty = true;
     }
+    if (Date.now() >= backoff) dirty = true;
   }
-}
-
-function mergeHosts(current: HostState[], settings: PoolSettings): HostState[] {
-  const configured = settings.hosts.map((spec) => {
-    const old = current.find((h) => h.name === spec.name);
-    return old ? { ...old, resources: spec.resources, labels: spec.labels } : { ...spec, consecutiveHealthFailures: 0 };
-  });
-  // Hosts Marina allocated are not in the config: they stay until their host workflow says they are gone.
-  return [...configured, ...current.filter((h) => h.dynamic)];
-}
-
-const DETAIL_HOSTS = 20;
-
-function describe(state: PoolState): string {
-  // Details travel with every workflow task: a 500-host pool lists its first hosts and counts the rest.
-  const shown = state.hosts.slice(0, DETAIL_HOSTS);
-  const lines = shown.map((h) => {
-    const leases = state.leases.filter((l) => l.host === h.name).length;
-    const pulling = Object.entries(state.prePulls ?? {})
-      .filter(([k, r]) => r.running && k.startsWith(`${h.name}|`))
-      .map(([k]) => k.slice(h.name.length + 1));
-    return (
-      `- **${h.name}**: ${leases} lease(s)${h.cordoned ? ` · cordoned (${h.cordoned})` : ''}` +
-      (pulling.length ? ` · pre-pulling ${pulling.join(', ')} (workflow prepull/${state.name}/${h.name}/…)` : '')
-    );
-  });
-  const decisions = (state.decisions ?? []).slice(-5).map((d) => `- ${d.at.slice(11, 19)} ${d.what}`);
-  return [
-    `${state.paused ? '**paused** · ' : ''}**${state.leases.length}** running, **${state.queue.length}** queued` +
-      (state.standbyWorkflows?.length
-        ? ` · **${Object.keys(state.standbys ?? {}).length}**/${state.standbyWorkflows.length} standby VMs booted`
-        : ''),
-    ...lines,
-    ...(state.hosts.length > shown.length ? [`- … and ${state.hosts.length - shown.length} more hosts`] : []),
-    ...(decisions.length > 0 ? ['', '**Latest decisions**', ...decisions] : []),
-  ].join('\n');
 }

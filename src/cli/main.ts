@@ -240,17 +240,45 @@ pool
   .action((name: string) => control(name, { action: 'pause' }));
 pool.command('resume <name>').action((name: string) => control(name, { action: 'resume' }));
 for (const action of ['cordon', 'uncordon', 'drain', 'retire'] as const) {
-  pool
-    .command(`${action} <name> <host>`)
-    .description(
-      {
-        cordon: 'place no new work on the host',
-        uncordon: 'place work on the host again',
-        drain: 'place no new work on the host, and return once its running jobs have finished',
-        retire: 'AWS host: drain it, then terminate its instance and release it when AWS allows',
-      }[action],
-    )
-    .action((name: string, host: string) => control(name, { action, host }));
+  const cmd = pool.command(`${action} <name> <host>`).description(
+    {
+      cordon: 'place no new work on the host',
+      uncordon: 'place work on the host again',
+      drain: 'place no new work on the host; its running jobs finish (answers at once; --wait follows them)',
+      retire: 'AWS host: drain it, then terminate its instance and release it when AWS allows (answers at once)',
+    }[action],
+  );
+  if (action === 'drain' || action === 'retire')
+    cmd.option(
+      '--wait',
+      action === 'drain' ? 'return once its running jobs have finished' : 'return once the host has left the pool',
+    );
+  cmd.action(async (name: string, host: string, o: { wait?: boolean }) => {
+    await control(name, { action, host });
+    if (o.wait && (action === 'drain' || action === 'retire')) await waitForHost(name, host, action);
+  });
+}
+
+/** Follows a drain or a retire in the pool's query: the pool itself never waits on either. */
+async function waitForHost(name: string, host: string, action: 'drain' | 'retire'): Promise<void> {
+  await withClient(async (client) => {
+    const handle = client.workflow.getHandle(poolWorkflowId(name));
+    const started = Date.now();
+    for (;;) {
+      const s = await handle.query(poolStateQuery);
+      const done =
+        action === 'drain'
+          ? s.drains?.[host] === undefined && !s.leases.some((l) => l.host === host)
+          : !s.hosts.some((h) => h.name === host) && !Object.values(s.fleet ?? {}).some((r) => r.host === host);
+      if (done) {
+        console.log(
+          `host ${host} ${action === 'drain' ? 'drained' : 'retired'} (${Math.round((Date.now() - started) / 1000)} s)`,
+        );
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  });
 }
 pool
   .command('capacity <name>')

@@ -171,6 +171,16 @@ const pool = z
     leaseCheckSeconds: z.number().positive().default(15),
     /** Continue the pool workflow as new after this many history events (default: when the server suggests, ~4,096). */
     historyEventsPerRun: z.number().int().min(100, 'at least 100 events, or leave it out').optional(),
+    /**
+     * Requests a pool queues at most (back-pressure): past it a job is refused at once with an error
+     * naming this limit, and nothing already queued is lost. Bounds the pool workflow's state.
+     */
+    queueLimit: z
+      .number()
+      .int()
+      .min(1, 'at least 1')
+      .max(50_000, 'at most 50000: a pool carries its queue in its state')
+      .default(10_000),
     /** Placement: fair share per client, and cache affinity. */
     placement: z
       .object({

@@ -133,6 +133,35 @@ export interface PoolState {
   nextHealthAt?: number;
   /** Capacity a planner set, over the configured one (AWS pools). */
   capacity?: { minHosts?: number; maxHosts?: number; headroomSlots?: number };
+  /** Drains an operator asked for and not yet done, by host: since when (workflow ms). */
+  drains?: Record<string, number>;
+  /** Retires an operator asked for: carried out once the host has no lease, sent again until it is gone. */
+  retiring?: Record<string, { since: number; workflowId: string; sentAt?: number }>;
+  /** The workflow watching each configured (on-prem) host, the last report applied, and the spec it was started with. */
+  watchers?: Record<string, { workflowId: string; lastSeq: number; spec: string }>;
+  /** A new run that has not yet learnt from the lease takers which leases they hold: nothing is placed. */
+  recovering?: boolean;
+  /** Messages not yet delivered (carried across continue-as-new), and the latest ones given up on. */
+  outbox?: OutboxEntry[];
+  parked?: ParkedMessage[];
+}
+
+/** A message waiting in the pool's outbox. */
+export interface OutboxEntry {
+  message: import('../../workflows/definitions').PoolMessage;
+  attempts: number;
+  /** Workflow ms before which it is not tried again (backoff after a failure). */
+  notBefore?: number;
+  lastError?: string;
+}
+
+/** A message the outbox gave up on, shown in the pool's query and details. */
+export interface ParkedMessage {
+  at: string;
+  to: string;
+  kind: string;
+  attempts: number;
+  error: string;
 }
 
 /** Where a host is, as the fleet policy sees it (src/policy/fleet.ts). */
@@ -151,8 +180,10 @@ export interface FleetRecord {
   jobsSinceClean: number;
   /** Workflow time (ms) the pool started the host workflow. */
   startedAtMs?: number;
-  /** A command sent to the host workflow and not yet reported done. */
+  /** A command sent to the host workflow and not yet reported done; when (workflow ms) it was last sent, and why. */
   commanded?: 'launch' | 'park' | 'replace-root' | 'release';
+  commandedAt?: number;
+  commandReason?: string;
 }
 
 export interface Decision {

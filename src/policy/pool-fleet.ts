@@ -1,19 +1,24 @@
 /**
- * The EC2 side of a pool: which host workflows it runs, in which phase, and what the fleet
- * policy (src/policy/fleet.ts, the one the simulator prices) tells it to do each tick:
- * allocate, launch a parked host, park, clean by root-volume replacement, or release.
- * Runs inside the pool workflow; deterministic.
+ * The EC2 side of the pool core (pool-core.ts): which host workflows a pool runs, in which
+ * phase, and what the fleet policy (fleet.ts, the one the simulator prices) tells it to do each
+ * tick: allocate, launch a parked host, park, clean by root-volume replacement, or release.
+ * Pure: it updates the pool state and emits commands; the pool workflow carries them out.
  */
-import { getExternalWorkflowHandle, startChild, ParentClosePolicy, uuid4 } from '@temporalio/workflow';
-import { DAY, DEFAULT_TIMINGS } from '../src/ec2mac/model';
-import { DemandHistory } from '../src/policy/forecast';
-import { DEFAULT_FLEET_POLICY, forecastHorizons, planFleet, type FleetHostView } from '../src/policy/fleet';
-import type { FleetPhase, FleetRecord, HostSpec, PoolState } from '../src/domain/pool';
-import { hostCommandSignal, hostWorkflow, retireHostSignal } from './host';
-import type { AwsPoolSettings } from './definitions';
+import { DAY, DEFAULT_TIMINGS } from '../ec2mac/model';
+import { DemandHistory } from './forecast';
+import { DEFAULT_FLEET_POLICY, forecastHorizons, planFleet, type FleetHostView } from './fleet';
+import type { FleetPhase, FleetRecord, HostSpec, PoolState } from '../domain/pool';
+import type { AwsPoolSettings } from '../../workflows/definitions';
+import type { PoolCommand, PoolEnv } from './pool-core';
 
-/** Decisions kept in the pool's state (and its query): enough to explain the last hours. */
-const DECISIONS_KEPT = 200;
+/** What a host workflow reports of a phase other than ready. */
+export interface FleetPhaseReport {
+  workflowId: string;
+  host?: string;
+  phase: FleetPhase;
+  ageSeconds: number;
+  scrubbingSeconds: number;
+}
 
 const COMMANDED_PHASE: Record<Exclude<FleetRecord['commanded'], undefined | 'release'>, FleetPhase> = {
   launch: 'launching',
@@ -28,38 +33,28 @@ interface View extends FleetHostView {
 export class PoolFleet {
   private readonly history: DemandHistory;
 
-  constructor(private readonly state: PoolState) {
+  constructor(
+    private readonly state: PoolState,
+    private readonly env: PoolEnv,
+    private readonly commands: PoolCommand[],
+    readonly decide: (what: string) => void,
+  ) {
     state.fleet ??= {};
     state.idleSince ??= {};
-    state.decisions ??= [];
     this.history = new DemandHistory(state.demand);
   }
 
   /** EC2 seconds on the pool's clock: workflow time scaled like the EC2 endpoint's clock. */
   private now(aws: AwsPoolSettings): number {
-    return (Date.now() / 1000) * aws.timeScale;
-  }
-
-  /** Writes the demand memory into the state, for continue-as-new. */
-  persist(): void {
-    this.state.demand = this.history.toState();
+    return (this.env.now / 1000) * aws.timeScale;
   }
 
   get records(): FleetRecord[] {
     return Object.values(this.state.fleet!);
   }
 
-  decide(what: string): void {
-    const d = this.state.decisions!;
-    d.push({ at: new Date(Date.now()).toISOString(), what });
-    if (d.length > DECISIONS_KEPT) d.splice(0, d.length - DECISIONS_KEPT);
-  }
-
   /** A host workflow reports a phase other than ready. */
-  onPhase(
-    aws: AwsPoolSettings | undefined,
-    r: { workflowId: string; host?: string; phase: FleetPhase; ageSeconds: number; scrubbingSeconds: number },
-  ): void {
+  onPhase(aws: AwsPoolSettings | undefined, r: FleetPhaseReport): void {
     const now = aws ? this.now(aws) : 0;
     const rec = this.record(r.workflowId, now - r.ageSeconds);
     rec.host = r.host ?? rec.host;
@@ -67,7 +62,7 @@ export class PoolFleet {
     rec.scrubbingSeconds = r.scrubbingSeconds;
     if (rec.phase !== r.phase) rec.phaseSince = now;
     rec.phase = r.phase;
-    if (rec.commanded !== 'release') rec.commanded = undefined;
+    if (rec.commanded !== 'release') delete rec.commanded;
     // Not serving any more: no new work goes there.
     if (r.host) this.state.hosts = this.state.hosts.filter((h) => h.name !== r.host || !h.dynamic);
   }
@@ -82,8 +77,8 @@ export class PoolFleet {
     rec.phase = 'ready';
     rec.phaseSince = now;
     rec.jobsSinceClean = 0;
-    if (rec.commanded !== 'release') rec.commanded = undefined;
-    this.state.idleSince![spec.name] = Date.now();
+    if (rec.commanded !== 'release') delete rec.commanded;
+    this.state.idleSince![spec.name] = this.env.now;
   }
 
   onGone(workflowId: string): void {
@@ -119,11 +114,12 @@ export class PoolFleet {
     const busySlots = state.leases.filter((l) => dynamicHosts.has(l.host)).reduce((n, l) => n + vm(l), 0);
     const queued = state.queue.reduce((n, q) => n + vm(q), 0);
     this.history.record(now, busySlots + queued);
+    this.state.demand = this.history.toState();
 
     for (const h of state.hosts) {
       if (!h.dynamic) continue;
       if (state.leases.some((l) => l.host === h.name)) delete state.idleSince![h.name];
-      else state.idleSince![h.name] ??= Date.now();
+      else state.idleSince![h.name] ??= this.env.now;
     }
 
     const views: View[] = [];
@@ -191,35 +187,56 @@ export class PoolFleet {
     for (const h of plan.park) this.command(h.record, 'park', 'not wanted within a scrub and a launch');
     for (const h of plan.replaceRoot) this.command(h.record, 'replace-root', 'its instance must be cleaned');
     for (const h of plan.release) {
-      h.record.commanded = 'release';
-      this.unschedule(h.record);
       const reason = plan.reasons.find((r) => r.startsWith(`release host ${h.id}`)) ?? 'released by the fleet policy';
-      void getExternalWorkflowHandle(h.record.workflowId)
-        .signal(retireHostSignal, { reason })
-        .catch(() => undefined);
+      this.command(h.record, 'release', reason);
+    }
+  }
+
+  /**
+   * Commands are level-triggered: one stands until the host's report shows it carried out (a phase
+   * report clears it, hostGone ends a release). One not shown done after `afterMs` is sent again;
+   * host workflows take a repeated command as the same one.
+   */
+  resendOverdue(afterMs: number): void {
+    for (const rec of this.records) {
+      if (!rec.commanded || rec.commandedAt === undefined || this.env.now - rec.commandedAt < afterMs) continue;
+      this.decide(
+        `${rec.commanded} ${rec.host ?? rec.workflowId}: sent again (not reported done after ${Math.round(afterMs / 1000)} s)`,
+      );
+      this.command(rec, rec.commanded, rec.commandReason ?? 'sent again');
     }
   }
 
   private allocate(aws: AwsPoolSettings, now: number, queued: number, busy: number): void {
-    const workflowId = `host/${this.state.name}/${uuid4().slice(0, 8)}`;
+    const workflowId = `host/${this.state.name}/${this.env.newId().slice(0, 8)}`;
     const rec = this.record(workflowId, now);
-    rec.startedAtMs = Date.now();
-    void startChild(hostWorkflow, {
+    rec.startedAtMs = this.env.now;
+    this.commands.push({
+      kind: 'start',
+      workflowType: 'hostWorkflow',
       workflowId,
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-      args: [{ pool: this.state.name, timeScale: aws.timeScale, pollSeconds: aws.pollSeconds, announce: aws.template }],
-      staticSummary: `EC2 Mac host of pool ${this.state.name}: allocated for ${queued} queued slot(s), ${busy} busy`,
-    }).catch(() => {
-      if (this.state.fleet![workflowId] === rec) delete this.state.fleet![workflowId];
+      input: { pool: this.state.name, timeScale: aws.timeScale, pollSeconds: aws.pollSeconds, announce: aws.template },
+      summary: `EC2 Mac host of pool ${this.state.name}: allocated for ${queued} queued slot(s), ${busy} busy`,
     });
   }
 
-  private command(rec: FleetRecord, action: 'launch' | 'park' | 'replace-root', reason: string): void {
+  /** A start the workflow could not carry out: the host will never come. */
+  onStartFailed(workflowId: string): void {
+    delete this.state.fleet![workflowId];
+  }
+
+  private command(rec: FleetRecord, action: NonNullable<FleetRecord['commanded']>, reason: string): void {
     rec.commanded = action;
+    rec.commandedAt = this.env.now;
+    rec.commandReason = reason;
     if (action !== 'launch') this.unschedule(rec);
-    void getExternalWorkflowHandle(rec.workflowId)
-      .signal(hostCommandSignal, { action, reason })
-      .catch(() => undefined);
+    this.commands.push({
+      kind: 'send',
+      message:
+        action === 'release'
+          ? { kind: 'retire-host', to: rec.workflowId, reason }
+          : { kind: 'host-command', to: rec.workflowId, action, reason },
+    });
   }
 
   /** No new work goes to this host. The policy only moves hosts without leases. */

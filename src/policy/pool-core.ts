@@ -1,0 +1,720 @@
+/**
+ * The pool core: every decision a pool makes, as one pure step function,
+ *
+ *   step(state, event, env) → { state, commands, reply? }
+ *
+ * Events are what the pool hears (a lease asked for or given back, a host's report, an
+ * operator's control, a tick); commands are what it wants done (tell a job or a host, start a
+ * host or a standby). The pool workflow (workflows/pool.ts) is a thin loop: it feeds events in
+ * and carries commands out through its outbox; the simulator can step the same function.
+ *
+ * Rules the core keeps, so a pool can run for months:
+ * - controls record an intent and answer at once: a drain or a retire is carried out by later
+ *   ticks, never by a handler that waits;
+ * - commands to hosts are level-triggered: each stands until the host's own report shows it done,
+ *   and a tick sends it again when it is overdue;
+ * - state is bounded: the queue has a limit past which requests are refused with the limit named,
+ *   and decisions are a short ring (older ones go to the worker log).
+ *
+ * For speed with thousands of queued jobs the state object is updated in place; the returned
+ * state is that same object.
+ */
+import {
+  type Decision,
+  type HostSpec,
+  type HostState,
+  type Lease,
+  type PoolState,
+} from '../domain/pool';
+import { checkSecurity } from '../domain/security';
+import { poolOfStandbyVm } from '../domain/job';
+import { pickModifier, pickStandby, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from './placement';
+import { prePullKey, prePullsDue } from './prepull';
+import { capacityAt, scheduleErrors } from './schedule';
+import { PoolFleet, type FleetPhaseReport } from './pool-fleet';
+import type {
+  AwsPoolSettings,
+  HostReport,
+  LeaseRequestMsg,
+  PoolControl,
+  PoolMessage,
+  PoolSettings,
+} from '../../workflows/definitions';
+
+/** Decisions kept in the state (and its query); every decision also goes to the worker log. */
+export const DECISIONS_KEPT = 50;
+/** Requests a pool queues when its config sets no `queueLimit`. */
+export const DEFAULT_QUEUE_LIMIT = 10_000;
+/** A command to a host not yet shown done in its reports is sent again after this long (workflow ms). */
+export const COMMAND_RESEND_MS = 60_000;
+
+export type PoolEvent =
+  | { type: 'lease-requested'; request: LeaseRequestMsg }
+  | { type: 'lease-released'; jobWorkflowId: string; cachedImage?: string }
+  /** Workflows found closed (lease check) or not found by the outbox: their leases and requests end. */
+  | { type: 'workflows-closed'; ids: string[] }
+  /** A grant the outbox gave up on: the slot goes back (the job asks again, level-triggered). */
+  | { type: 'grant-undeliverable'; jobWorkflowId: string; error: string }
+  | { type: 'host-report'; report: HostReport }
+  | { type: 'host-ready'; spec: HostSpec }
+  | { type: 'host-phase'; report: FleetPhaseReport }
+  | { type: 'host-gone'; workflowId: string; reason: string }
+  | { type: 'host-cordon'; host: string; drain: boolean; reason?: HostState['cordoned'] }
+  | { type: 'standby-ready'; workflowId: string; vm: string; ip: string; image: string }
+  | { type: 'prepull-done'; host: string; image: string; cacheName?: string }
+  | { type: 'settings'; settings: PoolSettings }
+  | { type: 'control'; control: PoolControl }
+  /** A new run found these leases and waiting requests in the lease takers themselves (after a restart). */
+  | { type: 'recovered'; leases: Lease[]; requests: LeaseRequestMsg[]; hostWorkflows: string[] }
+  /** A child workflow the pool asked to start could not be started. */
+  | { type: 'start-failed'; workflowId: string }
+  | { type: 'tick' };
+
+export type PoolCommand =
+  /** A message to a job, standby or host workflow, through the outbox. */
+  | { kind: 'send'; message: PoolMessage }
+  | {
+      kind: 'start';
+      workflowType: 'hostWorkflow' | 'staticHostWorkflow' | 'standbyWorkflow' | 'prePullWorkflow';
+      workflowId: string;
+      input: unknown;
+      summary: string;
+    }
+  /** A decision that fell off the ring: for the worker log. */
+  | { kind: 'log'; decision: Decision };
+
+export interface PoolEnv {
+  /** Workflow time, ms. */
+  now: number;
+  settings: PoolSettings;
+  /** A fresh unique id (the workflow's deterministic uuid4). */
+  newId: () => string;
+}
+
+export interface StepResult {
+  state: PoolState;
+  commands: PoolCommand[];
+  /** A control's answer. */
+  reply?: string;
+}
+
+export function newPoolState(name: string): PoolState {
+  return { name, hosts: [], leases: [], queue: [] };
+}
+
+/** Throws an Error whose message names the field and the fix, for a control the pool cannot take. */
+export function validateControl(state: PoolState, settings: PoolSettings, c: PoolControl): void {
+  const hostNamed = (host: string): HostState => {
+    const h = state.hosts.find((x) => x.name === host);
+    if (!h)
+      throw new Error(
+        `no host "${host}" in pool ${state.name}; hosts: ${state.hosts.map((x) => x.name).join(', ') || '(none)'}`,
+      );
+    return h;
+  };
+  switch (c.action) {
+    case 'pause':
+    case 'resume':
+      return;
+    case 'cordon':
+    case 'uncordon':
+    case 'drain':
+      hostNamed(c.host);
+      return;
+    case 'retire': {
+      if (Object.values(state.fleet ?? {}).some((r) => r.host === c.host && r.commanded !== 'release')) return;
+      if (!hostNamed(c.host).dynamic)
+        throw new Error(
+          `host "${c.host}" is an on-prem host of pool ${state.name}: remove it from the config to retire it, or drain it`,
+        );
+      return;
+    }
+    case 'capacity': {
+      if (!settings.aws)
+        throw new Error(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
+      for (const k of ['minHosts', 'maxHosts', 'headroomSlots'] as const) {
+        const v = c[k];
+        if (v !== undefined && (!Number.isInteger(v) || v < 0))
+          throw new Error(`${k}: must be a whole number ≥ 0, got ${String(v)}`);
+      }
+      const next = effectiveAws(state, settings.aws, Date.now(), { ...state.capacity, ...c });
+      if (next.maxHosts < 1) throw new Error(`maxHosts: must be at least 1, got ${next.maxHosts}`);
+      if (next.minHosts > next.maxHosts)
+        throw new Error(
+          `minHosts ${next.minHosts} exceeds maxHosts ${next.maxHosts}: lower minHosts or raise maxHosts`,
+        );
+      return;
+    }
+    case 'schedules': {
+      if (!settings.aws)
+        throw new Error(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
+      if (c.schedules === null) return;
+      const errors = scheduleErrors(c.schedules);
+      if (errors.length > 0) throw new Error(errors.join('; '));
+      return;
+    }
+    default:
+      throw new Error(
+        `unknown action "${(c as { action: string }).action}"; use pause, resume, cordon, uncordon, drain, retire, capacity or schedules`,
+      );
+  }
+}
+
+/** The capacity in force: the config's, then the schedule's (the last matching period), then a planner's override. */
+export function effectiveAws(
+  state: PoolState,
+  aws: AwsPoolSettings,
+  now: number,
+  over = state.capacity,
+): AwsPoolSettings {
+  const sched = capacityAt(state.schedules ?? aws.schedules ?? [], new Date(now));
+  return {
+    ...aws,
+    ...(sched?.minHosts !== undefined ? { minHosts: sched.minHosts } : {}),
+    ...(sched?.maxHosts !== undefined ? { maxHosts: sched.maxHosts } : {}),
+    ...(sched?.headroomSlots !== undefined ? { headroomSlots: sched.headroomSlots } : {}),
+    ...(over?.minHosts !== undefined ? { minHosts: over.minHosts } : {}),
+    ...(over?.maxHosts !== undefined ? { maxHosts: over.maxHosts } : {}),
+    ...(over?.headroomSlots !== undefined ? { headroomSlots: over.headroomSlots } : {}),
+  };
+}
+
+export function step(state: PoolState, event: PoolEvent, env: PoolEnv): StepResult {
+  const core = new Core(state, env);
+  const reply = core.handle(event);
+  return { state, commands: core.commands, ...(reply !== undefined ? { reply } : {}) };
+}
+
+/** One step's working set: the state, the environment, and the commands emitted so far. */
+class Core {
+  readonly commands: PoolCommand[] = [];
+  private readonly fleet: PoolFleet;
+
+  constructor(
+    private readonly state: PoolState,
+    private readonly env: PoolEnv,
+  ) {
+    this.fleet = new PoolFleet(state, env, this.commands, (what) => this.decide(what));
+  }
+
+  private get settings(): PoolSettings {
+    return this.env.settings;
+  }
+
+  decide(what: string): void {
+    const d = (this.state.decisions ??= []);
+    d.push({ at: new Date(this.env.now).toISOString(), what });
+    while (d.length > DECISIONS_KEPT) this.commands.push({ kind: 'log', decision: d.shift()! });
+  }
+
+  private send(message: PoolMessage): void {
+    this.commands.push({ kind: 'send', message });
+  }
+
+  handle(e: PoolEvent): string | undefined {
+    switch (e.type) {
+      case 'lease-requested':
+        this.request(e.request);
+        return;
+      case 'lease-released': {
+        const lease = this.state.leases.find((l) => l.jobWorkflowId === e.jobWorkflowId);
+        const host = lease && this.state.hosts.find((h) => h.name === lease.host);
+        if (host && e.cachedImage && !host.images?.includes(e.cachedImage))
+          host.images = [...(host.images ?? []), e.cachedImage];
+        this.release(e.jobWorkflowId);
+        return;
+      }
+      case 'workflows-closed':
+        for (const id of e.ids) {
+          this.release(id);
+          if (this.state.fleet?.[id]) {
+            this.fleet.onGone(id);
+            this.decide(`host workflow ${id} closed without a word: its host no longer counts`);
+          }
+          const watched = Object.entries(this.state.watchers ?? {}).find(([, w]) => w.workflowId === id);
+          if (watched) delete this.state.watchers![watched[0]]; // the next tick starts it again
+        }
+        return;
+      case 'grant-undeliverable': {
+        const lease = this.state.leases.find((l) => l.jobWorkflowId === e.jobWorkflowId);
+        if (!lease) return;
+        this.decide(`grant to ${e.jobWorkflowId} undeliverable (${e.error}): its slot on ${lease.host} goes back`);
+        this.release(e.jobWorkflowId);
+        return;
+      }
+      case 'host-report':
+        this.hostReport(e.report);
+        return;
+      case 'host-ready': {
+        this.fleet.onReady(this.settings.aws, e.spec);
+        const old = this.state.hosts.find((h) => h.name === e.spec.name);
+        this.state.hosts = [
+          ...this.state.hosts.filter((h) => h.name !== e.spec.name),
+          // A retire or drain asked before the host came back stands.
+          { ...e.spec, consecutiveHealthFailures: 0, ...(old?.cordoned ? { cordoned: old.cordoned } : {}) },
+        ];
+        return;
+      }
+      case 'host-phase':
+        this.fleet.onPhase(this.settings.aws, e.report);
+        return;
+      case 'host-gone':
+        this.hostGone(e.workflowId, e.reason);
+        return;
+      case 'host-cordon': {
+        const h = this.state.hosts.find((x) => x.name === e.host);
+        const why = e.reason ?? 'drain';
+        // An operator's cordon outranks the host's own; lifting a cordon lifts only the same kind.
+        if (!h || h.cordoned === 'operator' || (!e.drain && h.cordoned !== why)) return;
+        h.cordoned = e.drain ? why : undefined;
+        this.decide(
+          `${e.drain ? 'cordon' : 'uncordon'} host ${e.host}: ${why === 'assessment' ? 'AWS has it under assessment' : 'drained through its host workflow'}`,
+        );
+        return;
+      }
+      case 'standby-ready': {
+        const lease = this.state.leases.find((l) => l.jobWorkflowId === e.workflowId && l.vm === e.vm);
+        if (!lease) return; // stale: the lease is gone
+        lease.ip = e.ip;
+        (this.state.standbys ??= {})[e.workflowId] = {
+          host: lease.host,
+          vm: e.vm,
+          ip: e.ip,
+          image: e.image,
+          readySince: this.env.now,
+        };
+        return;
+      }
+      case 'prepull-done': {
+        const key = prePullKey(e.host, e.image);
+        (this.state.prePulls ??= {})[key] = { at: this.env.now, ...(e.cacheName ? { cacheName: e.cacheName } : {}) };
+        const h = this.state.hosts.find((x) => x.name === e.host);
+        if (h && e.cacheName && !h.images?.includes(e.cacheName)) h.images = [...(h.images ?? []), e.cacheName];
+        return;
+      }
+      case 'settings':
+        this.state.hosts = mergeHosts(this.state.hosts, e.settings);
+        return;
+      case 'control':
+        return this.control(e.control);
+      case 'recovered':
+        this.recovered(e);
+        return;
+      case 'start-failed':
+        if (this.state.fleet?.[e.workflowId]) {
+          this.fleet.onStartFailed(e.workflowId);
+          this.decide(`host workflow ${e.workflowId} could not start: its host will not come`);
+        }
+        return;
+      case 'tick':
+        this.tick();
+        return;
+    }
+  }
+
+  private request(req: LeaseRequestMsg): void {
+    const s = this.state;
+    // A repeated request (a job asking again, level-triggered) must not queue it twice or hand it a second slot.
+    const existing = s.leases.find((l) => l.jobWorkflowId === req.jobWorkflowId);
+    if (existing) {
+      this.send({ kind: 'granted', to: existing.jobWorkflowId, lease: { ...existing } });
+      return;
+    }
+    if (s.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
+    const security = checkSecurity(s.name, this.settings.security, { image: req.imageRef, volumes: req.volumes });
+    const limit = this.settings.queueLimit ?? DEFAULT_QUEUE_LIMIT;
+    const never =
+      security.violations.length > 0
+        ? security.violations.join('; ')
+        : (whyNeverFits(this.settings.aws ? [...s.hosts, this.settings.aws.template] : s.hosts, req) ??
+          (s.queue.length >= limit
+            ? `pool ${s.name} has ${s.queue.length} jobs queued, its limit (queueLimit: ${limit}): submit again later, or raise pools[].queueLimit`
+            : undefined));
+    if (never) {
+      this.decide(`refuse ${req.jobWorkflowId}: ${never}`);
+      this.send({ kind: 'refused', to: req.jobWorkflowId, reason: never });
+      return;
+    }
+    s.queue.push({
+      jobWorkflowId: req.jobWorkflowId,
+      resources: req.resources,
+      labels: req.labels,
+      requestedAt: req.requestedAt ?? this.env.now,
+      ...(req.client ? { client: req.client } : {}),
+      ...(req.image ? { image: req.image } : {}),
+      ...(req.priority ? { priority: req.priority } : {}),
+      ...(security.volumes.length > 0 ? { volumes: security.volumes } : {}),
+      ...(req.vm ? { vm: req.vm } : {}),
+    });
+  }
+
+  private release(jobWorkflowId: string): void {
+    const s = this.state;
+    if (s.standbys) delete s.standbys[jobWorkflowId];
+    s.leases = s.leases.filter((l) => l.jobWorkflowId !== jobWorkflowId);
+    s.queue = s.queue.filter((q) => q.jobWorkflowId !== jobWorkflowId);
+  }
+
+  /** A static host's report: applied to that host by name, so a report never lands on another. */
+  private hostReport(r: HostReport): void {
+    const s = this.state;
+    const w = (s.watchers ??= {})[r.host];
+    if (w && w.workflowId === r.workflowId) {
+      if (r.seq <= w.lastSeq) return; // older than one already applied
+      w.lastSeq = r.seq;
+    }
+    const h = s.hosts.find((x) => x.name === r.host && !x.dynamic);
+    if (!h) return; // removed from the config meanwhile
+    const wasHealthy = h.cordoned !== 'health';
+    h.consecutiveHealthFailures = r.failures;
+    h.lastHealthError = r.error;
+    h.images = r.images;
+    if (!r.healthy && !h.cordoned && r.failures >= UNHEALTHY_AFTER_FAILURES) h.cordoned = 'health';
+    if (r.healthy && h.cordoned === 'health') h.cordoned = undefined;
+    if (wasHealthy !== (h.cordoned !== 'health'))
+      this.decide(
+        h.cordoned === 'health'
+          ? `cordon host ${h.name}: ${r.failures} failed health checks (${r.error ?? 'no answer'})`
+          : `uncordon host ${h.name}: healthy again`,
+      );
+    // A standby VM of this pool that no lease holds is an orphan (a lease holds it from before it boots until
+    // after it is destroyed). The host reaps job VMs itself; standby VMs only their own pool knows.
+    const orphans = r.vms.filter(
+      (vm) => poolOfStandbyVm(vm) === s.name && !s.leases.some((l) => l.host === h.name && l.vm === vm),
+    );
+    if (orphans.length > 0) {
+      this.send({ kind: 'reap-vms', to: r.workflowId, vms: orphans, reason: 'standby VMs no lease holds' });
+      this.decide(`reap ${orphans.join(', ')} on ${h.name}: standby VMs no lease holds`);
+    }
+  }
+
+  private hostGone(workflowId: string, reason: string): void {
+    const s = this.state;
+    this.fleet.onGone(workflowId);
+    const gone = s.hosts.filter((h) => h.dynamic?.workflowId === workflowId).map((h) => h.name);
+    // Jobs on a lost host run again: their leases end and they ask for new ones.
+    for (const l of s.leases.filter((x) => gone.includes(x.host))) {
+      this.send({
+        kind: 'revoked',
+        to: l.jobWorkflowId,
+        leaseId: l.leaseId,
+        reason: `host ${l.host} is gone: ${reason}`,
+      });
+    }
+    s.leases = s.leases.filter((x) => !gone.includes(x.host));
+    s.hosts = s.hosts.filter((h) => !gone.includes(h.name));
+    for (const [id, sb] of Object.entries(s.standbys ?? {})) if (gone.includes(sb.host)) delete s.standbys![id];
+    for (const h of gone) {
+      if (s.drains) delete s.drains[h];
+      if (s.retiring) delete s.retiring[h];
+    }
+    this.decide(`host workflow ${workflowId} is gone: ${reason}`);
+  }
+
+  private control(c: PoolControl): string {
+    const s = this.state;
+    const say = (message: string): string => {
+      this.decide(`operator: ${message}`);
+      return message;
+    };
+    const host = (name: string) => s.hosts.find((x) => x.name === name);
+    const running = (name: string) => s.leases.filter((l) => l.host === name).length;
+    switch (c.action) {
+      case 'pause':
+        s.paused = true;
+        return say(`pool ${s.name} paused: nothing new is placed or allocated; running jobs go on`);
+      case 'resume':
+        s.paused = false;
+        return say(`pool ${s.name} resumed`);
+      case 'cordon':
+      case 'uncordon': {
+        const h = host(c.host)!;
+        h.cordoned = c.action === 'cordon' ? 'operator' : undefined;
+        if (c.action === 'uncordon' && s.drains) delete s.drains[c.host];
+        return say(`${c.action} host ${c.host}`);
+      }
+      case 'drain': {
+        host(c.host)!.cordoned = 'drain';
+        (s.drains ??= {})[c.host] = this.env.now;
+        const n = running(c.host);
+        return say(
+          n === 0
+            ? `drain host ${c.host}: no new work; it runs no job (drained)`
+            : `drain host ${c.host}: no new work; waiting for its ${n} running job(s)`,
+        );
+      }
+      case 'retire': {
+        const h = host(c.host);
+        const rec = Object.values(s.fleet ?? {}).find((r) => r.host === c.host);
+        if (h) h.cordoned = 'drain';
+        (s.retiring ??= {})[c.host] = { since: this.env.now, workflowId: h?.dynamic?.workflowId ?? rec!.workflowId };
+        const n = running(c.host);
+        return say(
+          `retire host ${c.host}: ${n === 0 ? 'no job runs there' : `draining its ${n} running job(s) first`}; ` +
+            'then its workflow terminates the instance and releases the host when AWS allows',
+        );
+      }
+      case 'schedules': {
+        if (c.schedules === null) delete s.schedules;
+        else s.schedules = c.schedules;
+        s.scheduleIndex = -2; // matches no entry: the next look says which applies now
+        return say(
+          c.schedules === null
+            ? `schedules of pool ${s.name}: back to the config's`
+            : `schedules of pool ${s.name}: ${c.schedules.length} entr${c.schedules.length === 1 ? 'y' : 'ies'} set by a planner`,
+        );
+      }
+      case 'capacity': {
+        const { action: _, ...set } = c;
+        s.capacity = { ...s.capacity, ...set };
+        const a = effectiveAws(s, this.settings.aws!, this.env.now);
+        return say(
+          `capacity of pool ${s.name}: minHosts ${a.minHosts}, maxHosts ${a.maxHosts}, headroomSlots ${a.headroomSlots}`,
+        );
+      }
+    }
+  }
+
+  private recovered(e: Extract<PoolEvent, { type: 'recovered' }>): void {
+    const s = this.state;
+    delete s.recovering;
+    let leases = 0;
+    for (const l of e.leases) {
+      if (s.leases.some((x) => x.jobWorkflowId === l.jobWorkflowId)) continue;
+      s.leases.push(l);
+      s.queue = s.queue.filter((q) => q.jobWorkflowId !== l.jobWorkflowId);
+      leases++;
+    }
+    const before = s.queue.length;
+    // Through the same checks as any request (security, fit, the queue limit): the config may have changed.
+    for (const r of e.requests) this.request(r);
+    const queued = s.queue.length - before;
+    // Arrival order survives the restart: each request keeps the time it was first made.
+    s.queue.sort((a, b) => a.requestedAt - b.requestedAt);
+    for (const id of e.hostWorkflows) this.send({ kind: 'resend-report', to: id });
+    this.decide(
+      `recovered after a restart: ${leases} lease(s) and ${queued} waiting request(s) from the jobs themselves; ` +
+        `${e.hostWorkflows.length} host workflow(s) asked to report again`,
+    );
+  }
+
+  /** Everything level-triggered: place, keep standbys and pre-pulls, watch hosts, carry out drains and retires. */
+  private tick(): void {
+    const s = this.state;
+    if (s.recovering) return; // nothing is placed before the leases held are known
+    this.syncWatchers();
+    this.carryOutIntents();
+    if (!s.paused) {
+      this.claimStandbys();
+      this.place();
+    }
+    this.syncStandby();
+    this.syncPrePulls();
+    const aws = this.settings.aws;
+    if (aws) {
+      this.noteSchedule(aws);
+      if (!s.paused) this.fleet.tick(effectiveAws(s, aws, this.env.now));
+      this.fleet.resendOverdue(COMMAND_RESEND_MS);
+    }
+  }
+
+  private place(): void {
+    const s = this.state;
+    for (const grant of placeQueue(s.hosts, s.leases, s.queue, this.settings.placement)) {
+      const r = grant.request;
+      const lease: Lease = {
+        leaseId: this.env.newId(),
+        jobWorkflowId: r.jobWorkflowId,
+        host: grant.host,
+        resources: r.resources,
+        grantedAt: this.env.now,
+        ...(r.client ? { client: r.client } : {}),
+        ...(r.volumes ? { volumes: r.volumes } : {}),
+        ...(r.vm ? { vm: r.vm } : {}),
+      };
+      const host = s.hosts.find((h) => h.name === grant.host)!;
+      const modifier = pickModifier(host, s.leases, lease.resources);
+      if (modifier) Object.assign(lease, { modifier: modifier.index, runArgs: modifier.run });
+      s.leases.push(lease);
+      this.fleet.onGrant(lease.host);
+      this.send({ kind: 'granted', to: lease.jobWorkflowId, lease: { ...lease } });
+    }
+    if (s.leases.length > 0) {
+      const granted = new Set(s.leases.map((l) => l.jobWorkflowId));
+      s.queue = s.queue.filter((q) => !granted.has(q.jobWorkflowId));
+    }
+  }
+
+  /** Queued jobs take booted standby VMs first (src/policy/placement.ts says which). */
+  private claimStandbys(): void {
+    const s = this.state;
+    if (!s.standbys || Object.keys(s.standbys).length === 0) return;
+    for (const req of [...s.queue]) {
+      const standbyId = pickStandby(req, s.standbys, s.leases, s.hosts);
+      if (!standbyId) continue;
+      const sb = s.standbys[standbyId]!;
+      const lease = s.leases.find((l) => l.jobWorkflowId === standbyId)!;
+      // The standby's lease becomes the job's: the slot and the VM change hands, never free in between.
+      Object.assign(lease, {
+        leaseId: this.env.newId(),
+        jobWorkflowId: req.jobWorkflowId,
+        grantedAt: this.env.now,
+        client: req.client,
+      });
+      if (!req.client) delete lease.client;
+      delete s.standbys[standbyId];
+      s.queue = s.queue.filter((q) => q !== req);
+      this.fleet.onGrant(lease.host);
+      this.send({ kind: 'claimed', to: standbyId, by: req.jobWorkflowId });
+      this.send({ kind: 'granted', to: req.jobWorkflowId, lease: { ...lease } });
+      this.decide(`${req.jobWorkflowId} takes standby VM ${sb.vm} on ${sb.host} (booted, image cached)`);
+    }
+  }
+
+  /** Every configured host has a workflow that watches it (workflows/static-host.ts); a removed host's ends. */
+  private syncWatchers(): void {
+    const s = this.state;
+    const watchers = (s.watchers ??= {});
+    const configured = new Set(this.settings.hosts.map((h) => h.name));
+    for (const spec of this.settings.hosts) {
+      const w = watchers[spec.name];
+      const specKey = JSON.stringify([spec.resources, spec.labels, spec.modifiers ?? []]);
+      if (w && w.spec === specKey) continue;
+      const workflowId = `host/${s.name}/${spec.name}`;
+      if (!w) {
+        watchers[spec.name] = { workflowId, lastSeq: 0, spec: specKey };
+        this.commands.push({
+          kind: 'start',
+          workflowType: 'staticHostWorkflow',
+          workflowId,
+          input: { pool: s.name, spec, healthCheckSeconds: this.settings.healthCheckSeconds },
+          summary: `On-prem Mac ${spec.name} of pool ${s.name}: watches its health, VMs and image cache`,
+        });
+      } else w.spec = specKey;
+    }
+    for (const [name, w] of Object.entries(watchers)) {
+      if (configured.has(name)) continue;
+      delete watchers[name];
+      this.send({ kind: 'stop-watch', to: w.workflowId, reason: `host ${name} left the config of pool ${s.name}` });
+      this.decide(`stop watching host ${name}: it left the config`);
+    }
+  }
+
+  /** Drains end when the host's jobs have; a retire goes to the host workflow once it is drained, until it is gone. */
+  private carryOutIntents(): void {
+    const s = this.state;
+    for (const [host, since] of Object.entries(s.drains ?? {})) {
+      if (s.leases.some((l) => l.host === host)) continue;
+      delete s.drains![host];
+      this.decide(`operator: host ${host} drained (${Math.round((this.env.now - since) / 1000)} s)`);
+    }
+    for (const [host, r] of Object.entries(s.retiring ?? {})) {
+      if (s.leases.some((l) => l.host === host)) continue;
+      if (r.sentAt !== undefined && this.env.now - r.sentAt < COMMAND_RESEND_MS) continue;
+      const first = r.sentAt === undefined;
+      r.sentAt = this.env.now;
+      const rec = s.fleet?.[r.workflowId];
+      if (rec) rec.commanded = 'release';
+      s.hosts = s.hosts.filter((x) => x.name !== host);
+      this.send({ kind: 'retire-host', to: r.workflowId, reason: 'retired by an operator' });
+      this.decide(
+        first
+          ? `operator: host ${host} retired: its workflow terminates the instance and releases it when AWS allows`
+          : `retire host ${host}: sent again (its workflow has not reported gone)`,
+      );
+    }
+  }
+
+  /** Starts the standby workflows the settings ask for, and stops the ones they no longer do. */
+  private syncStandby(): void {
+    const s = this.state;
+    const wanted = (this.settings.standby ?? []).flatMap((sb, i) =>
+      Array.from({ length: sb.count }, (_, n) => ({ id: `standby/${s.name}/${i}-${n}`, slot: `${i}-${n}`, spec: sb })),
+    );
+    const started = (s.standbyWorkflows ??= []);
+    for (const w of wanted.filter((x) => !started.includes(x.id))) {
+      started.push(w.id);
+      this.commands.push({
+        kind: 'start',
+        workflowType: 'standbyWorkflow',
+        workflowId: w.id,
+        input: { pool: s.name, slot: w.slot, image: w.spec.image, resources: w.spec.resources, labels: w.spec.labels },
+        summary: `Standby VM ${w.slot} of pool ${s.name}: ${w.spec.image}`,
+      });
+      this.decide(`start standby ${w.id}: keep ${w.spec.count} VM(s) of ${w.spec.image} booted`);
+    }
+    for (const id of started.filter((x) => !wanted.some((w) => w.id === x))) {
+      s.standbyWorkflows = s.standbyWorkflows!.filter((x) => x !== id);
+      if (s.standbys) delete s.standbys[id];
+      this.send({ kind: 'stop', to: id });
+      this.decide(`stop standby ${id}: the pool keeps fewer standby VMs now`);
+    }
+  }
+
+  /** Starts the pre-pulls due (src/policy/prepull.ts): the pool's images onto idle hosts, one at a time per host. */
+  private syncPrePulls(): void {
+    const s = this.state;
+    const images = this.settings.prePull ?? [];
+    if (images.length === 0) return;
+    const records = (s.prePulls ??= {});
+    for (const p of prePullsDue(s.hosts, s.leases, images, records, this.env.now)) {
+      const key = prePullKey(p.host, p.image);
+      records[key] = { ...records[key], at: this.env.now, running: true };
+      this.commands.push({
+        kind: 'start',
+        workflowType: 'prePullWorkflow',
+        workflowId: `prepull/${s.name}/${p.host}/${p.image}`,
+        input: { pool: s.name, host: p.host, image: p.image },
+        summary: `Pre-pull ${p.image} onto ${p.host} (pool ${s.name})`,
+      });
+    }
+  }
+
+  private noteSchedule(aws: AwsPoolSettings): void {
+    const s = this.state;
+    const schedules = s.schedules ?? aws.schedules ?? [];
+    const sched = capacityAt(schedules, new Date(this.env.now));
+    if ((sched?.index ?? -1) === (s.scheduleIndex ?? -1)) return;
+    s.scheduleIndex = sched?.index;
+    const entry = sched && schedules[sched.index]!;
+    this.decide(
+      entry
+        ? `capacity schedule ${sched.index} applies (${entry.periods.join(', ')} in ${entry.timezone}): ` +
+            (['minHosts', 'maxHosts', 'headroomSlots'] as const)
+              .filter((k) => entry[k] !== undefined)
+              .map((k) => `${k} ${String(entry[k])}`)
+              .join(', ')
+        : 'no capacity schedule applies: the configured capacity',
+    );
+  }
+}
+
+/** The configured hosts (their current resources and labels), and the hosts Marina allocated. */
+export function mergeHosts(current: HostState[], settings: PoolSettings): HostState[] {
+  const configured = settings.hosts.map((spec) => {
+    const old = current.find((h) => h.name === spec.name && !h.dynamic);
+    return old
+      ? {
+          ...old,
+          resources: spec.resources,
+          labels: spec.labels,
+          ...(spec.modifiers ? { modifiers: spec.modifiers } : {}),
+        }
+      : { ...spec, consecutiveHealthFailures: 0 };
+  });
+  // Hosts Marina allocated are not in the config: they stay until their host workflow says they are gone.
+  return [...configured, ...current.filter((h) => h.dynamic)];
+}
+
+/** Ids the lease check asks about: lease holders and waiting jobs, and host workflows that should be running. */
+export function workflowsToCheck(state: PoolState, now: number): string[] {
+  const ids = new Set<string>();
+  for (const l of state.leases) ids.add(l.jobWorkflowId);
+  for (const q of state.queue) ids.add(q.jobWorkflowId);
+  // Host workflows that closed without saying so (terminated, failed) must not count as capacity.
+  // (Not those just started: a child being started is not found yet.)
+  for (const r of Object.values(state.fleet ?? {}))
+    if (r.startedAtMs === undefined || now - r.startedAtMs > 60_000) ids.add(r.workflowId);
+  for (const w of Object.values(state.watchers ?? {})) ids.add(w.workflowId);
+  return [...ids];
+}
