@@ -19,13 +19,7 @@
  * For speed with thousands of queued jobs the state object is updated in place; the returned
  * state is that same object.
  */
-import {
-  type Decision,
-  type HostSpec,
-  type HostState,
-  type Lease,
-  type PoolState,
-} from '../domain/pool';
+import { type Decision, type HostSpec, type HostState, type Lease, type PoolState } from '../domain/pool';
 import { checkSecurity } from '../domain/security';
 import { poolOfStandbyVm } from '../domain/job';
 import { pickModifier, pickStandby, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from './placement';
@@ -404,10 +398,9 @@ class Core {
     s.leases = s.leases.filter((x) => !gone.includes(x.host));
     s.hosts = s.hosts.filter((h) => !gone.includes(h.name));
     for (const [id, sb] of Object.entries(s.standbys ?? {})) if (gone.includes(sb.host)) delete s.standbys![id];
-    for (const h of gone) {
-      if (s.drains) delete s.drains[h];
-      if (s.retiring) delete s.retiring[h];
-    }
+    for (const h of gone) if (s.drains) delete s.drains[h];
+    // A retired host has left `hosts` already: its intent ends with its workflow.
+    for (const [h, r] of Object.entries(s.retiring ?? {})) if (r.workflowId === workflowId) delete s.retiring![h];
     this.decide(`host workflow ${workflowId} is gone: ${reason}`);
   }
 
