@@ -18,6 +18,9 @@ export default async function setup(project: TestProject) {
     vmBootSeconds: 1,
     healthCheckSeconds: 2,
     leaseCheckSeconds: 2,
+    // Low enough that a test can exhaust one workflow's signal budget for real (a message that keeps
+    // failing); high enough that no pool run in the suite comes near it.
+    temporalDynamicConfig: { 'history.maximumSignalsPerExecution': 1000 },
   });
   const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
   const bundlePath = join(stateDir, 'workflow-bundle.js');

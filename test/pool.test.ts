@@ -25,7 +25,8 @@ import {
   startWorker,
   uniqueId,
 } from './helpers';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jobWorkflowId } from '../src/domain/job';
 import type { Client } from '@temporalio/client';
@@ -36,6 +37,8 @@ import { ensurePools } from '../src/worker';
 const SECURE = 'secure';
 const BURST = 'burst';
 const WARM = 'warm';
+const REVIVE = 'revive';
+const TINY = 'tiny';
 const SHARED = '/tmp/marina-shared';
 let config: LoadedConfig;
 let client: Client;
@@ -78,6 +81,10 @@ beforeAll(async () => {
     });
     // A pool on mac-2 whose standby VMs the test turns on and off.
     raw.pools.push({ ...raw.pools[0], name: WARM, hosts: [second] });
+    // A pool whose workflow a test terminates, on mac-1 (2 slots).
+    raw.pools.push({ ...raw.pools[0], name: REVIVE, hosts: [first] });
+    // One slot and room for two in the queue: back-pressure.
+    raw.pools.push({ ...raw.pools[0], name: TINY, hosts: [{ ...third, resources: { vm: 1 } }], queueLimit: 2 });
   });
   const w = await startWorker(config);
   client = w.w.client;
@@ -219,24 +226,67 @@ describe('pool', () => {
     await ctl({ action: 'resume' });
     expect((await held.result()).state).toBe('succeeded');
 
-    // Drain waits for the running job; the host then takes no new work until uncordoned.
+    // Drain answers at once; the host takes no new work; `marina pool drain --wait` follows it to the end.
     const busy = await job('busy', 'sleep 3; echo done');
     await eventually('the job to run', async () => (await busy.query(jobStatusQuery)).state === 'running', 30_000);
-    expect((await ctl({ action: 'drain', host: 'mac-3' })).message).toMatch(/^host mac-3 drained/);
+    expect((await ctl({ action: 'drain', host: 'mac-3' })).message).toMatch(
+      /^drain host mac-3: no new work; waiting for its 1 running job/,
+    );
+    const waited = await run('./bin/marina', ['-c', config.path, 'pool', 'drain', SECURE, 'mac-3', '--wait'], {
+      encoding: 'utf8',
+    });
+    expect(waited.stdout).toMatch(/host mac-3 drained \(\d+ s\)/);
     // The job had finished on the host (script run, VM cleaned up) when it gave its slot back.
     expect((await busy.query(jobStatusQuery)).state).toBe('succeeded');
     const after = await job('after', 'echo after');
-    await new Promise((r) => setTimeout(r, 2000));
+    await eventually('the job queued', async () => (await pool.query(poolStateQuery)).queue.length === 1);
     expect((await after.query(jobStatusQuery)).state).toBe('queued');
     await ctl({ action: 'uncordon', host: 'mac-3' });
     expect((await after.result()).host).toBe('mac-3');
     const decisions = (await pool.query(poolStateQuery)).decisions!.map((d) => d.what);
     expect(decisions).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/^operator: drain host mac-3: no new work; waiting for its running jobs/),
+        expect.stringMatching(/^operator: drain host mac-3: no new work; waiting for its 1 running job/),
         expect.stringMatching(/^operator: host mac-3 drained/),
       ]),
     );
+  });
+
+  it('drains a host under a long job while continue-as-new is due: other jobs keep being placed', async () => {
+    const pool = client.workflow.getHandle(poolWorkflowId(BURST));
+    const ctl = (c: PoolControl) => pool.executeUpdate(controlPoolUpdate, { args: [c] });
+    const probe = (args: Record<string, unknown>) =>
+      client.workflow.start<typeof leaseProbeWorkflow>('leaseProbeWorkflow', {
+        workflowId: uniqueId('drain-probe'),
+        taskQueue: config.temporal.taskQueue,
+        args: [{ pool: BURST, ...args }],
+      });
+    // A long job (it holds its slot until told to finish) on one host; that host is drained.
+    const long = await probe({});
+    const held = await eventually('the long job placed', async () =>
+      (await pool.query(poolStateQuery)).leases.find((l) => l.jobWorkflowId === long.workflowId),
+    );
+    const started = Date.now();
+    expect((await ctl({ action: 'drain', host: held.host })).message).toMatch(/waiting for its 1 running job/);
+    expect(Date.now() - started).toBeLessThan(5000);
+    // The pool continues as new every 150 events; meanwhile 40 more jobs come and go, all on the other host.
+    const runsBefore = await runsOf(poolWorkflowId(BURST));
+    const others = await Promise.all(Array.from({ length: 40 }, () => probe({ holdMs: 100 })));
+    const results = await Promise.all(others.map((h) => h.result()));
+    expect(results.every((r) => r.host !== held.host)).toBe(true);
+    expect(await runsOf(poolWorkflowId(BURST))).toBeGreaterThan(runsBefore);
+    // The drain is still waiting, carried across the runs; it ends when the long job does.
+    expect((await pool.query(poolStateQuery)).drains).toHaveProperty(held.host);
+    await long.signal(finishProbeSignal);
+    await long.result();
+    await eventually(
+      'the drain done',
+      async () => (await pool.query(poolStateQuery)).drains?.[held.host] === undefined,
+    );
+    expect((await pool.query(poolStateQuery)).decisions!.map((d) => d.what)).toContainEqual(
+      expect.stringMatching(new RegExp(`^operator: host ${held.host} drained`)),
+    );
+    await ctl({ action: 'uncordon', host: held.host });
   });
 
   it('refuses a bad control with the fix, and changes nothing', async () => {
@@ -437,6 +487,145 @@ describe('pool', () => {
     } finally {
       await ensurePools(client, config);
     }
+  });
+
+  it('comes back by itself when its workflow is terminated: every queued job runs once, no host over its slots', async () => {
+    const witness = join(mkdtempSync(join(tmpdir(), 'marina-revive-')), 'witness');
+    const ids = Array.from({ length: 5 }, (_, i) => uniqueId(`revive-${i}`));
+    // Each script reports its start and end, with the time, to a file Marina does not control.
+    const handles = await Promise.all(
+      ids.map((id) =>
+        startJob(client, config, {
+          id,
+          pool: REVIVE,
+          image: SEED_IMAGE,
+          script: `echo "start ${id} $(date +%s%N)" >> ${witness}; sleep 4; echo "end ${id} $(date +%s%N)" >> ${witness}`,
+          timeoutSeconds: 120,
+        }),
+      ),
+    );
+    const pool = client.workflow.getHandle(poolWorkflowId(REVIVE));
+    await eventually(
+      'two scripts running and three jobs queued',
+      async () => {
+        const s = await pool.query(poolStateQuery);
+        const started = existsSync(witness) ? readFileSync(witness, 'utf8').match(/^start /gm)?.length : 0;
+        return s.running === 2 && s.queued === 3 && started === 2;
+      },
+      60_000,
+    );
+    const lostRun = (await pool.describe()).runId;
+    await pool.terminate('test: the pool workflow is lost');
+
+    // No worker restart: the jobs themselves bring the pool back, and it learns from them what they hold.
+    const results = await Promise.all(handles.map((h) => h.result()));
+    expect(results.map((r) => r.state)).toEqual(ids.map(() => 'succeeded'));
+    const lines = readFileSync(witness, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '));
+    for (const id of ids) {
+      expect(lines.filter(([what, who]) => what === 'start' && who === id)).toHaveLength(1);
+      expect(lines.filter(([what, who]) => what === 'end' && who === id)).toHaveLength(1);
+    }
+    // At no moment did mac-1 run more scripts than its 2 slots.
+    let running = 0;
+    let most = 0;
+    for (const [what] of lines
+      .map(([what, , t]) => [what, BigInt(t!)] as const)
+      .sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : a[0] === 'end' ? -1 : 1))) {
+      running += what === 'start' ? 1 : -1;
+      most = Math.max(most, running);
+    }
+    expect(most).toBe(2);
+    const now = await pool.describe();
+    expect(now.runId).not.toBe(lostRun);
+    expect((await pool.query(poolStateQuery)).decisions!.map((d) => d.what)).toContainEqual(
+      expect.stringMatching(/^recovered after a restart: \d+ lease\(s\) and \d+ waiting request\(s\)/),
+    );
+  });
+
+  it('parks a message that keeps failing and shows it, while later grants still go out', async () => {
+    const pool = client.workflow.getHandle(poolWorkflowId(BURST));
+    const ctl = (c: PoolControl) => pool.executeUpdate(controlPoolUpdate, { args: [c] });
+    const probe = (args: Record<string, unknown>) =>
+      client.workflow.start<typeof leaseProbeWorkflow>('leaseProbeWorkflow', {
+        workflowId: uniqueId('outbox-probe'),
+        taskQueue: config.temporal.taskQueue,
+        args: [{ pool: BURST, ...args }],
+      });
+    await ctl({ action: 'pause' });
+    const poisoned = await probe({});
+    await eventually('the probe queued', async () =>
+      (await pool.query(poolStateQuery)).queue.some((q) => q.jobWorkflowId === poisoned.workflowId),
+    );
+    // Use up the probe's signal budget (the test server allows 1000 per run): every signal to it now
+    // fails on the server, as a message to a broken workflow would.
+    let refusedAt = 0;
+    for (let i = 0; i < 1100 && !refusedAt; i += 50) {
+      await Promise.all(
+        Array.from({ length: 50 }, (_, j) =>
+          poisoned.signal('noise').catch((e: Error) => {
+            if (/exceeded workflow execution limit for signal/.test(e.message)) refusedAt ||= i + j;
+          }),
+        ),
+      );
+    }
+    expect(refusedAt).toBeGreaterThan(0);
+    const others = await Promise.all(Array.from({ length: 6 }, () => probe({ holdMs: 100 })));
+    await ctl({ action: 'resume' });
+    // Everyone else is placed and runs while the poisoned grant is retried, then given up on.
+    expect((await Promise.all(others.map((h) => h.result()))).every((r) => r.leaseId)).toBe(true);
+    const parked = await eventually(
+      'the grant parked',
+      async () => (await pool.query(poolStateQuery)).parked?.find((p) => p.to === poisoned.workflowId),
+      60_000,
+    );
+    expect(parked).toMatchObject({
+      kind: 'granted',
+      attempts: 5,
+      error: expect.stringMatching(/exceeded workflow execution limit/),
+    });
+    const s = await pool.query(poolStateQuery);
+    expect(s.leases.some((l) => l.jobWorkflowId === poisoned.workflowId)).toBe(false); // its slot went back
+    expect(s.decisions!.map((d) => d.what)).toContainEqual(
+      expect.stringMatching(new RegExp(`^grant to ${poisoned.workflowId} undeliverable`)),
+    );
+    // The operator sees it in the Web UI's current details.
+    const meta = await pool.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(meta.currentDetails).toMatch(new RegExp(`Messages given up on[\\s\\S]*granted to ${poisoned.workflowId}`));
+    await poisoned.terminate('test done');
+  });
+
+  it('refuses a job past the queue limit with an error naming the limit, and loses none already queued', async () => {
+    const pool = client.workflow.getHandle(poolWorkflowId(TINY));
+    const probe = (args: Record<string, unknown>) =>
+      client.workflow.start<typeof leaseProbeWorkflow>('leaseProbeWorkflow', {
+        workflowId: uniqueId('tiny'),
+        taskQueue: config.temporal.taskQueue,
+        args: [{ pool: TINY, ...args }],
+      });
+    const holder = await probe({});
+    await eventually('the slot taken', async () => (await pool.query(poolStateQuery)).running === 1);
+    const queued = await Promise.all([probe({ holdMs: 10 }), probe({ holdMs: 10 })]);
+    await eventually('two queued', async () => (await pool.query(poolStateQuery)).queued === 2);
+    const refused = await startJob(client, config, {
+      id: uniqueId('too-many'),
+      pool: TINY,
+      image: SEED_IMAGE,
+      script: 'echo never',
+      timeoutSeconds: 60,
+    });
+    await expect(refused.result()).rejects.toMatchObject({
+      cause: {
+        message: expect.stringMatching(
+          /refused by pool "tiny": pool tiny has 2 jobs queued, its limit \(queueLimit: 2\): submit again later, or raise pools\[\]\.queueLimit/,
+        ),
+      },
+    });
+    await holder.signal(finishProbeSignal);
+    const results = await Promise.all([holder, ...queued].map((h) => h.result()));
+    expect(new Set(results.map((r) => r.leaseId)).size).toBe(3);
   });
 });
 

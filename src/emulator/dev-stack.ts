@@ -28,6 +28,8 @@ export interface DevStackOptions {
   /** health / lease checks; tests shorten them */
   healthCheckSeconds?: number;
   leaseCheckSeconds?: number;
+  /** Temporal server dynamic config. */
+  temporalDynamicConfig?: Record<string, number | string | boolean>;
   log?: (line: string) => void;
 }
 
@@ -61,6 +63,7 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       ...(o.inMemory ? {} : { dbFile: join(state, 'temporal.db') }),
       logFile: join(state, 'logs', 'temporal.log'),
       headless: o.headless,
+      ...(o.temporalDynamicConfig ? { dynamicConfig: o.temporalDynamicConfig } : {}),
     });
     stops.push(() => temporal.stop());
 

@@ -16,6 +16,8 @@ export interface DevServerOptions {
   logFile: string;
   namespace?: string;
   headless?: boolean;
+  /** Server dynamic config (`--dynamic-config-value key=value`): tests lower limits to reach them for real. */
+  dynamicConfig?: Record<string, number | string | boolean>;
 }
 
 export async function startTemporalDevServer(o: DevServerOptions): Promise<Managed & { address: string }> {
@@ -27,6 +29,7 @@ export async function startTemporalDevServer(o: DevServerOptions): Promise<Manag
   if (o.headless) args.push('--headless');
   else args.push('--ui-port', String(o.uiPort));
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
+  for (const [k, v] of Object.entries(o.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const proc = startProcess('temporal dev server', bin, args, o.logFile);
   const address = `127.0.0.1:${o.port}`;
   await waitFor(
