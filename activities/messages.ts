@@ -64,7 +64,7 @@ export function messageActivities(ctx: ActivityContext) {
               outcomes[i] = 'ok';
             } catch (e) {
               // Closed (terminated, timed out) or never started: nothing to tell.
-              failed = e instanceof WorkflowNotFoundError ? 'gone' : { error: (e as Error).message || String(e) };
+              failed = e instanceof WorkflowNotFoundError ? 'gone' : { error: describe(e) };
               outcomes[i] = failed;
             }
           }
@@ -75,6 +75,12 @@ export function messageActivities(ctx: ActivityContext) {
       return outcomes;
     },
   };
+}
+
+/** The client says "Failed to signal Workflow"; the server's reason is in its cause. */
+function describe(e: unknown): string {
+  const err = e as Error & { cause?: Error };
+  return [err.message, err.cause?.message].filter(Boolean).join(': ') || String(e);
 }
 
 type Handle = ReturnType<NonNullable<ActivityContext['temporal']>['workflow']['getHandle']>;

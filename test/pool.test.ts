@@ -565,8 +565,8 @@ describe('pool', () => {
     for (let i = 0; i < 1100 && !refusedAt; i += 50) {
       await Promise.all(
         Array.from({ length: 50 }, (_, j) =>
-          poisoned.signal('noise').catch((e: Error) => {
-            if (/exceeded workflow execution limit for signal/.test(e.message)) refusedAt ||= i + j;
+          poisoned.signal('noise').catch((e: Error & { cause?: Error }) => {
+            if (/exceeded workflow execution limit for signal/.test(e.cause?.message ?? '')) refusedAt ||= i + j;
           }),
         ),
       );

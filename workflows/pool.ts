@@ -28,6 +28,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities/types';
 import type { OutboxEntry, PoolState } from '../src/domain/pool';
 import {
+  mergeHosts,
   newPoolState,
   step,
   validateControl,
@@ -85,6 +86,8 @@ const IDLE_SWEEP_MS = 60 * 60 * 1000;
 export async function poolWorkflow(input: PoolInput): Promise<void> {
   const state: PoolState = input.state ?? { ...newPoolState(input.name), recovering: true };
   let settings: PoolSettings = input.settings;
+  // The hosts as the settings it starts with say (a new run, or settings changed across continue-as-new).
+  state.hosts = mergeHosts(state.hosts, settings);
   const outbox: OutboxEntry[] = (state.outbox ??= []);
   let dirty = true;
   /** Child workflow starts not yet confirmed: continue-as-new waits for them (they take milliseconds). */
