@@ -161,3 +161,32 @@ export async function ensureImageResults(
     return text.includes('"cached"') ? [JSON.parse(text) as { cached: boolean; fetchedBytes: number }] : [];
   });
 }
+
+/**
+ * With MARINA_RECORD_HISTORIES=<release> set, saves a workflow's history under test/histories/<release>/:
+ * test/replay.test.ts replays every committed history against each later build.
+ */
+export async function recordHistory(
+  name: string,
+  handle: { workflowId: string; fetchHistory(): Promise<unknown>; describe(): Promise<{ type: string }> },
+): Promise<void> {
+  const release = process.env.MARINA_RECORD_HISTORIES;
+  if (!release) return;
+  const { historyToJSON } = await import('@temporalio/common/lib/proto-utils.js');
+  const { mkdirSync } = await import('node:fs');
+  const dir = join(ROOT, 'test', 'histories', release);
+  mkdirSync(dir, { recursive: true });
+  const history = (await handle.fetchHistory()) as Parameters<typeof historyToJSON>[0];
+  writeFileSync(
+    join(dir, `${name}.json`),
+    JSON.stringify(
+      {
+        workflowId: handle.workflowId,
+        workflowType: (await handle.describe()).type,
+        history: JSON.parse(historyToJSON(history)) as unknown,
+      },
+      null,
+      1,
+    ),
+  );
+}
