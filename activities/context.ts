@@ -20,6 +20,12 @@ export interface HostRef {
   host: string;
 }
 
+/**
+ * TCP connect plus SSH handshake to a Mac host. Below the health check's 15 s bound, so a host
+ * that accepts TCP and never speaks SSH is reported with the SSH error, not a bare timeout.
+ */
+export const HOST_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 export interface VmRef extends HostRef {
   vm: string;
   jobId: string;
@@ -92,6 +98,7 @@ export class ActivityContext {
       username: ssh.user ?? 'admin',
       privateKey: ssh.privateKey ? this.secret(ssh.privateKey, `ssh key of host ${host.name}`) : undefined,
       knownHosts,
+      readyTimeoutMs: HOST_HANDSHAKE_TIMEOUT_MS,
     };
   }
 
@@ -131,6 +138,7 @@ export class ActivityContext {
       username: pool.ssh.user ?? 'ec2-user',
       privateKey: pool.ssh.privateKey ? this.secret(pool.ssh.privateKey, `ssh key of pool ${pool.name}`) : undefined,
       knownHosts: parseKnownHosts(d.knownHostsLine),
+      readyTimeoutMs: HOST_HANDSHAKE_TIMEOUT_MS,
     };
   }
 

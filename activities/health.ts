@@ -3,20 +3,27 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import type { ActivityContext, HostRef } from './context';
 import { isJobVm } from '../src/domain/job';
 
+const HEALTH_BOUND_MS = 15_000;
+
 export function healthActivities(ctx: ActivityContext) {
   return {
     /** SSH + hypervisor answer, and the job VMs present (so the pool can reap those no lease owns). */
     async checkHostHealth(
       target: HostRef,
     ): Promise<{ ok: boolean; error?: string; version?: string; jobVms?: string[]; images?: string[] }> {
+      let bound: NodeJS.Timeout | undefined;
       try {
-        const driver = await ctx.driver(target);
-        const answer = async () => ({ version: await driver.version(), vms: await driver.list() });
+        // Connecting is inside the bound: a host that accepts TCP and never answers must not hold the
+        // check longer. The SSH handshake gives up first (HOST_HANDSHAKE_TIMEOUT_MS), with the better error.
+        const answer = async () => {
+          const driver = await ctx.driver(target);
+          return { version: await driver.version(), vms: await driver.list() };
+        };
         const { version, vms } = await Promise.race([
           answer(),
-          new Promise<never>((_, reject) =>
-            setTimeout(() => reject(new Error('hypervisor did not answer in 15 s')), 15_000),
-          ),
+          new Promise<never>((_, reject) => {
+            bound = setTimeout(() => reject(new Error('host did not answer in 15 s')), HEALTH_BOUND_MS);
+          }),
         ]);
         return {
           ok: true,
@@ -27,6 +34,8 @@ export function healthActivities(ctx: ActivityContext) {
       } catch (e) {
         ctx.ssh.drop(`host ${target.pool}/${target.host}`);
         return { ok: false, error: (e as Error).message };
+      } finally {
+        clearTimeout(bound);
       }
     },
 

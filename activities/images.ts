@@ -15,6 +15,7 @@ import { imageCacheName } from '../src/domain/job';
 import type { VersionManifest } from '../src/images/chunked/format';
 import { shq, type SshConnection } from './ssh/connection';
 import type { ActivityContext, HostRef } from './context';
+import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 
 /** The local VM name a host keeps an image under: by digest, so a cache hit is exact. */
 export const cachedImageName = (image: { digest: string }): string => imageCacheName(image.digest);
@@ -234,6 +235,8 @@ export function imageActivities(ctx: ActivityContext) {
           },
         ));
       } catch (e) {
+        if (isWorkerShutdown(actx))
+          throw workerShutdownFailure(`pull of ${image.ref} on ${target.host} stopped; the next attempt resumes it`);
         throw helperFailure(e, `pulling ${image.ref} on ${target.host}`, (h) =>
           h.corrupt ? 'ImageDigestMismatch' : 'ImageFetchFailed',
         );

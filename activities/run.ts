@@ -10,6 +10,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { shq, type SshConnection } from './ssh/connection';
 import type { ActivityContext, VmRef } from './context';
+import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 import { logChunkKey, logObjectKey } from '../src/logs/keys';
 
 export interface RunRequest {
@@ -97,6 +98,13 @@ export function runActivities(ctx: ActivityContext) {
         actx.cancellationSignal.removeEventListener('abort', onCancel);
       }
 
+      if (cancelled && isWorkerShutdown(actx)) {
+        // Only this worker is going away (a rolling restart): the script runs on, detached in the VM,
+        // and the next attempt re-attaches from the offset heartbeated above.
+        throw workerShutdownFailure(
+          `stopped following the script in ${target.vm} at byte ${offset}; it runs on, and the next attempt re-attaches`,
+        );
+      }
       if (cancelled) {
         // Stop the script itself, not just our view of it; cleanup then destroys the VM.
         await stopScript(vm, dir).catch(() => undefined);

@@ -5,6 +5,7 @@ import { VM_DISK, vmFilesTarCommand } from '../src/images/chunked/vm-files';
 import { shq } from './ssh/connection';
 import { helperFailure, hostHelper, hostPaths, imageStore } from './images';
 import type { ActivityContext, VmRef } from './context';
+import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 
 export function snapshotActivities(ctx: ActivityContext) {
   return {
@@ -42,6 +43,8 @@ export function snapshotActivities(ctx: ActivityContext) {
         });
         return { image: r.ref, digest: r.digest };
       } catch (e) {
+        if (isWorkerShutdown(actx))
+          throw workerShutdownFailure(`push of snapshot ${ref} stopped; the next attempt reuses what it stored`);
         throw helperFailure(e, `pushing snapshot ${ref} from ${target.host}`, () => 'SnapshotUploadFailed');
       }
     },

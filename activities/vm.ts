@@ -5,6 +5,7 @@ import type { ResolvedImage } from '../src/images/chunked/store';
 import type { Volume } from '../src/domain/job';
 import { cachedImageName } from './images';
 import type { ActivityContext, VmRef } from './context';
+import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 
 export function vmActivities(ctx: ActivityContext) {
   return {
@@ -36,8 +37,14 @@ export function vmActivities(ctx: ActivityContext) {
         });
       }
       const deadline = Date.now() + pool.vm.bootTimeoutSeconds * 1000;
+      // The waits below can last minutes: a worker shutting down hands the boot over instead of
+      // holding its exit. The VM stays; the next attempt finds it by name and waits on.
+      const handOver = () => {
+        if (isWorkerShutdown(actx)) throw workerShutdownFailure(`left ${target.vm} booting on ${target.host}`);
+      };
       let ip: string | undefined;
       while (!ip) {
+        handOver();
         actx.heartbeat('ip');
         ip = await driver.ip(target.vm, 5).catch(() => undefined);
         if (!ip && Date.now() > deadline) {
@@ -49,6 +56,7 @@ export function vmActivities(ctx: ActivityContext) {
       }
       // An IP is not SSH: wait until the guest answers.
       for (;;) {
+        handOver();
         actx.heartbeat('ssh');
         try {
           const conn = await ctx.vmConnection(target, ip);

@@ -63,6 +63,9 @@ async function ensureReconcileSchedule(
   }
 }
 
+/** How long past the grace time a worker waits for activities that do not give up when told to. */
+export const SHUTDOWN_FORCE_AFTER_GRACE_SECONDS = 30;
+
 export interface MarinaWorker {
   worker: Worker;
   client: Client;
@@ -91,6 +94,11 @@ export async function createMarinaWorker(
     ...(options.identity ? { identity: options.identity } : {}),
     // Activities mostly wait on SSH and S3: many can run at once on a small worker.
     maxConcurrentActivityTaskExecutions: 200,
+    // On shutdown, short activities get to finish; long ones are then told the worker is going
+    // (activities/shutdown.ts) and hand their work over to another worker's retry.
+    shutdownGraceTime: config.worker.shutdownGraceSeconds * 1000,
+    // An activity deaf to that would hold the exit for good; after this the worker gives up on it.
+    shutdownForceTime: (config.worker.shutdownGraceSeconds + SHUTDOWN_FORCE_AFTER_GRACE_SECONDS) * 1000,
   });
   await ensurePools(client, config);
   return {

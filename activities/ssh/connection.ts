@@ -16,7 +16,7 @@ export interface SshTarget {
   password?: string;
   /** Pinned keys; undefined means the key is not checked (only for VMs reached through a pinned host). */
   knownHosts?: KnownHostEntry[];
-  /** How long the SSH handshake may take; 20 s by default. */
+  /** How long TCP connect plus the SSH handshake may take; 20 s by default. */
   readyTimeoutMs?: number;
 }
 
@@ -81,12 +81,26 @@ export class SshConnection {
         },
       };
       const conn = new SshConnection(target, client);
+      let ready = false;
+      // Listening for the client's whole life, not once: ssh2 emits several errors for one failure
+      // (a handshake timeout destroys the socket, whose close then emits "Connection lost before
+      // handshake"; a reset likewise), and an 'error' without a listener kills the worker process.
       client
-        .once('ready', () => resolve(conn))
-        .once('error', (err) => {
+        .once('ready', () => {
+          ready = true;
+          resolve(conn);
+        })
+        .on('error', (err: Error & { level?: string }) => {
           conn.closed = true;
-          if (keyVerdict) reject(hostKeyFailure(target, keyVerdict));
-          else reject(new SshError(`ssh to ${target.label} (${target.host}:${target.port}) failed: ${err.message}`));
+          if (ready) {
+            // Whoever waits on this connection's channels learns it when the socket closes.
+            client.destroy();
+            return;
+          }
+          if (keyVerdict) return reject(hostKeyFailure(target, keyVerdict));
+          const why = err.level === 'client-timeout' ? `${err.message} (${config.readyTimeout} ms)` : err.message;
+          // Only the first error settles the promise; the later ones say nothing new.
+          reject(new SshError(`ssh to ${target.label} (${target.host}:${target.port}) failed: ${why}`));
         })
         .on('close', () => {
           conn.closed = true;

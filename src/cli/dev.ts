@@ -34,7 +34,8 @@ export async function runDev(o: {
   log(`worker up; config ${stack.configPath}`);
   if (stack.uiUrl) log(`Temporal Web UI: ${stack.uiUrl}`);
   const shutdown = async () => {
-    w.worker.shutdown();
+    // The SDK's own signal hook may have begun the shutdown already (Ctrl-C): a second call throws.
+    if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
     await running.catch(() => undefined);
     await w.close();
     await stack.stop();

@@ -66,16 +66,37 @@ program
   .action(async () => {
     const cfg = config();
     const level = process.env.MARINA_LOG_LEVEL as 'ERROR' | 'WARN' | 'INFO' | 'DEBUG' | undefined;
-    if (level) Runtime.install({ logger: new DefaultLogger(level) });
+    // Signals are ours, not the SDK's: a second one must be able to end the process at once.
+    Runtime.install({ logger: new DefaultLogger(level ?? 'INFO'), shutdownSignals: [] });
     // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE) skips the webpack step on start.
     const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
     const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => w.worker.shutdown());
+    const grace = cfg.worker.shutdownGraceSeconds;
+    let stopping = false;
+    const onSignal = (sig: 'SIGINT' | 'SIGTERM') => {
+      if (stopping) {
+        // Jobs survive this too: their scripts run on in the VMs, and retries re-attach once this
+        // worker's heartbeats stop (a heartbeat timeout later than a graceful handover).
+        console.error(`marina worker: ${sig} again: exiting now`);
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      }
+      stopping = true;
+      console.error(
+        `marina worker: ${sig}: taking no new tasks; running activities have ${grace} s to finish, then ` +
+          `hand over to other workers (running scripts keep running); ${sig} again exits at once`,
+      );
+      if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
+    };
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, onSignal);
     console.error(
       `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`,
     );
-    await w.worker.run();
-    await w.close();
+    try {
+      await w.worker.run();
+    } finally {
+      await w.close();
+    }
+    if (stopping) console.error('marina worker: stopped');
   });
 
 program

@@ -325,6 +325,20 @@ const s3Location = z
   })
   .strict();
 
+const worker = z
+  .object({
+    /**
+     * On SIGTERM/SIGINT the worker stops taking tasks and gives running activities this long to
+     * finish; then they are told to give up. A job's script is never stopped by this: it runs on
+     * in its VM, and the retry on another worker re-attaches to it.
+     */
+    shutdownGraceSeconds: z
+      .number()
+      .nonnegative('seconds running activities get to finish on SIGTERM, e.g. 10')
+      .default(10),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     temporal: temporal.default({
@@ -339,6 +353,7 @@ export const configSchema = z
     /** Named secrets that jobs reference by name in `secrets:`. */
     secrets: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), secretRef).default({}),
     pools: z.array(pool).min(1, 'configure at least one pool'),
+    worker: worker.default({ shutdownGraceSeconds: 10 }),
   })
   .strict()
   .superRefine((c, ctx) => {
