@@ -8,6 +8,7 @@ import { healthActivities } from './health';
 import { ec2Activities } from './ec2';
 import { reconcileActivities } from './reconcile';
 import { messageActivities } from './messages';
+import { watchActivities } from './watch';
 
 export function createActivities(ctx: ActivityContext) {
   return {
@@ -19,5 +20,6 @@ export function createActivities(ctx: ActivityContext) {
     ...ec2Activities(ctx),
     ...reconcileActivities(ctx),
     ...messageActivities(ctx),
+    ...watchActivities(ctx),
   };
 }
