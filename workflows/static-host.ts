@@ -13,7 +13,7 @@ import {
   CancellationScope,
   allHandlersFinished,
   condition,
-  continueAsNew,
+  makeContinueAsNewFunc,
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
@@ -248,12 +248,12 @@ export async function staticHostWorkflow(input: StaticHostInput): Promise<Static
     describe();
     return { stopped: stopping, ...(report ? { last: report } : {}) };
   }
-  return await continueAsNew<typeof staticHostWorkflow>({
-    ...input,
-    ...(report ? { last: report } : {}),
-    pending: sent < wanted,
-    checks,
-  });
+  const next: StaticHostInput = { ...input, pending: sent < wanted, checks };
+  if (report) next.last = report;
+  // Passed on explicitly, so the next run need not upsert them again (an event each).
+  return await makeContinueAsNewFunc<typeof staticHostWorkflow>({
+    typedSearchAttributes: workflowInfo().typedSearchAttributes,
+  })(next);
 }
 
 function details(host: string, pool: string, everySeconds: number, v: StaticHostView, reaping: string[]): string {
