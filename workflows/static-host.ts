@@ -120,15 +120,16 @@ export async function staticHostWorkflow(input: StaticHostInput): Promise<Static
           sent = upTo;
           deliveryError = undefined;
           backoffMs = 1000;
+          continue;
         } catch (e) {
-          deliveryError = `pool ${poolWorkflowId(pool)} did not take report #${report.seq}: ${(e as Error).message}`;
-          describe();
-          // A newer report or a resend request tries at once; otherwise wait, longer each time.
-          await condition(() => wanted > upTo || stopping !== undefined, backoffMs);
-          backoffMs = Math.min(backoffMs * 2, DELIVERY_BACKOFF_MAX_MS);
+          deliveryError = `${poolWorkflowId(pool)} did not take report #${report.seq}: ${(e as Error).message}`;
         } finally {
           signalInFlight = false;
         }
+        describe();
+        // A newer report or a resend request tries at once; otherwise wait, longer each time.
+        await condition(() => wanted > upTo || stopping !== undefined, backoffMs);
+        backoffMs = Math.min(backoffMs * 2, DELIVERY_BACKOFF_MAX_MS);
       }
     } finally {
       sending = false;
