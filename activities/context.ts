@@ -102,11 +102,14 @@ export class ActivityContext {
     };
   }
 
-  async hostConnection(ref: HostRef): Promise<SshConnection> {
+  /** `readyTimeoutMs` bounds the handshake if a connection must be opened (a live one is reused as is). */
+  async hostConnection(ref: HostRef, opts: { readyTimeoutMs?: number } = {}): Promise<SshConnection> {
     const pool = this.pool(ref.pool);
-    if (pool.aws && !pool.hosts.some((h) => h.name === ref.host))
-      return this.ssh.get(await this.dynamicHostTarget(ref));
-    return this.ssh.get(this.hostTarget(ref));
+    const target =
+      pool.aws && !pool.hosts.some((h) => h.name === ref.host)
+        ? await this.dynamicHostTarget(ref)
+        : this.hostTarget(ref);
+    return this.ssh.get(opts.readyTimeoutMs ? { ...target, readyTimeoutMs: opts.readyTimeoutMs } : target);
   }
 
   /**
@@ -142,8 +145,8 @@ export class ActivityContext {
     };
   }
 
-  async driver(ref: HostRef): Promise<HypervisorDriver> {
-    const conn = await this.hostConnection(ref);
+  async driver(ref: HostRef, opts: { readyTimeoutMs?: number } = {}): Promise<HypervisorDriver> {
+    const conn = await this.hostConnection(ref, opts);
     return new TartDriver(conn);
   }
 

@@ -41,20 +41,26 @@ export function healthActivities(ctx: ActivityContext) {
 
     /** Which of these workflows have closed (or never existed): their leases are reclaimed. */
     async findClosedWorkflows(ids: string[]): Promise<string[]> {
-      const client = ctx.temporal;
-      if (!client) return [];
-      const closed: string[] = [];
-      await Promise.all(
-        ids.map(async (id) => {
-          try {
-            const d = await client.workflow.getHandle(id).describe();
-            if (d.status.name !== 'RUNNING') closed.push(id);
-          } catch (e) {
-            if (e instanceof WorkflowNotFoundError) closed.push(id);
-          }
-        }),
-      );
-      return closed;
+      return closedWorkflows(ctx, ids);
     },
   };
+}
+
+/** Shared with the host watch (activities/watch.ts), which looks for its host's orphaned job VMs. */
+export async function closedWorkflows(ctx: ActivityContext, ids: string[]): Promise<string[]> {
+  const client = ctx.temporal;
+  if (!client) return [];
+  const closed: string[] = [];
+  await Promise.all(
+    ids.map(async (id) => {
+      try {
+        const d = await client.workflow.getHandle(id).describe();
+        if (d.status.name !== 'RUNNING') closed.push(id);
+      } catch (e) {
+        // Only a definite "no such workflow" counts: an unreachable server must not make VMs look orphaned.
+        if (e instanceof WorkflowNotFoundError) closed.push(id);
+      }
+    }),
+  );
+  return closed;
 }

@@ -5,6 +5,7 @@ import { vmActivities } from './vm';
 import { runActivities } from './run';
 import { snapshotActivities } from './snapshot';
 import { healthActivities } from './health';
+import { watchActivities } from './watch';
 import { ec2Activities } from './ec2';
 import { reconcileActivities } from './reconcile';
 import { messageActivities } from './messages';
@@ -17,6 +18,7 @@ export function createActivities(ctx: ActivityContext) {
     ...runActivities(ctx),
     ...snapshotActivities(ctx),
     ...healthActivities(ctx),
+    ...watchActivities(ctx),
     ...ec2Activities(ctx),
     ...reconcileActivities(ctx),
     ...messageActivities(ctx),

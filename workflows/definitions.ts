@@ -254,7 +254,32 @@ export interface StaticHostInput {
   healthCheckSeconds: number;
   /** The last report sent, carried across continue-as-new. */
   last?: HostReport;
+  /** `last` was not yet confirmed by the pool: the new run sends it again. */
+  pending?: boolean;
+  /** Checks so far, carried across continue-as-new (details only). */
+  checks?: number;
+  /** How long one watch activity runs before the workflow continues as new; default 6 h. For tests and benchmarks. */
+  watchMaxMs?: number;
+  /** Bound on one check (connect, `tart --version`, `tart list`); default 15 s. */
+  checkTimeoutMs?: number;
 }
+
+/** What a static host workflow knows of its host (`hostReportQuery`). */
+export interface StaticHostView {
+  /** The host as its watch last returned it; `seq` is that of the last report due. */
+  report?: HostReport;
+  /** The pool confirmed it holds `report` (its signal was accepted); false while a send is retried. */
+  delivered: boolean;
+  /** Why the last send failed (the pool is not running), while `delivered` is false. */
+  deliveryError?: string;
+  /** Checks so far, as of the watch's latest return (the live count is in the watch activity's heartbeat). */
+  checks: number;
+  /** What made the last report due, e.g. `vms -marina-42`, and when (workflow time, ISO). */
+  lastChange?: { why: string; at: string };
+  /** The latest reaps of this host's VMs, newest last. */
+  reaped: Array<{ vm: string; why: string; at: string; error?: string }>;
+}
+export const hostReportQuery = defineQuery<StaticHostView>('lastHostReport');
 
 /** What a lease taker (job, standby, probe) holds or waits for: how a restarted pool learns its leases and queue. */
 export interface LeaseHolding {

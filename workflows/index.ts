@@ -6,3 +6,4 @@ export { reconcilerWorkflow } from './reconciler';
 export { leaseProbeWorkflow, bareWorkflow } from './probe';
 export { standbyWorkflow } from './standby';
 export { prePullWorkflow } from './prepull';
+export { staticHostWorkflow } from './static-host';
