@@ -38,6 +38,7 @@ import {
 } from '../src/policy/pool-core';
 import { describePool, poolView } from '../src/policy/pool-view';
 import {
+  SA_HOST,
   SA_POOL,
   controlPoolUpdate,
   hostDrainSignal,
@@ -54,6 +55,7 @@ import {
   type LeaseRequestMsg,
   type PoolInput,
   type PoolSettings,
+  type StaticHostInput,
 } from './definitions';
 
 const { findClosedWorkflows } = proxyActivities<Activities>({
@@ -116,7 +118,12 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
           args: [c.input],
           parentClosePolicy: ParentClosePolicy.ABANDON,
           staticSummary: c.summary,
-          typedSearchAttributes: [{ key: SA_POOL, value: state.name }],
+          typedSearchAttributes: [
+            { key: SA_POOL, value: state.name },
+            ...(c.workflowType === 'staticHostWorkflow'
+              ? [{ key: SA_HOST, value: (c.input as StaticHostInput).spec.name }]
+              : []),
+          ],
         })
           .catch((e: unknown) => {
             // Running already (a restarted pool starts its hosts again): that is the one we want.
