@@ -25,7 +25,17 @@ import {
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { Client as SshClient } from 'ssh2';
-import { classifyEc2Error } from '../src/ec2mac/errors';
+import {
+  HOST_NOT_FOUND,
+  HOST_RELEASED,
+  INSTANCE_NOT_FOUND,
+  RELEASED_STATES,
+  classifyEc2Error,
+  isHostNotFound,
+  isInstanceNotFound,
+  notFoundIsFinal,
+  type NotFoundStreak,
+} from '../src/ec2mac/errors';
 import type { ActivityContext } from './context';
 
 export const TAG_POOL = 'marina:pool';
@@ -58,6 +68,14 @@ function ec2Failure(e: unknown, what: string): never {
   });
 }
 
+const hostNotFound = (hostId: string, call: string, code = 'InvalidHostID.NotFound'): ApplicationFailure =>
+  ApplicationFailure.create({
+    message: `host ${hostId} no longer exists in EC2 (${call}: ${code})`,
+    type: HOST_NOT_FOUND,
+    nonRetryable: true,
+    details: [{ hostId, call, code }],
+  });
+
 export interface HostStep {
   pool: string;
   workflowId: string;
@@ -75,6 +93,8 @@ export interface HostStatus {
   state: string;
   allocatedAt: number;
   instanceId?: string;
+  /** EC2's ReleaseTime (epoch seconds) of a released host. */
+  releasedAt?: number;
 }
 
 export interface InstanceEndpoint {
@@ -161,22 +181,28 @@ export function ec2Activities(ctx: ActivityContext) {
       });
     },
 
+    /**
+     * The host's state as EC2 lists it (`released` included: the caller decides). A host EC2 does not know
+     * fails with a non-retryable `HostNotFound`.
+     */
     async describeHost(ref: { pool: string; hostId: string }): Promise<HostStatus> {
       const { ec2 } = aws(ref.pool);
+      let h: Host | undefined;
       try {
-        const h = (await ec2.send(new DescribeHostsCommand({ HostIds: [ref.hostId] }))).Hosts?.[0];
-        if (!h)
-          throw ApplicationFailure.create({ message: `host ${ref.hostId} not found`, type: 'InvalidHostID.NotFound' });
-        return {
-          hostId: ref.hostId,
-          state: h.State!,
-          allocatedAt: seconds(h.AllocationTime),
-          instanceId: h.Instances?.[0]?.InstanceId,
-        };
+        h = (await ec2.send(new DescribeHostsCommand({ HostIds: [ref.hostId] }))).Hosts?.[0];
       } catch (e) {
-        if (e instanceof ApplicationFailure) throw e;
+        const code = (e as EC2ServiceException).name;
+        if (isHostNotFound(code)) throw hostNotFound(ref.hostId, 'DescribeHosts', code);
         ec2Failure(e, 'DescribeHosts');
       }
+      if (!h) throw hostNotFound(ref.hostId, 'DescribeHosts', 'no such host listed');
+      return {
+        hostId: ref.hostId,
+        state: h.State!,
+        allocatedAt: seconds(h.AllocationTime),
+        instanceId: h.Instances?.[0]?.InstanceId,
+        ...(h.ReleaseTime ? { releasedAt: seconds(h.ReleaseTime) } : {}),
+      };
     },
 
     /** Polls until the host is `available` (a new host, or one whose scrub is over); heartbeats its state. */
@@ -186,8 +212,12 @@ export function ec2Activities(ctx: ActivityContext) {
         let h: Host | undefined;
         try {
           h = (await ec2.send(new DescribeHostsCommand({ HostIds: [ref.hostId] }))).Hosts?.[0];
+          if (!h) throw hostNotFound(ref.hostId, 'DescribeHosts', 'no such host listed');
         } catch (e) {
-          if (classifyEc2Error((e as EC2ServiceException).name) === 'fatal') ec2Failure(e, 'DescribeHosts');
+          if (e instanceof ApplicationFailure) throw e;
+          const code = (e as EC2ServiceException).name;
+          if (isHostNotFound(code)) throw hostNotFound(ref.hostId, 'DescribeHosts', code);
+          if (classifyEc2Error(code) === 'fatal') ec2Failure(e, 'DescribeHosts');
         }
         if (h?.State === 'available') {
           return {
@@ -197,7 +227,15 @@ export function ec2Activities(ctx: ActivityContext) {
             instanceId: h.Instances?.[0]?.InstanceId,
           };
         }
-        if (h?.State === 'permanent-failure' || h?.State === 'released' || h?.State === 'released-permanent-failure') {
+        if (h?.State && RELEASED_STATES.has(h.State)) {
+          throw ApplicationFailure.create({
+            message: `host ${ref.hostId} is ${h.State} in EC2`,
+            type: HOST_RELEASED,
+            nonRetryable: true,
+            details: [{ hostId: ref.hostId, state: h.State, releasedAt: seconds(h.ReleaseTime) }],
+          });
+        }
+        if (h?.State === 'permanent-failure') {
           throw ApplicationFailure.create({
             message: `host ${ref.hostId} is ${h.State}`,
             type: 'HostFailed',
@@ -234,6 +272,8 @@ export function ec2Activities(ctx: ActivityContext) {
         );
         return r.Instances![0]!.InstanceId!;
       } catch (e) {
+        const code = (e as EC2ServiceException).name;
+        if (isHostNotFound(code)) throw hostNotFound(step.hostId, 'RunInstances', code);
         ec2Failure(e, `RunInstances on ${step.hostId}`);
       }
     },
@@ -242,16 +282,38 @@ export function ec2Activities(ctx: ActivityContext) {
      * Waits for the instance to run and answer SSH, heartbeating its progress, and returns
      * where to reach it with the host key it presented (pinned from then on).
      */
-    async waitInstanceReady(ref: { pool: string; instanceId: string; pollMs: number }): Promise<InstanceEndpoint> {
+    async waitInstanceReady(ref: {
+      pool: string;
+      instanceId: string;
+      pollMs: number;
+      /** The workflow has seen this instance described already (it served): not-found is final at once. */
+      seen?: boolean;
+    }): Promise<InstanceEndpoint> {
       const { pool, ec2 } = aws(ref.pool);
       const port = pool.ssh.port ?? 22;
+      let seen = ref.seen === true;
+      const missing: NotFoundStreak = { count: 0 };
       for (;;) {
         let inst: Instance | undefined;
         try {
           const r = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [ref.instanceId] }));
           inst = r.Reservations?.[0]?.Instances?.[0];
+          if (inst) {
+            seen = true;
+            missing.count = 0;
+            missing.firstMs = undefined;
+          }
         } catch (e) {
-          if (classifyEc2Error((e as EC2ServiceException).name) === 'fatal') ec2Failure(e, 'DescribeInstances');
+          const code = (e as EC2ServiceException).name;
+          // A new instance id can be unknown for a while (eventual consistency): final only by the not-found rule.
+          if (isInstanceNotFound(code) && notFoundIsFinal(seen, missing, Date.now())) {
+            throw ApplicationFailure.create({
+              message: `instance ${ref.instanceId} no longer exists in EC2 (DescribeInstances: ${code})`,
+              type: INSTANCE_NOT_FOUND,
+              nonRetryable: true,
+            });
+          }
+          if (classifyEc2Error(code) === 'fatal') ec2Failure(e, 'DescribeInstances');
         }
         const state = inst?.State?.Name;
         if (state === 'terminated' || state === 'shutting-down' || state === 'stopped' || state === 'stopping') {
@@ -305,6 +367,15 @@ export function ec2Activities(ctx: ActivityContext) {
         );
         return r.ReplaceRootVolumeTask!.ReplaceRootVolumeTaskId!;
       } catch (e) {
+        const code = (e as EC2ServiceException).name;
+        // Only a serving instance (seen running) has its root volume replaced: not-found is final.
+        if (isInstanceNotFound(code)) {
+          throw ApplicationFailure.create({
+            message: `instance ${ref.instanceId} no longer exists in EC2 (CreateReplaceRootVolumeTask: ${code})`,
+            type: INSTANCE_NOT_FOUND,
+            nonRetryable: true,
+          });
+        }
         ec2Failure(e, `CreateReplaceRootVolumeTask on ${ref.instanceId}`);
       }
     },
@@ -336,25 +407,48 @@ export function ec2Activities(ctx: ActivityContext) {
       }
     },
 
-    /** Terminates the instance (AWS then scrubs the host). Done already is fine. */
-    async terminateInstance(ref: { pool: string; instanceId: string }): Promise<void> {
+    /**
+     * Terminates the instance (AWS then scrubs the host). Done already is fine. An instance EC2 does not know
+     * answers `not-found`, after a DescribeInstances confirms it: AWS warns that a TerminateInstances not-found
+     * does not prove the instance is gone (a new id may not have propagated), so an instance DescribeInstances
+     * still lists is terminated again by a retry. The workflow decides whether not-found is final.
+     */
+    async terminateInstance(ref: { pool: string; instanceId: string }): Promise<'terminated' | 'not-found'> {
       const { ec2 } = aws(ref.pool);
       try {
         await ec2.send(new TerminateInstancesCommand({ InstanceIds: [ref.instanceId] }));
+        return 'terminated';
       } catch (e) {
-        if ((e as EC2ServiceException).name === 'InvalidInstanceID.NotFound') return;
-        ec2Failure(e, `TerminateInstances ${ref.instanceId}`);
+        if (!isInstanceNotFound((e as EC2ServiceException).name)) ec2Failure(e, `TerminateInstances ${ref.instanceId}`);
       }
+      let listed: Instance | undefined;
+      try {
+        const r = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [ref.instanceId] }));
+        listed = r.Reservations?.[0]?.Instances?.[0];
+      } catch (e) {
+        if (isInstanceNotFound((e as EC2ServiceException).name)) return 'not-found';
+        ec2Failure(e, 'DescribeInstances');
+      }
+      if (!listed) return 'not-found';
+      if (listed.State?.Name === 'terminated') return 'terminated';
+      throw ApplicationFailure.create({
+        message: `TerminateInstances said ${ref.instanceId} does not exist, DescribeInstances lists it ${listed.State?.Name ?? '(no state)'}: terminating again`,
+        type: 'InvalidInstanceID.NotFound',
+      });
     },
 
     /**
      * ReleaseHosts. A host under 24 h is refused by AWS per host; this returns when it may
      * be released instead of failing, so the workflow sleeps exactly that long.
      */
-    async releaseHost(ref: {
-      pool: string;
-      hostId: string;
-    }): Promise<{ released: true } | { released: false; code: string; retryAt?: number }> {
+    async releaseHost(ref: { pool: string; hostId: string }): Promise<
+      | {
+          released: true;
+          /** This call did not release it: EC2 no longer knows the host, or lists it released already. */
+          gone?: 'not-found' | 'released';
+        }
+      | { released: false; code: string; retryAt?: number }
+    > {
       const { ec2 } = aws(ref.pool);
       let r;
       try {
@@ -365,12 +459,13 @@ export function ec2Activities(ctx: ActivityContext) {
       if (r.Successful?.includes(ref.hostId)) return { released: true };
       const u = r.Unsuccessful?.find((x) => x.ResourceId === ref.hostId);
       const code = u?.Error?.Code ?? 'Unknown';
-      if (code === 'Client.InvalidHostID.NotFound') {
-        // Released already (by an earlier attempt whose answer was lost)?
+      if (isHostNotFound(code)) {
+        // Released already: by an earlier attempt whose answer was lost, or outside Marina. Either way nothing
+        // is left to release (and nothing is billed): not-found is final here, never retried.
         const d = await ec2.send(new DescribeHostsCommand({ HostIds: [ref.hostId] })).catch(() => undefined);
         const state = d?.Hosts?.[0]?.State;
-        if (state === undefined || state === 'released' || state === 'released-permanent-failure')
-          return { released: true };
+        if (state === undefined) return { released: true, gone: 'not-found' };
+        if (RELEASED_STATES.has(state)) return { released: true, gone: 'released' };
       }
       const after = /any time after (\S+?Z)\./.exec(u?.Error?.Message ?? '');
       if (!after) return { released: false, code };

@@ -64,7 +64,9 @@ describe('host workflow on the time-skipping server', () => {
           knownHostsLine: '10.0.0.7 ssh-ed25519 AAAA',
         };
       },
-      async terminateInstance() {},
+      async terminateInstance() {
+        return 'terminated' as const;
+      },
       async releaseHost() {
         const now = await nowS();
         releaseCalls.push(now);

@@ -7,9 +7,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { Client as SshClient } from 'ssh2';
 import { readFileSync } from 'node:fs';
 import type { LoadedConfig } from '../src/config/load';
@@ -32,8 +32,10 @@ import {
   jobStatusQuery,
   poolStateQuery,
   poolWorkflowId,
+  resendReportSignal,
   type PoolControl,
 } from '../workflows/definitions';
+import { ensurePools } from '../src/worker';
 import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
 import { reconcileScheduleId } from '../workflows/reconciler';
 import type { ReconcileReport } from '../activities/reconcile';
@@ -43,6 +45,8 @@ const run = promisify(execFile);
 const POOL = 'aws';
 const FLEET = 'awsfleet';
 const SCHED = 'awssched';
+/** A pool of its own for the test that terminates and restarts its pool workflow. */
+const REPORTS = 'awsreports';
 const SPEED = 7200;
 let emu: Ec2Emulator;
 let config: LoadedConfig;
@@ -93,6 +97,7 @@ beforeAll(async () => {
     // A second pool with the whole fleet policy: parking, and cleaning after every job.
     // A third, idle until the test gives it a capacity schedule.
     raw.pools.push({ ...raw.pools[0], name: SCHED, aws: { ...raw.pools[0].aws, park: true } });
+    raw.pools.push({ ...raw.pools[0], name: REPORTS });
     raw.pools.push({
       ...raw.pools[0],
       name: FLEET,
@@ -144,16 +149,16 @@ async function untilReady(h: WorkflowHandle<typeof hostWorkflow>, timeoutMs: num
 }
 
 /** A host workflow announced to the pool, as the pool starts them, once ready; young, so the policy keeps it. */
-async function announcedHost(name: string) {
+async function announcedHost(name: string, pool = POOL) {
   const template = { name: 'template', resources: { vm: 2 }, labels: {} };
   const h = await client.workflow.start<typeof hostWorkflow>('hostWorkflow', {
     taskQueue: config.temporal.taskQueue,
-    workflowId: hostWorkflowId(POOL, uniqueId(name)),
-    args: [{ pool: POOL, timeScale: SPEED, pollSeconds: 60, announce: template }],
+    workflowId: hostWorkflowId(pool, uniqueId(name)),
+    args: [{ pool, timeScale: SPEED, pollSeconds: 60, announce: template }],
   });
   await untilReady(h, 60_000);
   const { hostId } = await h.query(hostStateQuery);
-  return { h, hostId: hostId!, pool: client.workflow.getHandle(poolWorkflowId(POOL)) };
+  return { h, hostId: hostId!, pool: client.workflow.getHandle(poolWorkflowId(pool)) };
 }
 
 /** Hosts and instances the emulator holds for one host workflow. */
@@ -400,6 +405,74 @@ describe('an AWS pool', () => {
     await noOrphans();
   });
 
+  it('ends a host released outside Marina: the pool hears it is gone and the job runs again on another host', async () => {
+    await inProcessWorker();
+    // The script's outside witness: one line per start of the script.
+    const witness = join(mkdtempSync(join(tmpdir(), 'marina-vanish-')), 'starts');
+    const spec = {
+      id: uniqueId('vanish'),
+      pool: POOL,
+      image: SEED_IMAGE,
+      script: `echo start >> ${witness}; sleep 4; echo finished`,
+      timeoutSeconds: 120,
+    };
+    const job = await startJob(client, config, spec);
+    const first = await eventually(
+      'the script to run',
+      async () => {
+        const st = await job.query(jobStatusQuery);
+        return st.state === 'running' && existsSync(witness) ? st.host : undefined;
+      },
+      60_000,
+    );
+    const wf = client.workflow.getHandle<typeof hostWorkflow>(emu.cloud.hosts.get(first)!.tags.get('marina:workflow')!);
+    // Someone releases the host behind Marina's back (the emulator's admin API): its instance is terminated and
+    // EC2 forgets both, so DescribeHosts answers InvalidHostID.NotFound from now on.
+    const res = await fetch(`${emu.endpoint}/_emulator/hosts/${first}/vanish`, { method: 'POST', body: '{}' });
+    expect(res.status).toBe(200);
+    expect(emu.cloud.hosts.has(first)).toBe(false);
+
+    const r = await job.result();
+    expect(r.state).toBe('succeeded');
+    expect(r.host).not.toBe(first);
+    const reason = `host ${first} no longer exists in EC2: released outside Marina`;
+    expect((await job.query(jobStatusQuery)).hostsLost).toEqual([
+      expect.stringContaining(`${first}: host ${first} is gone: ${reason}`),
+    ]);
+    // Cut on the vanished host, run again in full on the new one.
+    expect(readFileSync(witness, 'utf8')).toBe('start\nstart\n');
+
+    // The host workflow failed HostVanished with the reason, and says in the Web UI what happened.
+    const err = await wf.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect((err as WorkflowFailedError).cause).toMatchObject({
+      type: 'HostVanished',
+      message: expect.stringContaining(reason),
+    });
+    expect((await wf.describe()).searchAttributes.MarinaHostState).toEqual(['vanished']);
+    const { currentDetails } = await wf.query<{ currentDetails: string }>('__temporal_workflow_metadata');
+    expect(currentDetails).toContain(`**vanished** · ${reason}`);
+    expect(currentDetails).toContain('The pool was told (hostGone)');
+    const life = await wf.query(hostStateQuery);
+    expect(life.vanished).toContain(reason);
+    expect(life.reports?.gone).toMatchObject({ delivered: true });
+    // It found out once and stopped: no terminate or release that cannot succeed.
+    const activities = (await wf.fetchHistory()).events!.flatMap((e) =>
+      e.activityTaskScheduledEventAttributes ? [e.activityTaskScheduledEventAttributes.activityType!.name!] : [],
+    );
+    expect(activities).not.toContain('terminateInstance');
+    expect(activities).not.toContain('releaseHost');
+    // The pool recorded why the host is gone.
+    const decisions = (await client.workflow.getHandle(poolWorkflowId(POOL)).query(poolStateQuery)).decisions!;
+    expect(decisions.map((d) => d.what)).toContainEqual(
+      expect.stringContaining(`host workflow ${wf.workflowId} is gone: ${reason}`),
+    );
+    await noOrphans();
+  });
+
   it('cordons a host while AWS has it under assessment, and lifts the cordon after', async () => {
     await inProcessWorker();
     const { h, hostId, pool } = await announcedHost('assess');
@@ -419,6 +492,55 @@ describe('an AWS pool', () => {
     expect(decisions).toContain(`cordon host ${hostId}: AWS has it under assessment`);
     await h.signal(retireHostSignal, { reason: 'test done' });
     expect((await h.result()).phase).toBe('released');
+    await noOrphans();
+  });
+});
+
+describe("a host's reports to its pool", () => {
+  it('reach a pool that was down when they were made, and a restarted pool that asks for them', async () => {
+    await inProcessWorker();
+    const { h, hostId, pool } = await announcedHost('reports', REPORTS);
+    const listed = async () => (await pool.query(poolStateQuery)).hosts.find((x) => x.name === hostId);
+    await eventually('the pool to list the host', async () => (await listed()) !== undefined, 10_000);
+
+    // The pool workflow goes away (terminated: its state is gone); meanwhile the host is drained.
+    await pool.terminate('test: the pool is down');
+    await h.signal(drainHostSignal, { drain: true });
+    await eventually(
+      'the host to fail to deliver the drain',
+      async () => ((await h.query(hostStateQuery)).reports?.failures ?? 0) >= 1,
+      10_000,
+    );
+    expect((await h.query(hostStateQuery)).reports!.cordon).toMatchObject({
+      msg: { host: hostId, drain: true, reason: 'drain' },
+      delivered: false,
+    });
+
+    // A worker start brings the pool back, knowing nothing of the host. The host's next try tells it all:
+    // ready (so the pool lists the host again), then drained.
+    await ensurePools(client, config);
+    await eventually(
+      'the restarted pool to list the host, drained',
+      async () => (await listed())?.cordoned === 'drain',
+      30_000,
+    );
+    expect((await h.query(hostStateQuery)).reports).toMatchObject({
+      failures: 0,
+      status: { delivered: true },
+      cordon: { delivered: true },
+    });
+
+    // Restarted again while the host has nothing left to send: the new pool knows nothing of it until it asks.
+    await pool.terminate('test: restart');
+    await ensurePools(client, config);
+    await eventually('the new pool run to answer', async () => (await pool.query(poolStateQuery)).name === REPORTS);
+    expect(await listed()).toBeUndefined();
+    await h.signal(resendReportSignal);
+    await eventually('the pool to list the host again, drained', async () => (await listed())?.cordoned === 'drain');
+
+    await h.signal(retireHostSignal, { reason: 'test done' });
+    expect((await h.result()).phase).toBe('released');
+    await eventually('the pool to drop the host', async () => (await listed()) === undefined, 10_000);
     await noOrphans();
   });
 });

@@ -230,6 +230,8 @@ export interface Ledger {
 
 export class Ec2MacCloud {
   readonly hosts = new Map<string, Host>();
+  /** Hosts released outside the caller and dropped from every listing (vanishHost): EC2 answers not-found. */
+  readonly forgotten = new Map<string, Host>();
   readonly instances = new Map<string, Instance>();
   readonly images = new Map<string, Image>();
   readonly rootVolumeTasks = new Map<string, RootVolumeTask>();
@@ -688,13 +690,46 @@ export class Ec2MacCloud {
     h.state = state;
   }
 
+  /**
+   * Fault injection: the host is released behind the caller's back, as when someone runs `aws ec2
+   * release-hosts` (after terminating its instance) or AWS reclaims it. Its instance is terminated at once and
+   * the host is `released`. Unless `keepListed`, both then drop out of every listing, as released hosts and
+   * terminated instances do after a while on AWS: DescribeHosts answers `InvalidHostID.NotFound`,
+   * DescribeInstances `InvalidInstanceID.NotFound`, ReleaseHosts `Client.InvalidHostID.NotFound`. The ledger
+   * keeps the host (it was billed until now).
+   */
+  vanishHost(id: string, keepListed = false): { hostId: string; instanceId?: string; listed: boolean } {
+    const h = this.host(id);
+    const now = this.clock.now();
+    const instanceId = h.instanceId;
+    const i = instanceId ? this.instances.get(instanceId) : undefined;
+    if (i && i.state !== 'terminated') {
+      i.state = 'terminated';
+      i.terminatedAt = now;
+      i.until = i.sshAt = undefined;
+    }
+    h.instanceId = undefined;
+    if (this.held(h)) {
+      if (h.state === 'pending') h.pendingSeconds += now - h.pendingSince!;
+      h.pendingSince = h.pendingUntil = undefined;
+      h.state = h.state === 'permanent-failure' ? 'released-permanent-failure' : 'released';
+      h.releasedAt = now;
+    }
+    if (!keepListed) {
+      this.hosts.delete(id);
+      this.forgotten.set(id, h);
+      for (const x of [...this.instances.values()]) if (x.hostId === id) this.instances.delete(x.id);
+    }
+    return { hostId: id, ...(instanceId ? { instanceId } : {}), listed: keepListed };
+  }
+
   ledger(): Ledger {
     this.settle();
     const now = this.clock.now();
     const billedHours = Object.fromEntries(BILLING_MODES.map((m) => [m, 0])) as Record<BillingMode, number>;
     let scrubbingHours = 0;
     const hosts: LedgerEntry[] = [];
-    for (const h of this.hosts.values()) {
+    for (const h of [...this.hosts.values(), ...this.forgotten.values()]) {
       const end = h.releasedAt ?? now;
       const scrubbing = h.pendingSeconds + (h.state === 'pending' ? now - h.pendingSince! : 0);
       const allocated = end - h.allocatedAt;

@@ -471,6 +471,12 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
     if (!o.ssh) return;
     cloud.settle();
     const now = clock.now();
+    // An instance dropped from the cloud (its host vanished) stops answering too.
+    for (const [id, cur] of [...ssh]) {
+      if (cloud.instances.has(id)) continue;
+      ssh.delete(id);
+      void (cur.starting ?? Promise.resolve(cur.host!)).then((h) => h.stop()).catch(() => undefined);
+    }
     for (const i of cloud.instances.values()) {
       const want = i.state === 'running' && i.sshAt !== undefined && i.sshAt <= now;
       const cur = ssh.get(i.id);
@@ -529,8 +535,20 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
       cloud.setHostHealth(health[1]!, input.state as 'under-assessment' | 'permanent-failure' | 'available');
       return json(200, { hostId: health[1], state: input.state });
     }
+    // Released behind Marina's back (release-hosts by someone else, or AWS reclaiming it).
+    const vanish = /^\/_emulator\/hosts\/(h-[0-9a-f]+)\/vanish$/.exec(path);
+    if (vanish && req.method === 'POST') {
+      try {
+        const out = cloud.vanishHost(vanish[1]!, input.keepListed === true);
+        syncSsh();
+        return json(200, out);
+      } catch (e) {
+        if (e instanceof Ec2Error) return json(404, { error: e.message });
+        throw e;
+      }
+    }
     return json(404, {
-      error: `unknown admin path ${path}; try /_emulator/ledger, /_emulator/clock, /_emulator/faults, /_emulator/hosts/<id>/health`,
+      error: `unknown admin path ${path}; try /_emulator/ledger, /_emulator/clock, /_emulator/faults, /_emulator/hosts/<id>/health, POST /_emulator/hosts/<id>/vanish`,
     });
   };
 
