@@ -105,10 +105,12 @@ export class ActivityContext {
   /** `readyTimeoutMs` bounds the handshake if a connection must be opened (a live one is reused as is). */
   async hostConnection(ref: HostRef, opts: { readyTimeoutMs?: number } = {}): Promise<SshConnection> {
     const pool = this.pool(ref.pool);
-    const target =
-      pool.aws && !pool.hosts.some((h) => h.name === ref.host)
-        ? await this.dynamicHostTarget(ref)
-        : this.hostTarget(ref);
+    const dynamic = pool.aws && !pool.hosts.some((h) => h.name === ref.host);
+    // A live connection to an EC2 host is reused without asking the pool for its address again: a host's
+    // watcher checks it every few seconds, and each ask would be a query on the pool workflow.
+    const live = dynamic ? await this.ssh.live(`host ${ref.pool}/${ref.host}`) : undefined;
+    if (live) return live;
+    const target = dynamic ? await this.dynamicHostTarget(ref) : this.hostTarget(ref);
     return this.ssh.get(opts.readyTimeoutMs ? { ...target, readyTimeoutMs: opts.readyTimeoutMs } : target);
   }
 

@@ -163,8 +163,9 @@ export async function ensureImageResults(
 }
 
 /**
- * With MARINA_RECORD_HISTORIES=<release> set, saves a workflow's history under test/histories/<release>/:
- * test/replay.test.ts replays every committed history against each later build.
+ * With MARINA_RECORD_HISTORIES=<release> set, saves a workflow's history under test/histories/<release>/
+ * (the History protobuf, base64, in JSON with the workflow's id and type): test/replay.test.ts replays every
+ * committed history against each later build. (The SDK's historyToJSON fails in this install.)
  */
 export async function recordHistory(
   name: string,
@@ -172,21 +173,19 @@ export async function recordHistory(
 ): Promise<void> {
   const release = process.env.MARINA_RECORD_HISTORIES;
   if (!release) return;
-  const { historyToJSON } = await import('@temporalio/common/lib/proto-utils.js');
+  const { temporal } = await import('@temporalio/proto');
   const { mkdirSync } = await import('node:fs');
   const dir = join(ROOT, 'test', 'histories', release);
   mkdirSync(dir, { recursive: true });
-  const history = (await handle.fetchHistory()) as Parameters<typeof historyToJSON>[0];
+  const history = (await handle.fetchHistory()) as Parameters<typeof temporal.api.history.v1.History.encode>[0];
+  const bytes = temporal.api.history.v1.History.encode(history).finish();
   writeFileSync(
     join(dir, `${name}.json`),
-    JSON.stringify(
-      {
-        workflowId: handle.workflowId,
-        workflowType: (await handle.describe()).type,
-        history: JSON.parse(historyToJSON(history)) as unknown,
-      },
-      null,
-      1,
-    ),
+    JSON.stringify({
+      workflowId: handle.workflowId,
+      workflowType: (await handle.describe()).type,
+      events: history.events?.length ?? 0,
+      history: Buffer.from(bytes).toString('base64'),
+    }),
   );
 }

@@ -7,18 +7,19 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Worker } from '@temporalio/worker';
+import { temporal } from '@temporalio/proto';
 import { stack } from './helpers';
 
 const ROOT = join(__dirname, 'histories');
 
-function committed(): Array<{ file: string; workflowId: string; workflowType: string; history: unknown }> {
+function committed(): Array<{ file: string; workflowId: string; workflowType: string; history: string }> {
   const out = [];
   for (const release of readdirSync(ROOT).filter((d) => statSync(join(ROOT, d)).isDirectory())) {
     for (const f of readdirSync(join(ROOT, release)).filter((x) => x.endsWith('.json'))) {
       const h = JSON.parse(readFileSync(join(ROOT, release, f), 'utf8')) as {
         workflowId: string;
         workflowType: string;
-        history: unknown;
+        history: string;
       };
       out.push({ file: `${release}/${f}`, ...h });
     }
@@ -35,6 +36,7 @@ describe('upgrade safety', () => {
   });
 
   it.each(histories.map((h) => [h.file, h] as const))('replays %s against this build', async (_file, h) => {
-    await Worker.runReplayHistory({ workflowBundle: { codePath: stack().bundlePath } }, h.history, h.workflowId);
+    const history = temporal.api.history.v1.History.decode(Buffer.from(h.history, 'base64'));
+    await Worker.runReplayHistory({ workflowBundle: { codePath: stack().bundlePath } }, history, h.workflowId);
   });
 });

@@ -201,6 +201,12 @@ function firstLine(s: string): string {
 export class SshPool {
   private readonly conns = new Map<string, Promise<SshConnection>>();
 
+  /** The open connection under this label, if any. */
+  async live(label: string): Promise<SshConnection | undefined> {
+    const conn = await this.conns.get(label)?.catch(() => undefined);
+    return conn && !conn.closed ? conn : undefined;
+  }
+
   async get(target: SshTarget, via?: () => Promise<NodeJS.ReadableStream>): Promise<SshConnection> {
     const cached = this.conns.get(target.label);
     if (cached) {

@@ -221,10 +221,9 @@ class Core {
       case 'workflows-closed':
         for (const id of e.ids) {
           this.release(id);
-          if (this.state.fleet?.[id]) {
-            this.fleet.onGone(id);
-            this.decide(`host workflow ${id} closed without a word: its host no longer counts`);
-          }
+          // A host workflow that closed without saying so (terminated, failed): its host no longer serves,
+          // and jobs on it run again elsewhere.
+          if (this.state.fleet?.[id]) this.hostGone(id, 'its workflow closed without a word');
           const watched = Object.entries(this.state.watchers ?? {}).find(([, w]) => w.workflowId === id);
           if (watched) delete this.state.watchers![watched[0]]; // the next tick starts it again
         }
@@ -357,8 +356,8 @@ class Core {
       if (r.seq <= w.lastSeq) return; // older than one already applied
       w.lastSeq = r.seq;
     }
-    const h = s.hosts.find((x) => x.name === r.host && !x.dynamic);
-    if (!h) return; // removed from the config meanwhile
+    const h = s.hosts.find((x) => x.name === r.host);
+    if (!h) return; // removed from the config, or gone, meanwhile
     const wasHealthy = h.cordoned !== 'health';
     h.consecutiveHealthFailures = r.failures;
     h.lastHealthError = r.error;
@@ -564,12 +563,20 @@ class Core {
     }
   }
 
-  /** Every configured host has a workflow that watches it (workflows/static-host.ts); a removed host's ends. */
+  /**
+   * Every host that serves has a workflow watching it (workflows/static-host.ts): each configured host, and
+   * each EC2 host while its instance serves (its own host workflow watches EC2; this one its SSH and VMs).
+   * A host that leaves the config, or stops serving, has its watcher told to end.
+   */
   private syncWatchers(): void {
     const s = this.state;
     const watchers = (s.watchers ??= {});
-    const configured = new Set(this.settings.hosts.map((h) => h.name));
-    for (const spec of this.settings.hosts) {
+    const serving: HostSpec[] = [
+      ...this.settings.hosts,
+      ...s.hosts.filter((h) => h.dynamic).map(({ name, resources, labels }) => ({ name, resources, labels })),
+    ];
+    const names = new Set(serving.map((h) => h.name));
+    for (const spec of serving) {
       const w = watchers[spec.name];
       const specKey = JSON.stringify([spec.resources, spec.labels, spec.modifiers ?? []]);
       if (w && w.spec === specKey) continue;
@@ -581,15 +588,15 @@ class Core {
           workflowType: 'staticHostWorkflow',
           workflowId,
           input: { pool: s.name, spec, healthCheckSeconds: this.settings.healthCheckSeconds },
-          summary: `On-prem Mac ${spec.name} of pool ${s.name}: watches its health, VMs and image cache`,
+          summary: `Mac ${spec.name} of pool ${s.name}: watches its health, VMs and image cache`,
         });
       } else w.spec = specKey;
     }
     for (const [name, w] of Object.entries(watchers)) {
-      if (configured.has(name)) continue;
+      if (names.has(name)) continue;
       delete watchers[name];
-      this.send({ kind: 'stop-watch', to: w.workflowId, reason: `host ${name} left the config of pool ${s.name}` });
-      this.decide(`stop watching host ${name}: it left the config`);
+      this.send({ kind: 'stop-watch', to: w.workflowId, reason: `host ${name} no longer serves pool ${s.name}` });
+      this.decide(`stop watching host ${name}: it left the config or stopped serving`);
     }
   }
 

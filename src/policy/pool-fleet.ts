@@ -74,11 +74,15 @@ export class PoolFleet {
     const rec = this.record(d.workflowId, now - d.ageSecondsAtReady);
     rec.host = spec.name;
     rec.allocatedAt = now - d.ageSecondsAtReady;
+    // A ready report sent again (to a restarted pool, or on resendReport) is not a fresh instance.
+    const fresh = rec.phase !== 'ready' || !this.state.hosts.some((h) => h.name === spec.name);
     rec.phase = 'ready';
-    rec.phaseSince = now;
-    rec.jobsSinceClean = 0;
+    if (fresh) {
+      rec.phaseSince = now;
+      rec.jobsSinceClean = 0;
+      this.state.idleSince![spec.name] = this.env.now;
+    }
     if (rec.commanded !== 'release') delete rec.commanded;
-    this.state.idleSince![spec.name] = this.env.now;
   }
 
   onGone(workflowId: string): void {
