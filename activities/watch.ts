@@ -9,7 +9,8 @@ import type { HostReport } from '../workflows/definitions';
 import { jobIdOfVm, jobWorkflowId } from '../src/domain/job';
 import { afterCheck, classifyVms, initialReport, jobVmsOf, type HostCheck } from '../src/policy/host-watch';
 import { UNHEALTHY_AFTER_FAILURES } from '../src/policy/placement';
-import type { ActivityContext, HostRef } from './context';
+import { HOST_HANDSHAKE_TIMEOUT_MS, type ActivityContext, type HostRef } from './context';
+import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 import { closedWorkflows } from './health';
 
 export interface WatchOptions {
@@ -108,8 +109,14 @@ export function watchActivities(ctx: ActivityContext) {
           };
         }
         if (Date.now() - started >= opts.maxMs) return { outcome: 'unchanged', report: view, orphans: [], checks };
-        // Rejects when the workflow cancels the watch (stopWatch): heartbeats deliver the cancel.
-        await actx.sleep(opts.intervalMs);
+        try {
+          await actx.sleep(opts.intervalMs);
+        } catch (e) {
+          // A worker going away hands the watch over at once (the next attempt resumes from the heartbeat),
+          // instead of leaving it to the heartbeat timeout. Any other cancel is the workflow's (stopWatch).
+          if (isWorkerShutdown(actx)) throw workerShutdownFailure(`watch of ${target.host} after ${checks} checks`);
+          throw e;
+        }
       }
     },
   };
@@ -123,7 +130,10 @@ export function watchActivities(ctx: ActivityContext) {
 export async function checkHost(ctx: ActivityContext, target: HostRef, timeoutMs: number): Promise<HostCheck> {
   let timer: NodeJS.Timeout | undefined;
   const work = (async () => {
-    const driver = await ctx.driver(target, { readyTimeoutMs: timeoutMs });
+    // The handshake gives up inside the bound, so a host that never speaks SSH fails with the SSH error.
+    const driver = await ctx.driver(target, {
+      readyTimeoutMs: Math.min(HOST_HANDSHAKE_TIMEOUT_MS, Math.round((timeoutMs * 2) / 3)),
+    });
     await driver.version();
     return driver.list();
   })();

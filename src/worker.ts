@@ -92,8 +92,10 @@ export async function createMarinaWorker(
     activities: createActivities(context),
     ...(options.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: options.maxCachedWorkflows } : {}),
     ...(options.identity ? { identity: options.identity } : {}),
-    // Activities mostly wait on SSH and S3: many can run at once on a small worker.
-    maxConcurrentActivityTaskExecutions: 200,
+    // Activities mostly wait on SSH and S3: many can run at once on a small worker. Each on-prem
+    // host's watch (activities/watch.ts) holds a slot for hours, mostly asleep: on top, so that one
+    // worker can carry every watch and still run jobs.
+    maxConcurrentActivityTaskExecutions: 200 + config.pools.reduce((n, p) => n + p.hosts.length, 0),
     // On shutdown, short activities get to finish; long ones are then told the worker is going
     // (activities/shutdown.ts) and hand their work over to another worker's retry.
     shutdownGraceTime: config.worker.shutdownGraceSeconds * 1000,

@@ -27,7 +27,7 @@ import {
 } from '../workflows/definitions';
 import { staticHostStartOptions, type staticHostWorkflow } from '../workflows/static-host';
 import { connectClient } from '../src/client/jobs';
-import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
+import { eventually, fileConfig, recordHistory, spawnWorker, stack, startWorker, uniqueId } from './helpers';
 
 const POOL = 'watch';
 let config: LoadedConfig;
@@ -135,6 +135,7 @@ describe('static host workflow', () => {
     expect(await detailsOf(host)).toMatch(/^\*\*healthy\*\* · host mac-1 \(pool watch\) · report #1 delivered/);
     await host.signal(stopWatchSignal, { reason: 'test over' });
     await host.result();
+    await recordHistory('static-host-pending-report', host);
   });
 
   it('reports a host that accepts TCP but never answers SSH unhealthy after 3 failed checks, and its worker lives on', async () => {
@@ -146,8 +147,9 @@ describe('static host workflow', () => {
     });
     await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
     const port = (mute.address() as { port: number }).port;
-    // Its own pool and task queue, served by a worker in its own process: an ssh2 error nobody
-    // listens for (fixed on the SSH branch) kills the process that met it, and must not kill this one.
+    // Its own pool and task queue, served by a worker in its own process: an ssh2 error nobody listens
+    // for kills the process that meets it (it did, before activities/ssh/connection.ts heard them all);
+    // if that comes back, this test fails, not the whole file.
     const hungConfig = fileConfig(`${POOL}-hung`, (raw) => {
       raw.pools[0].hosts = [
         { name: 'mac-hung', address: '127.0.0.1', ssh: { port }, labels: { os: 'macos', arch: 'arm64' } },
@@ -257,6 +259,7 @@ describe('static host workflow', () => {
       await eventually('terminated job VM reaped', async () => !existsSync(running), 40_000);
       await host.signal(stopWatchSignal, { reason: 'test over' });
       await host.result();
+      await recordHistory('static-host-reaps', host);
     } finally {
       for (const d of [orphan, running, mine, theirs]) rmSync(d, { recursive: true, force: true });
     }
@@ -291,7 +294,7 @@ describe('static host workflow', () => {
         return v.report?.images.includes(image.split('/').pop()!) && v.delivered ? v : undefined;
       });
       const perReport = (await historyLength(host)) - after;
-      expect(view.checks).toBeGreaterThanOrEqual(10);
+      expect(view.checks).toBeGreaterThanOrEqual(5);
       expect(view.lastChange?.why).toMatch(/^images \+marina-img-idle-/);
       console.log(
         `idle: ${before} events after the first report, ${after} after ${idleMs / 1000} s of checks every 200 ms ` +
@@ -309,6 +312,7 @@ describe('static host workflow', () => {
     expect(result.last!.seq).toBeGreaterThanOrEqual(last.seq);
     expect(await detailsOf(host)).toMatch(/^\*\*healthy\*\* · host mac-2 \(pool watch\)/);
     expect((await host.describe()).status.name).toBe('COMPLETED');
+    await recordHistory('static-host-idle-change-stop', host);
   });
 
   it('continues as new after watchMaxMs of nothing new, carrying its report without sending it again', async () => {
@@ -330,6 +334,7 @@ describe('static host workflow', () => {
       30_000,
     );
     const first = client.workflow.getHandle(host.workflowId, firstRun);
+    await recordHistory('static-host-continued-as-new', first);
     const firstEvents = (await first.fetchHistory()).events ?? [];
     // The second run has nothing new to say all along.
     const idleRun = client.workflow.getHandle(host.workflowId, later.runId);

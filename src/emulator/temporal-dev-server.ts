@@ -29,7 +29,8 @@ export async function startTemporalDevServer(o: DevServerOptions): Promise<Manag
   if (o.headless) args.push('--headless');
   else args.push('--ui-port', String(o.uiPort));
   for (const [name, type] of Object.entries(SEARCH_ATTRIBUTES)) args.push('--search-attribute', `${name}=${type}`);
-  for (const [k, v] of Object.entries(o.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
+  for (const [k, v] of Object.entries(o.dynamicConfig ?? {}))
+    args.push('--dynamic-config-value', `${k}=${JSON.stringify(v)}`);
   const proc = startProcess('temporal dev server', bin, args, o.logFile);
   const address = `127.0.0.1:${o.port}`;
   await waitFor(
