@@ -51,8 +51,11 @@ export async function closedWorkflows(ctx: ActivityContext, ids: string[]): Prom
   const client = ctx.temporal;
   if (!client) return [];
   const closed: string[] = [];
-  await Promise.all(
-    ids.map(async (id) => {
+  let next = 0;
+  // A pool with thousands of queued jobs asks about all of them: 32 at a time, not thousands at once.
+  const lane = async () => {
+    while (next < ids.length) {
+      const id = ids[next++]!;
       try {
         const d = await client.workflow.getHandle(id).describe();
         if (d.status.name !== 'RUNNING') closed.push(id);
@@ -60,7 +63,8 @@ export async function closedWorkflows(ctx: ActivityContext, ids: string[]): Prom
         // Only a definite "no such workflow" counts: an unreachable server must not make VMs look orphaned.
         if (e instanceof WorkflowNotFoundError) closed.push(id);
       }
-    }),
-  );
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(32, ids.length) }, lane));
   return closed;
 }

@@ -6,10 +6,12 @@
  */
 import { heartbeat } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import { QueryNotRegisteredError, WorkflowNotFoundError } from '@temporalio/client';
+import { hostStateQuery, type HostView } from '../workflows/host';
 import type { ActivityContext } from './context';
 import { findPool } from '../src/config/load';
 import { poolStartOptions } from '../src/config/pool-settings';
-import { leaseHoldingQuery, type LeaseHolding, type LeaseRequestMsg } from '../workflows/definitions';
+import { leaseHoldingQuery, type LeaseRequestMsg } from '../workflows/definitions';
 import type { Lease } from '../src/domain/pool';
 
 /** Workflows listed (and queried) per activity call: bounds the result payload (~300 bytes each). */
@@ -22,7 +24,25 @@ export interface RecoveryPage {
   requests: LeaseRequestMsg[];
   /** Host workflows of the pool that run: the new run asks each for its report. */
   hostWorkflows: string[];
+  /** EC2 host workflows and where each stands: the new run knows its fleet before it plans one. */
+  ec2Hosts: Array<{ workflowId: string; view: HostView }>;
+  /** Booted standby VMs waiting for a job. */
+  standbys: Array<{ workflowId: string; vm: string; ip: string; image: string }>;
   nextPageToken?: string;
+}
+
+/**
+ * A query's answer, or undefined when the workflow has closed or is no lease taker (a pre-pull, a
+ * reconciler run). Any other failure (a timeout while its worker restarts) fails the page, which is
+ * retried: a lease taker that did not answer must not count as holding nothing.
+ */
+async function ask<T>(query: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await query();
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError || e instanceof QueryNotRegisteredError) return undefined;
+    throw e;
+  }
 }
 
 export function poolKeeperActivities(ctx: ActivityContext) {
@@ -59,7 +79,7 @@ export function poolKeeperActivities(ctx: ActivityContext) {
         pageSize: PAGE,
         ...(input.pageToken ? { nextPageToken: Buffer.from(input.pageToken, 'base64') } : {}),
       });
-      const page: RecoveryPage = { leases: [], requests: [], hostWorkflows: [] };
+      const page: RecoveryPage = { leases: [], requests: [], hostWorkflows: [], ec2Hosts: [], standbys: [] };
       const takers: string[] = [];
       for (const e of res.executions ?? []) {
         const id = e.execution?.workflowId;
@@ -67,19 +87,19 @@ export function poolKeeperActivities(ctx: ActivityContext) {
         if (!id || type === 'poolWorkflow') continue;
         if (HOST_WORKFLOW_TYPES.has(type)) page.hostWorkflows.push(id);
         else takers.push(id);
+        if (type === 'hostWorkflow') {
+          const view = await ask(() => c.workflow.getHandle(id).query(hostStateQuery));
+          if (view) page.ec2Hosts.push({ workflowId: id, view });
+        }
       }
       let next = 0;
       const lane = async () => {
         while (next < takers.length) {
           const id = takers[next++]!;
-          let h: LeaseHolding;
-          try {
-            h = await c.workflow.getHandle(id).query(leaseHoldingQuery);
-          } catch {
-            continue; // closed meanwhile, or not a lease taker (a pre-pull, a reconciler run)
-          }
-          if (h.pool !== input.pool) continue;
-          if (h.lease) page.leases.push(h.lease);
+          const h = await ask(() => c.workflow.getHandle(id).query(leaseHoldingQuery));
+          if (!h || h.pool !== input.pool) continue;
+          if (h.lease) page.leases.push(h.standby ? { ...h.lease, vm: h.standby.vm, ip: h.standby.ip } : h.lease);
+          if (h.lease && h.standby) page.standbys.push({ workflowId: id, ...h.standby });
           else if (h.request) page.requests.push({ ...h.request, requestedAt: h.request.requestedAt ?? Date.now() });
           if (next % 50 === 0) heartbeat(next);
         }

@@ -18,7 +18,8 @@ import { startDevStack } from '../src/emulator/dev-stack';
 import { freePort } from '../src/emulator/processes';
 import { loadConfig } from '../src/config/load';
 import { createMarinaWorker } from '../src/worker';
-import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
+import { SA_POOL, poolStateQuery, poolWorkflowId } from '../workflows/definitions';
+import type { PoolView } from '../src/policy/pool-view';
 import { finishProbeSignal, type leaseProbeWorkflow, type ProbeResult } from '../workflows/probe';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -103,12 +104,26 @@ async function main() {
   const config = loadConfig(configPath);
   const w = await createMarinaWorker(config);
   const running = w.worker.run();
-  const pool = w.client.workflow.getHandle(poolWorkflowId('scale'));
+  const handle = w.client.workflow.getHandle(poolWorkflowId('scale'));
+  // A query waits for the pool's current workflow task; under a burst on 2 cores one can time out: ask again.
+  let queryTimeouts = 0;
+  const pool = {
+    async query(q: typeof poolStateQuery): Promise<PoolView> {
+      for (;;) {
+        try {
+          return await handle.query(q);
+        } catch {
+          queryTimeouts++;
+        }
+      }
+    },
+  };
   const start = (id: string, i: number) =>
     w.client.workflow.start<typeof leaseProbeWorkflow>('leaseProbeWorkflow', {
       workflowId: id,
       taskQueue: config.temporal.taskQueue,
       args: [{ pool: 'scale', client: `ci-${i % 4}` }],
+      typedSearchAttributes: [{ key: SA_POOL, value: 'scale' }],
     });
   const inBatches = async <T>(items: T[], n: number, fn: (x: T, i: number) => Promise<unknown>) => {
     for (let i = 0; i < items.length; i += n) await Promise.all(items.slice(i, i + n).map((x, j) => fn(x, i + j)));
@@ -162,6 +177,7 @@ async function main() {
       for (const [, d] of edges.sort((a, b) => a[0] - b[0] || a[1] - b[1])) if ((n += d) > 2) over++;
     }
     const stats = await inspect(w.client, poolWorkflowId('scale'));
+    console.log(`state queries that timed out (asked again): ${queryTimeouts}`);
     console.log(
       `all ${results.length} jobs ran in ${total.toFixed(0)} s; distinct leases ${new Set(results.map((r) => r.leaseId)).size}; host-over-slots moments ${over}`,
     );

@@ -1,6 +1,7 @@
 /** The pool core (src/policy/pool-core.ts): pure, so every rule is checked here event by event. */
 import { describe, expect, it } from 'vitest';
 import {
+  REAP_GRACE_MS,
   COMMAND_RESEND_MS,
   DECISIONS_KEPT,
   newPoolState,
@@ -201,16 +202,21 @@ describe('pool core', () => {
     expect(sent(p.tick()).filter((m) => m.kind === 'retire-host')).toEqual([]);
   });
 
-  it('gives the slot of a grant the outbox gave up on back to the pool', () => {
+  it('keeps the slot of a grant the outbox gave up on (it may have landed) until the job asks again or closes', () => {
     const p = harness({ hosts: [host('mac-1', 1)] });
     p.request('job/poisoned');
     p.request('job/next');
     expect(grants(p.tick())).toEqual([{ to: 'job/poisoned', host: 'mac-1' }]);
     p.feed({ type: 'grant-undeliverable', jobWorkflowId: 'job/poisoned', error: 'signal limit' });
-    expect(grants(p.tick())).toEqual([{ to: 'job/next', host: 'mac-1' }]);
+    // Never two VMs in one slot: the next job waits.
+    expect(grants(p.tick())).toEqual([]);
     expect(p.state.decisions!.map((d) => d.what)).toContainEqual(
-      expect.stringMatching(/grant to job\/poisoned undeliverable \(signal limit\)/),
+      expect.stringMatching(/grant to job\/poisoned undeliverable \(signal limit\): its slot on mac-1 stays held/),
     );
+    // Asking again, it hears the same grant; once it has closed, the slot goes to the next job.
+    expect(grants(p.request('job/poisoned'))).toEqual([{ to: 'job/poisoned', host: 'mac-1' }]);
+    p.feed({ type: 'workflows-closed', ids: ['job/poisoned'] });
+    expect(grants(p.tick())).toEqual([{ to: 'job/next', host: 'mac-1' }]);
   });
 
   it('revokes the leases on a host that is gone, so their jobs run again', () => {
@@ -256,5 +262,37 @@ describe('pool core', () => {
     expect(view.queued).toBe(4000);
     expect(view.queue.length).toBeLessThanOrEqual(100);
     expect(JSON.stringify(view).length).toBeLessThan(64 * 1024);
+  });
+
+  it('reaps a standby VM no lease holds only after a grace, and none while a new run recovers', () => {
+    const p = harness({ hosts: [host('mac-1')] }, { ...newPoolState('p'), recovering: true });
+    const report = (seq: number, vms: string[]): HostReport => ({
+      host: 'mac-1',
+      workflowId: 'host/p/mac-1',
+      healthy: true,
+      failures: 0,
+      images: [],
+      vms,
+      seq,
+    });
+    const claimed = 'marina-standby-p-0-0-3'; // a job took it: the job's lease holds it by name
+    const orphan = 'marina-standby-p-0-1-1';
+    p.feed({ type: 'host-report', report: report(1, [claimed, orphan]) });
+    p.advance(REAP_GRACE_MS * 2);
+    expect(sent(p.tick())).toEqual([]); // recovering: nothing is reaped
+    p.feed({
+      type: 'recovered',
+      leases: [
+        { leaseId: 'l', jobWorkflowId: 'job/j', host: 'mac-1', resources: { vm: 1 }, grantedAt: 0, vm: claimed },
+      ],
+      requests: [],
+      hostWorkflows: [],
+    });
+    expect(sent(p.tick()).filter((m) => m.kind === 'reap-vms')).toEqual([
+      { kind: 'reap-vms', to: 'host/p/mac-1', vms: [orphan], reason: 'standby VMs no lease holds' },
+    ]);
+    // A VM reported just now waits out the grace.
+    p.feed({ type: 'host-report', report: report(2, ['marina-standby-p-0-2-1']) });
+    expect(sent(p.tick()).filter((m) => m.kind === 'reap-vms')).toEqual([]);
   });
 });

@@ -587,14 +587,18 @@ describe('pool', () => {
       error: expect.stringMatching(/exceeded workflow execution limit/),
     });
     const s = await pool.query(poolStateQuery);
-    expect(s.leases.some((l) => l.jobWorkflowId === poisoned.workflowId)).toBe(false); // its slot went back
     expect(s.decisions!.map((d) => d.what)).toContainEqual(
-      expect.stringMatching(new RegExp(`^grant to ${poisoned.workflowId} undeliverable`)),
+      expect.stringMatching(new RegExp(`^grant to ${poisoned.workflowId} undeliverable .*stays held`)),
     );
     // The operator sees it in the Web UI's current details.
     const meta = await pool.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
     expect(meta.currentDetails).toMatch(new RegExp(`Messages given up on[\\s\\S]*granted to ${poisoned.workflowId}`));
+    // The slot stays held (the grant may have landed) until the job closes; then the lease check frees it.
+    expect(s.leases.some((l) => l.jobWorkflowId === poisoned.workflowId)).toBe(true);
     await poisoned.terminate('test done');
+    await eventually('its slot back', async () =>
+      (await pool.query(poolStateQuery)).leases.every((l) => l.jobWorkflowId !== poisoned.workflowId),
+    );
   });
 
   it('refuses a job past the queue limit with an error naming the limit, and loses none already queued', async () => {

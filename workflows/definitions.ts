@@ -287,6 +287,8 @@ export interface LeaseHolding {
   lease?: Lease;
   /** Waiting for a slot: the request as sent. */
   request?: LeaseRequestMsg;
+  /** A standby workflow's booted VM, waiting for a job (its cache name: the image a job must want). */
+  standby?: { vm: string; ip: string; image: string };
 }
 export const leaseHoldingQuery = defineQuery<LeaseHolding>('leaseHolding');
 

@@ -62,6 +62,8 @@ export class LeaseClient {
   private readonly pool;
   /** The request while waiting for its answer. */
   private waiting: LeaseRequestMsg | undefined;
+  /** Set by a standby workflow once its VM is booted: a restarted pool offers it to jobs again. */
+  standby: { vm: string; ip: string; image: string } | undefined;
   /** Histories recorded before level-triggered leases keep their old path (see `marina` README, upgrades). */
   private readonly levelTriggered: boolean;
 
@@ -75,6 +77,7 @@ export class LeaseClient {
       pool: poolName,
       ...(this.lease ? { lease: this.lease } : {}),
       ...(this.waiting ? { request: this.waiting } : {}),
+      ...(this.lease && this.standby ? { standby: this.standby } : {}),
     }));
     setHandler(leaseGrantedSignal, (l) => {
       if (l.jobWorkflowId === this.me) this.lease = l;
@@ -95,6 +98,8 @@ export class LeaseClient {
     this.revoked = undefined;
     const answered = () => this.lease !== undefined || this.refusal !== undefined;
     if (!this.levelTriggered) {
+      // Plain state, no command: a restarted pool can still learn what this older run waits for.
+      this.waiting = { jobWorkflowId: this.me, ...request };
       try {
         await this.pool.signal(requestLeaseSignal, { jobWorkflowId: this.me, ...request });
       } catch (e) {
@@ -102,6 +107,7 @@ export class LeaseClient {
         throw this.unknownPool();
       }
       await condition(answered);
+      this.waiting = undefined;
     } else {
       const msg: LeaseRequestMsg = { jobWorkflowId: this.me, ...request, requestedAt: Date.now() };
       this.waiting = msg;

@@ -82,6 +82,10 @@ const OUTBOX_BATCH = 500;
 const OUTBOX_ATTEMPTS = 5;
 /** Parked messages kept for the query and details. */
 const PARKED_KEPT = 20;
+/** Messages to jobs; the rest go to the pool's own host and standby workflows. */
+const JOB_MESSAGES = new Set(['granted', 'refused', 'revoked']);
+/** A standing message (to a host or standby workflow) given up on is tried again this often. */
+const STANDING_RETRY_MS = 5 * 60 * 1000;
 /** An idle pool (no lease, no queue) still checks once an hour that its host workflows run. */
 const IDLE_SWEEP_MS = 60 * 60 * 1000;
 
@@ -174,15 +178,19 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     const leases: PoolState['leases'] = [];
     const requests: LeaseRequestMsg[] = [];
     const hostWorkflows: string[] = [];
+    const ec2Hosts: NonNullable<Extract<PoolEvent, { type: 'recovered' }>['ec2Hosts']> = [];
+    const standbys: NonNullable<Extract<PoolEvent, { type: 'recovered' }>['standbys']> = [];
     let pageToken: string | undefined;
     do {
       const page = await recoverPool({ pool: state.name, ...(pageToken ? { pageToken } : {}) });
-      leases.push(...page.leases);
-      requests.push(...page.requests);
-      hostWorkflows.push(...page.hostWorkflows);
+      for (const l of page.leases) leases.push(l);
+      for (const r of page.requests) requests.push(r);
+      for (const h of page.hostWorkflows) hostWorkflows.push(h);
+      for (const h of page.ec2Hosts) ec2Hosts.push(h);
+      for (const sb of page.standbys) standbys.push(sb);
       pageToken = page.nextPageToken;
     } while (pageToken);
-    feed({ type: 'recovered', leases, requests, hostWorkflows });
+    feed({ type: 'recovered', leases, requests, hostWorkflows, ec2Hosts, standbys });
   }
 
   // The outbox: each message on its own; a failing one backs off, then is parked, and never holds the rest.
@@ -192,7 +200,16 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     try {
       for (;;) {
         const now = Date.now();
-        const batch = outbox.filter((e) => (e.notBefore ?? 0) <= now).slice(0, OUTBOX_BATCH);
+        // A target's messages go in order: one backing off holds back the later ones to the same target
+        // (a revocation must not overtake the grant it revokes).
+        const held = new Set<string>();
+        const batch: OutboxEntry[] = [];
+        for (const e of outbox) {
+          if (batch.length >= OUTBOX_BATCH) break;
+          if (held.has(e.message.to)) continue;
+          if ((e.notBefore ?? 0) > now) held.add(e.message.to);
+          else batch.push(e);
+        }
         if (batch.length === 0) return;
         const outcomes = await deliverPoolMessages(batch.map((e) => e.message)).catch((err: Error) =>
           batch.map(() => ({ error: err.cause instanceof Error ? err.cause.message : err.message })),
@@ -208,6 +225,13 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
               return;
             }
             park(entry);
+            // To a job, a message given up on is settled by the job itself (it asks again); to the pool's own
+            // host and standby workflows it stands: shown as parked, then tried every few minutes.
+            if (!JOB_MESSAGES.has(entry.message.kind)) {
+              entry.attempts = 0;
+              entry.notBefore = Date.now() + STANDING_RETRY_MS;
+              return;
+            }
           } else if (outcome === 'gone') closed.push(entry.message.to);
           outbox.splice(outbox.indexOf(entry), 1);
         });
@@ -235,9 +259,10 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
 
   // Leases of jobs that died without a word (terminated) go back; an idle pool checks only hourly.
   let checking = false;
-  let nextCheck = Date.now() + settings.leaseCheckSeconds * 1000;
+  let lastCheck = Date.now();
   async function checkClosed(): Promise<void> {
     checking = true;
+    lastCheck = Date.now();
     try {
       const ids = workflowsToCheck(state, Date.now());
       if (ids.length > 0) {
@@ -256,6 +281,8 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
 
   let details = '';
   let timer: { at: number; fired: Promise<void> } | undefined;
+  // One pending wake-up on `dirty`, reused until it fires: a new condition per loop would pile up.
+  let woken: Promise<void> | undefined;
   let nextAwsTick = Infinity;
   for (;;) {
     if (dirty) {
@@ -267,13 +294,16 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
     }
     const now = Date.now();
     if (!delivering && outbox.some((e) => (e.notBefore ?? 0) <= now)) void deliver();
-    if (!checking && !state.recovering && now >= nextCheck) {
-      nextCheck = now + checkEveryMs();
-      void checkClosed();
-    }
-    // Idle EC2 hosts age while nothing happens: look again once per EC2 minute (at most 4 times a second).
-    if (settings.aws && Object.keys(state.fleet ?? {}).length > 0)
-      nextAwsTick = Math.min(nextAwsTick, now + Math.max(250, (60 / settings.aws.timeScale) * 1000));
+    // Work that appears in an idle pool brings the next check forward (the interval is read each time).
+    const nextCheck = checking || state.recovering ? Infinity : lastCheck + checkEveryMs();
+    if (now >= nextCheck) void checkClosed();
+    // Idle EC2 hosts age while nothing happens: look again once per EC2 minute (at most 4 times a second);
+    // an AWS pool with no host yet still looks each minute (a capacity schedule may begin).
+    if (settings.aws)
+      nextAwsTick = Math.min(
+        nextAwsTick,
+        now + Math.max(250, Object.keys(state.fleet ?? {}).length > 0 ? (60 / settings.aws.timeScale) * 1000 : 60_000),
+      );
 
     const info = workflowInfo();
     if (
@@ -285,8 +315,13 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       await condition(() => starting === 0 && allHandlersFinished());
       await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
     }
-    const backoff = Math.min(...outbox.map((e) => e.notBefore ?? Infinity));
-    const wakeAt = Math.min(nextCheck, nextAwsTick, delivering ? Infinity : backoff);
+    let backoff = Infinity;
+    for (const e of outbox) if (e.notBefore !== undefined && e.notBefore < backoff) backoff = e.notBefore;
+    const wakeAt = Math.min(
+      checking || state.recovering ? Infinity : lastCheck + checkEveryMs(),
+      nextAwsTick,
+      delivering ? Infinity : backoff,
+    );
     // One timer per deadline, left running when an event wakes the loop first: a timer cancelled and
     // started again at every wake would cost two history events per event.
     if (Number.isFinite(wakeAt) && !(timer && timer.at <= wakeAt)) {
@@ -298,7 +333,12 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       };
       timer = t;
     }
-    if (!dirty) await Promise.race([condition(() => dirty), ...(timer ? [timer.fired] : [])]);
+    if (!dirty) {
+      woken ??= condition(() => dirty).then(() => {
+        woken = undefined;
+      });
+      await Promise.race([woken, ...(timer ? [timer.fired] : [])]);
+    }
     if (Date.now() >= nextAwsTick) {
       nextAwsTick = Infinity;
       dirty = true;

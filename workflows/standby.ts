@@ -80,6 +80,7 @@ export async function standbyWorkflow(input: StandbyInput): Promise<void> {
   try {
     await ensureImage({ pool: input.pool, host: lease.host }, image);
     const booted = await bootVm(vmRef, image, input.resources, [], lease.runArgs ?? []);
+    leases.standby = { vm, ip: booted.ip, image: cacheName };
     await getExternalWorkflowHandle(poolWorkflowId(input.pool)).signal(standbyReadySignal, {
       workflowId: workflowInfo().workflowId,
       vm,

@@ -139,6 +139,8 @@ export interface PoolState {
   retiring?: Record<string, { since: number; workflowId: string; sentAt?: number }>;
   /** The workflow watching each configured (on-prem) host, the last report applied, and the spec it was started with. */
   watchers?: Record<string, { workflowId: string; lastSeq: number; spec: string }>;
+  /** Standby VMs a host reported that no lease held, by host: since when (workflow ms); reaped after a grace. */
+  reapSuspects?: Record<string, Record<string, number>>;
   /** A new run that has not yet learnt from the lease takers which leases they hold: nothing is placed. */
   recovering?: boolean;
   /** Messages not yet delivered (carried across continue-as-new), and the latest ones given up on. */

@@ -19,7 +19,14 @@
  * For speed with thousands of queued jobs the state object is updated in place; the returned
  * state is that same object.
  */
-import { type Decision, type HostSpec, type HostState, type Lease, type PoolState } from '../domain/pool';
+import {
+  type Decision,
+  type FleetPhase,
+  type HostSpec,
+  type HostState,
+  type Lease,
+  type PoolState,
+} from '../domain/pool';
 import { checkSecurity } from '../domain/security';
 import { poolOfStandbyVm } from '../domain/job';
 import { pickModifier, pickStandby, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from './placement';
@@ -34,6 +41,20 @@ import type {
   PoolMessage,
   PoolSettings,
 } from '../../workflows/definitions';
+
+/** What a restarted pool reads of an EC2 host workflow (its `hostState` query). */
+export interface RecoveredHostView {
+  phase: string;
+  hostId?: string;
+  ageSeconds?: number;
+  scrubbingSeconds?: number;
+  parkOnLaunch?: boolean;
+  endpoint?: { address: string; port: number; knownHostsLine: string };
+  retireReason?: string;
+}
+
+/** A standby VM no lease holds is reaped only after this long (a lease may be on its way). */
+export const REAP_GRACE_MS = 60_000;
 
 /** Decisions kept in the state (and its query); every decision also goes to the worker log. */
 export const DECISIONS_KEPT = 50;
@@ -59,7 +80,15 @@ export type PoolEvent =
   | { type: 'settings'; settings: PoolSettings }
   | { type: 'control'; control: PoolControl }
   /** A new run found these leases and waiting requests in the lease takers themselves (after a restart). */
-  | { type: 'recovered'; leases: Lease[]; requests: LeaseRequestMsg[]; hostWorkflows: string[] }
+  | {
+      type: 'recovered';
+      leases: Lease[];
+      requests: LeaseRequestMsg[];
+      hostWorkflows: string[];
+      /** EC2 host workflows, where each stands: the fleet is known before it is planned. */
+      ec2Hosts?: Array<{ workflowId: string; view: RecoveredHostView }>;
+      standbys?: Array<{ workflowId: string; vm: string; ip: string; image: string }>;
+    }
   /** A child workflow the pool asked to start could not be started. */
   | { type: 'start-failed'; workflowId: string }
   | { type: 'tick' };
@@ -229,28 +258,42 @@ class Core {
         }
         return;
       case 'grant-undeliverable': {
+        // The slot stays the job's: a delivery that failed may still have landed, and a slot handed out
+        // twice would overrun its host. The job asks again (and hears the grant again) or, once it has
+        // closed, the lease check gives the slot back.
         const lease = this.state.leases.find((l) => l.jobWorkflowId === e.jobWorkflowId);
         if (!lease) return;
-        this.decide(`grant to ${e.jobWorkflowId} undeliverable (${e.error}): its slot on ${lease.host} goes back`);
-        this.release(e.jobWorkflowId);
+        this.decide(
+          `grant to ${e.jobWorkflowId} undeliverable (${e.error}): its slot on ${lease.host} stays held until it asks again or closes`,
+        );
         return;
       }
       case 'host-report':
         this.hostReport(e.report);
         return;
       case 'host-ready': {
-        this.fleet.onReady(this.settings.aws, e.spec);
+        const rec = this.state.fleet?.[e.spec.dynamic!.workflowId];
+        // A ready report sent again (a delivery retried, resendReport) after the pool asked the host to park,
+        // clean or go must not put it back in service.
+        if (rec?.commanded && rec.phase === 'ready' && rec.commanded !== 'launch') return;
         const old = this.state.hosts.find((h) => h.name === e.spec.name);
+        this.fleet.onReady(this.settings.aws, e.spec);
+        if (this.state.retiring?.[e.spec.name]) return; // retired: it serves no more
         this.state.hosts = [
           ...this.state.hosts.filter((h) => h.name !== e.spec.name),
-          // A retire or drain asked before the host came back stands.
-          { ...e.spec, consecutiveHealthFailures: 0, ...(old?.cordoned ? { cordoned: old.cordoned } : {}) },
+          // The same instance announced again keeps what the pool knows of it (cache, health, cordon).
+          old && old.dynamic?.knownHostsLine === e.spec.dynamic!.knownHostsLine
+            ? { ...old, ...e.spec }
+            : { ...e.spec, consecutiveHealthFailures: 0, ...(old?.cordoned ? { cordoned: old.cordoned } : {}) },
         ];
         return;
       }
-      case 'host-phase':
+      case 'host-phase': {
         this.fleet.onPhase(this.settings.aws, e.report);
+        // Not serving any more: jobs still on it run again elsewhere.
+        if (e.report.host) this.revokeOn(e.report.host, `host ${e.report.host} stopped serving (${e.report.phase})`);
         return;
+      }
       case 'host-gone':
         this.hostGone(e.workflowId, e.reason);
         return;
@@ -371,32 +414,58 @@ class Core {
           : `uncordon host ${h.name}: healthy again`,
       );
     // A standby VM of this pool that no lease holds is an orphan (a lease holds it from before it boots until
-    // after it is destroyed). The host reaps job VMs itself; standby VMs only their own pool knows.
-    const orphans = r.vms.filter(
-      (vm) => poolOfStandbyVm(vm) === s.name && !s.leases.some((l) => l.host === h.name && l.vm === vm),
-    );
-    if (orphans.length > 0) {
-      this.send({ kind: 'reap-vms', to: r.workflowId, vms: orphans, reason: 'standby VMs no lease holds' });
-      this.decide(`reap ${orphans.join(', ')} on ${h.name}: standby VMs no lease holds`);
+    // after it is destroyed). The host reaps job VMs itself; standby VMs only their own pool knows. Each is a
+    // suspect first: reaped by a tick once still unheld after a grace, never while a new run recovers.
+    const suspects = (s.reapSuspects ??= {});
+    const seen = suspects[h.name] ?? {};
+    const next: Record<string, number> = {};
+    for (const vm of r.vms) if (poolOfStandbyVm(vm) === s.name) next[vm] = seen[vm] ?? this.env.now;
+    if (Object.keys(next).length > 0) suspects[h.name] = next;
+    else delete suspects[h.name];
+  }
+
+  /** Standby VMs reported and still held by no lease after the grace: the host destroys them. */
+  private reapOrphans(): void {
+    const s = this.state;
+    for (const [host, vms] of Object.entries(s.reapSuspects ?? {})) {
+      const w = s.watchers?.[host];
+      if (!w || !s.hosts.some((h) => h.name === host)) {
+        delete s.reapSuspects![host];
+        continue;
+      }
+      const due = Object.entries(vms)
+        .filter(
+          ([vm, since]) =>
+            this.env.now - since >= REAP_GRACE_MS && !s.leases.some((l) => l.host === host && l.vm === vm),
+        )
+        .map(([vm]) => vm);
+      for (const vm of Object.keys(vms)) if (s.leases.some((l) => l.host === host && l.vm === vm)) delete vms[vm];
+      if (due.length === 0) continue;
+      for (const vm of due) delete vms[vm];
+      this.send({ kind: 'reap-vms', to: w.workflowId, vms: due, reason: 'standby VMs no lease holds' });
+      this.decide(`reap ${due.join(', ')} on ${host}: standby VMs no lease holds`);
     }
+  }
+
+  /** Leases on a host that no longer serves end; their jobs ask again and run elsewhere. */
+  private revokeOn(host: string, reason: string): void {
+    const s = this.state;
+    const on = s.leases.filter((x) => x.host === host);
+    if (on.length === 0) return;
+    for (const l of on) this.send({ kind: 'revoked', to: l.jobWorkflowId, leaseId: l.leaseId, reason });
+    s.leases = s.leases.filter((x) => x.host !== host);
+    for (const [id, sb] of Object.entries(s.standbys ?? {})) if (sb.host === host) delete s.standbys![id];
   }
 
   private hostGone(workflowId: string, reason: string): void {
     const s = this.state;
+    const rec = s.fleet?.[workflowId];
     this.fleet.onGone(workflowId);
     const gone = s.hosts.filter((h) => h.dynamic?.workflowId === workflowId).map((h) => h.name);
+    if (rec?.host && !gone.includes(rec.host)) gone.push(rec.host);
     // Jobs on a lost host run again: their leases end and they ask for new ones.
-    for (const l of s.leases.filter((x) => gone.includes(x.host))) {
-      this.send({
-        kind: 'revoked',
-        to: l.jobWorkflowId,
-        leaseId: l.leaseId,
-        reason: `host ${l.host} is gone: ${reason}`,
-      });
-    }
-    s.leases = s.leases.filter((x) => !gone.includes(x.host));
+    for (const h of gone) this.revokeOn(h, `host ${h} is gone: ${reason}`);
     s.hosts = s.hosts.filter((h) => !gone.includes(h.name));
-    for (const [id, sb] of Object.entries(s.standbys ?? {})) if (gone.includes(sb.host)) delete s.standbys![id];
     for (const h of gone) if (s.drains) delete s.drains[h];
     // A retired host has left `hosts` already: its intent ends with its workflow.
     for (const [h, r] of Object.entries(s.retiring ?? {})) if (r.workflowId === workflowId) delete s.retiring![h];
@@ -483,11 +552,49 @@ class Core {
     const queued = s.queue.length - before;
     // Arrival order survives the restart: each request keeps the time it was first made.
     s.queue.sort((a, b) => a.requestedAt - b.requestedAt);
+    for (const sb of e.standbys ?? []) {
+      const lease = s.leases.find((l) => l.jobWorkflowId === sb.workflowId);
+      if (lease)
+        (s.standbys ??= {})[sb.workflowId] = {
+          host: lease.host,
+          vm: sb.vm,
+          ip: sb.ip,
+          image: sb.image,
+          readySince: this.env.now,
+        };
+    }
+    const aws = this.settings.aws;
+    for (const { workflowId, view } of aws ? (e.ec2Hosts ?? []) : []) this.adoptHost(aws!, workflowId, view);
     for (const id of e.hostWorkflows) this.send({ kind: 'resend-report', to: id });
     this.decide(
       `recovered after a restart: ${leases} lease(s) and ${queued} waiting request(s) from the jobs themselves; ` +
         `${e.hostWorkflows.length} host workflow(s) asked to report again`,
     );
+  }
+
+  /** An EC2 host workflow a restarted pool found running: into the fleet (and in service if it serves). */
+  private adoptHost(aws: AwsPoolSettings, workflowId: string, v: RecoveredHostView): void {
+    if (v.retireReason !== undefined || ['retiring', 'releasing', 'released', 'failed', 'vanished'].includes(v.phase)) {
+      // Leaving: still counts against maxHosts until it reports gone.
+      this.fleet.adopt(aws, workflowId, v, 'pending');
+      const rec = this.state.fleet![workflowId];
+      if (rec) rec.commanded = 'release';
+      return;
+    }
+    if (v.phase === 'ready' && v.endpoint && v.hostId) {
+      this.handle({
+        type: 'host-ready',
+        spec: {
+          name: v.hostId,
+          resources: aws.template.resources,
+          labels: aws.template.labels,
+          dynamic: { workflowId, ...v.endpoint, ageSecondsAtReady: v.ageSeconds ?? 0, readyAtMs: this.env.now },
+        },
+      });
+      return;
+    }
+    const phase = fleetPhaseOfHost(v.phase, v.parkOnLaunch === true);
+    if (phase) this.fleet.adopt(aws, workflowId, v, phase);
   }
 
   /** Everything level-triggered: place, keep standbys and pre-pulls, watch hosts, carry out drains and retires. */
@@ -496,6 +603,8 @@ class Core {
     if (s.recovering) return; // nothing is placed before the leases held are known
     this.syncWatchers();
     this.carryOutIntents();
+    this.reapOrphans();
+    this.prunePrePulls();
     if (!s.paused) {
       this.claimStandbys();
       this.place();
@@ -651,6 +760,18 @@ class Core {
     }
   }
 
+  /** Records of hosts gone or images no longer pre-pulled go: the state must not grow with every host ever seen. */
+  private prunePrePulls(): void {
+    const s = this.state;
+    if (!s.prePulls) return;
+    const hosts = new Set(s.hosts.map((h) => h.name));
+    const images = new Set(this.settings.prePull ?? []);
+    for (const key of Object.keys(s.prePulls)) {
+      const i = key.indexOf('|');
+      if (!hosts.has(key.slice(0, i)) || !images.has(key.slice(i + 1))) delete s.prePulls[key];
+    }
+  }
+
   /** Starts the pre-pulls due (src/policy/prepull.ts): the pool's images onto idle hosts, one at a time per host. */
   private syncPrePulls(): void {
     const s = this.state;
@@ -686,6 +807,29 @@ class Core {
               .join(', ')
         : 'no capacity schedule applies: the configured capacity',
     );
+  }
+}
+
+/** How the fleet policy sees an EC2 host workflow's phase (as workflows/host.ts reports it). */
+export function fleetPhaseOfHost(phase: string, parkOnLaunch: boolean): FleetPhase | undefined {
+  switch (phase) {
+    case 'allocating':
+    case 'waiting-available':
+      return 'allocating';
+    case 'launching':
+    case 'booting':
+      return parkOnLaunch ? 'pending' : 'launching';
+    case 'ready':
+      return 'ready';
+    case 'replacing-root':
+      return 'replacing';
+    case 'parking':
+    case 'scrubbing':
+      return 'pending';
+    case 'parked':
+      return 'idle';
+    default:
+      return undefined;
   }
 }
 

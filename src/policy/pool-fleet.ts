@@ -85,6 +85,22 @@ export class PoolFleet {
     if (rec.commanded !== 'release') delete rec.commanded;
   }
 
+  /** A host workflow a restarted pool found running (not ready): known before the fleet is planned. */
+  adopt(
+    aws: AwsPoolSettings,
+    workflowId: string,
+    v: { hostId?: string; ageSeconds?: number; scrubbingSeconds?: number },
+    phase: FleetPhase,
+  ): void {
+    this.onPhase(aws, {
+      workflowId,
+      ...(v.hostId ? { host: v.hostId } : {}),
+      phase,
+      ageSeconds: v.ageSeconds ?? 0,
+      scrubbingSeconds: v.scrubbingSeconds ?? 0,
+    });
+  }
+
   onGone(workflowId: string): void {
     const rec = this.state.fleet![workflowId];
     delete this.state.fleet![workflowId];
