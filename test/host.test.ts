@@ -36,7 +36,7 @@ import {
   type PoolControl,
 } from '../workflows/definitions';
 import { ensurePools } from '../src/worker';
-import { eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
+import { recordHistory, eventually, fileConfig, spawnWorker, stack, startWorker, uniqueId } from './helpers';
 import { reconcileScheduleId } from '../workflows/reconciler';
 import type { ReconcileReport } from '../activities/reconcile';
 
@@ -234,6 +234,7 @@ describe('an EC2 Mac host workflow', () => {
     // Its instance's end sent it to scrub; the scrub is not billed in the default reading.
     expect(entry.scrubbingSeconds).toBeGreaterThan(0);
     expect(entry.billedSeconds['minimum-of-metered']).toBe(86400);
+    await recordHistory('host-whole-life', h);
     await noOrphans();
   });
 
@@ -628,6 +629,8 @@ describe('the fleet policy on an AWS pool (park idle hosts, clean after every jo
 
     await wf.signal(retireHostSignal, { reason: 'test done' });
     expect((await wf.result()).phase).toBe('released');
+    await recordHistory('host-clean-park-launch-retire', wf);
+    await recordHistory('pool-aws-fleet', client.workflow.getHandle(poolWorkflowId(FLEET)));
     await noOrphans();
   });
 });

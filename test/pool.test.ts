@@ -21,6 +21,7 @@ import {
   fileConfig,
   freshImage,
   readJobLog,
+  recordHistory,
   stack,
   startWorker,
   uniqueId,
@@ -287,6 +288,8 @@ describe('pool', () => {
       expect.stringMatching(new RegExp(`^operator: host ${held.host} drained`)),
     );
     await ctl({ action: 'uncordon', host: held.host });
+    await recordHistory('pool-drain-across-continue-as-new', pool);
+    await recordHistory('probe-long-hold', long);
   });
 
   it('refuses a bad control with the fix, and changes nothing', async () => {
@@ -330,6 +333,8 @@ describe('pool', () => {
     for (const h of histories) {
       await Worker.runReplayHistory({ workflowBundle: { codePath: stack().bundlePath } }, h.history, h.workflowId);
     }
+    await recordHistory('job-exit-7', handle);
+    await recordHistory('pool-health-cordon', client.workflow.getHandle(poolWorkflowId('health')));
   });
 
   it('continues as new under a burst and loses nothing: every request placed once, no slot handed out twice', async () => {
@@ -436,6 +441,7 @@ describe('pool', () => {
         60_000,
       );
       expect(vmsOnMac2()).not.toContain(first);
+      await recordHistory('job-took-standby', client.workflow.getHandle(jobWorkflowId(result.jobId)));
       expect((await pool.query(poolStateQuery)).decisions!.map((d) => d.what)).toContainEqual(
         expect.stringMatching(new RegExp(`takes standby VM ${first} on mac-2`)),
       );
@@ -540,6 +546,8 @@ describe('pool', () => {
     expect(most).toBe(2);
     const now = await pool.describe();
     expect(now.runId).not.toBe(lostRun);
+    await recordHistory('pool-recovered-after-terminate', pool);
+    await recordHistory('job-across-pool-restart', handles[4]!);
     expect((await pool.query(poolStateQuery)).decisions!.map((d) => d.what)).toContainEqual(
       expect.stringMatching(/^recovered after a restart: \d+ lease\(s\) and \d+ waiting request\(s\)/),
     );

@@ -614,6 +614,10 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     }
     const c = life.command;
     if (life.retireReason || !c) return;
+    // Patch `host-clears-acted-park`: the old code left a park it carried out standing, so once the scrub
+    // was over, parked() took it again: launch, terminate, a second scrub of hours. Histories recorded before
+    // keep that path.
+    if (c.action === 'park' && patched('host-clears-acted-park')) life.command = undefined;
     if (c.action === 'park') enter('parking');
     else if (c.action === 'replace-root') enter('replacing-root');
     else life.command = undefined; // launching a host that runs already: nothing to do
