@@ -41,7 +41,7 @@ async function main() {
   const stateDir = mkdtempSync(join(tmpdir(), 'marina-bench-placement-'));
   const stack = await startDevStack({ stateDir, hosts: 1, headless: true, inMemory: process.env.BENCH_DB !== 'file' });
   // The benchmark pool's hosts are config entries whose SSH port is closed: placement never
-  // touches a host, and their one health check fails at once (one failure does not cordon).
+  // touches a host, and each host workflow's first check fails at once (one failure does not cordon).
   const closedPort = await freePort();
   const raw = parse(readFileSync(stack.configPath, 'utf8')) as {
     pools: Array<Record<string, unknown> & { name: string }>;
@@ -67,12 +67,16 @@ async function main() {
   const running = w.worker.run();
   const pool = w.client.workflow.getHandle(poolWorkflowId('bench'));
   try {
-    // Wait for the pool's first health round (500 quick failures) so it does not overlap the burst.
+    // Wait until every host's workflow runs (each checks its host once, fails, and waits an hour), so
+    // their start does not overlap the burst.
     for (;;) {
-      const s = await pool.query(poolStateQuery);
-      if (s.hosts.every((h) => h.consecutiveHealthFailures > 0)) break;
-      await new Promise((r) => setTimeout(r, 200));
+      const { count } = await w.client.workflow.count(
+        `MarinaPool = 'bench' AND WorkflowType = 'staticHostWorkflow' AND ExecutionStatus = 'Running'`,
+      );
+      if (count >= hostCount) break;
+      await new Promise((r) => setTimeout(r, 500));
     }
+    await new Promise((r) => setTimeout(r, 5000));
     // The floor, on the same server and worker: N bare workflows started at once, each completing
     // in its first task. No design that makes each job a workflow can place jobs faster than this.
     const floorRun = `floor-${Date.now().toString(36)}`;
