@@ -18,6 +18,7 @@ import { startDevStack } from '../src/emulator/dev-stack';
 import { freePort } from '../src/emulator/processes';
 import { loadConfig } from '../src/config/load';
 import { createMarinaWorker } from '../src/worker';
+import { poolStartOptions } from '../src/config/pool-settings';
 import { SA_POOL, poolStateQuery, poolWorkflowId } from '../workflows/definitions';
 import type { PoolView } from '../src/policy/pool-view';
 import { finishProbeSignal, type leaseProbeWorkflow, type ProbeResult } from '../workflows/probe';
@@ -129,6 +130,15 @@ async function main() {
     for (let i = 0; i < items.length; i += n) await Promise.all(items.slice(i, i + n).map((x, j) => fn(x, i + j)));
   };
   try {
+    // A pool that has run a while: recovered (nothing to learn) and its host workflows up, before the load.
+    for (;;) {
+      const s = await pool.query(poolStateQuery);
+      const { count } = await w.client.workflow.count(
+        `MarinaPool = 'scale' AND WorkflowType = 'staticHostWorkflow' AND ExecutionStatus = 'Running'`,
+      );
+      if (!s.recovering && count >= hostCount) break;
+      await sleep(500);
+    }
     const run = Date.now().toString(36);
     const ids = Array.from({ length: slots + queued }, (_, i) => `scale-${run}-${i}`);
     const t0 = Date.now();
@@ -144,6 +154,28 @@ async function main() {
     console.log(
       `${ids.length} jobs submitted: ${slots} running on ${hostCount} hosts x 2, ${queued} queued, in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
     );
+    // The pool workflow is lost (terminated) with the pool full and the queue deep: it comes back when a job
+    // talks to it, and learns every lease and request from the jobs themselves before placing anything.
+    const lost = (await handle.describe()).runId;
+    const r0 = Date.now();
+    await handle.terminate('bench: the pool workflow is lost');
+    await w.client.workflow.start('poolWorkflow', {
+      ...poolStartOptions(
+        config,
+        config.pools.find((p) => p.name === 'scale')!,
+      ),
+      workflowIdConflictPolicy: 'USE_EXISTING',
+    });
+    for (;;) {
+      const s = await pool.query(poolStateQuery);
+      if ((await handle.describe()).runId !== lost && !s.recovering) {
+        console.log(
+          `pool terminated and started again: recovered ${s.running} leases and ${s.queued} queued requests from the jobs in ${((Date.now() - r0) / 1000).toFixed(1)} s`,
+        );
+        break;
+      }
+      await sleep(500);
+    }
     // Waves: release everyone running; the next pool-full is placed; repeat.
     const done = new Set<string>();
     let wave = 0;

@@ -13,6 +13,7 @@ import {
 import type { PoolState } from '../src/domain/pool';
 import type { HostReport, LeaseRequestMsg, PoolMessage, PoolSettings } from '../workflows/definitions';
 import { poolView } from '../src/policy/pool-view';
+import { packState, unpackState } from '../src/policy/pool-snapshot';
 
 const host = (name: string, vm = 2) => ({ name, resources: { vm }, labels: {} });
 
@@ -294,5 +295,24 @@ describe('pool core', () => {
     // A VM reported just now waits out the grace.
     p.feed({ type: 'host-report', report: report(2, ['marina-standby-p-0-2-1']) });
     expect(sent(p.tick()).filter((m) => m.kind === 'reap-vms')).toEqual([]);
+  });
+
+  it('packs its state for continue-as-new into parts far under 256 KB each, and unpacks it whole', () => {
+    const p = harness({ hosts: Array.from({ length: 500 }, (_, i) => host(`mac-${i}`)), queueLimit: 10_000 });
+    const image = `marina-img-${'a'.repeat(64)}`;
+    const ask = (i: number) =>
+      p.request(`job/ci-${i.toString(36)}-${'x'.repeat(8)}`, { client: `ci-${i % 4}`, image, requestedAt: 1_000 + i });
+    for (let i = 0; i < 10_000; i++) ask(i);
+    p.tick(); // 1,000 leases; then the queue fills to its limit again
+    for (let i = 10_000; i < 11_000; i++) ask(i);
+    expect(p.state.leases).toHaveLength(1000);
+    expect(p.state.queue).toHaveLength(10_000);
+    const { packed, parts } = packState(p.state);
+    const sizes = [JSON.stringify(packed), ...parts.map((x) => JSON.stringify(x))].map((x) => x.length);
+    expect(Math.max(...sizes)).toBeLessThan(128 * 1024);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBeLessThan(1024 * 1024);
+    expect(unpackState(JSON.parse(JSON.stringify(packed)), JSON.parse(JSON.stringify(parts)))).toEqual(
+      JSON.parse(JSON.stringify({ ...p.state, outbox: [] })),
+    );
   });
 });

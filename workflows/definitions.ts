@@ -6,6 +6,7 @@ import { defineSignal, defineQuery, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import type { CordonReason, HostSpec, Lease, PoolState, StandbySpec } from '../src/domain/pool';
 import type { PoolView } from '../src/policy/pool-view';
+import type { PackedPoolState } from '../src/policy/pool-snapshot';
 import type { FleetHostPhase } from '../src/policy/fleet';
 import type { BillingMode } from '../src/ec2mac/model';
 import type { JobSpec, Volume } from '../src/domain/job';
@@ -295,8 +296,10 @@ export const leaseHoldingQuery = defineQuery<LeaseHolding>('leaseHolding');
 export interface PoolInput {
   name: string;
   settings: PoolSettings;
-  /** Carried across continue-as-new. */
+  /** Carried across continue-as-new, whole (earlier runs of this release). */
   state?: PoolState;
+  /** Carried across continue-as-new: the state but its queue, leases and outbox, which follow as more arguments. */
+  packed?: PackedPoolState;
 }
 
 export const poolWorkflowId = (pool: string): string => `pool/${pool}`;

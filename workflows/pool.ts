@@ -37,6 +37,7 @@ import {
   type PoolEvent,
 } from '../src/policy/pool-core';
 import { describePool, poolView } from '../src/policy/pool-view';
+import { packState, unpackState, type PoolStatePart } from '../src/policy/pool-snapshot';
 import {
   SA_HOST,
   SA_POOL,
@@ -89,8 +90,10 @@ const STANDING_RETRY_MS = 5 * 60 * 1000;
 /** An idle pool (no lease, no queue) still checks once an hour that its host workflows run. */
 const IDLE_SWEEP_MS = 60 * 60 * 1000;
 
-export async function poolWorkflow(input: PoolInput): Promise<void> {
-  const state: PoolState = input.state ?? { ...newPoolState(input.name), recovering: true };
+export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]): Promise<void> {
+  const state: PoolState = input.packed
+    ? unpackState(input.packed, parts)
+    : (input.state ?? { ...newPoolState(input.name), recovering: true });
   let settings: PoolSettings = input.settings;
   // The hosts as the settings it starts with say (a new run, or settings changed across continue-as-new).
   state.hosts = mergeHosts(state.hosts, settings);
@@ -313,7 +316,9 @@ export async function poolWorkflow(input: PoolInput): Promise<void> {
       // Only child starts (milliseconds) are waited for: deliveries in flight stay in the outbox and go
       // again from the next run (a repeated message is harmless), checks are simply done again.
       await condition(() => starting === 0 && allHandlersFinished());
-      await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, state });
+      // Packed, and its queue, leases and outbox cut into parts: no payload near Temporal's limits.
+      const { packed, parts: next } = packState(state);
+      await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, packed }, ...next);
     }
     let backoff = Infinity;
     for (const e of outbox) if (e.notBefore !== undefined && e.notBefore < backoff) backoff = e.notBefore;

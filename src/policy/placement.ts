@@ -96,6 +96,10 @@ export function placeQueue(
 
   const grants: Grant[] = [];
   const open = new Set(byClient.keys());
+  // Grants only take capacity: a shape (resources and labels) that fitted no host fits none later in this
+  // call. With a full pool and a deep queue this turns requests x hosts into shapes x hosts.
+  const noFit = new Set<string>();
+  const shapeOf = (r: LeaseRequest): string => JSON.stringify([r.resources, r.labels]);
   while (open.size > 0) {
     let client = '';
     let best = Infinity;
@@ -110,8 +114,13 @@ export function placeQueue(
     let placed = false;
     for (let i = 0; i < list.length; i++) {
       const request = list[i]!;
+      const shape = shapeOf(request);
+      if (noFit.has(shape)) continue;
       const host = pickHost(hosts, used, load, request, slack);
-      if (!host) continue;
+      if (!host) {
+        noFit.add(shape);
+        continue;
+      }
       grants.push({ request, host: host.name });
       take(host.name, request.resources, client);
       list.splice(i, 1);

@@ -24,8 +24,11 @@ import {
   type FleetPhase,
   type HostSpec,
   type HostState,
+  type Labels,
   type Lease,
+  type LeaseRequest,
   type PoolState,
+  type Resources,
 } from '../domain/pool';
 import { checkSecurity } from '../domain/security';
 import { poolOfStandbyVm } from '../domain/job';
@@ -202,6 +205,28 @@ export function effectiveAws(
   };
 }
 
+/**
+ * Which jobs wait in a queue, by the queue array itself: a deep queue must not be scanned for every
+ * request that arrives. An array replaced (filtered) gets its index built again on first use.
+ */
+const queueIndex = new WeakMap<readonly LeaseRequest[], Set<string>>();
+function queuedIds(queue: readonly LeaseRequest[]): Set<string> {
+  let ids = queueIndex.get(queue);
+  if (!ids) queueIndex.set(queue, (ids = new Set(queue.map((q) => q.jobWorkflowId))));
+  return ids;
+}
+
+/** whyNeverFits by the host list it was asked of: thousands of requests share a few shapes. */
+const templateHosts = new WeakMap<readonly HostSpec[], HostSpec[]>();
+const neverFitsCache = new WeakMap<readonly HostSpec[], Map<string, string | undefined>>();
+function neverFits(hosts: readonly HostSpec[], want: { resources: Resources; labels: Labels }): string | undefined {
+  let byShape = neverFitsCache.get(hosts);
+  if (!byShape) neverFitsCache.set(hosts, (byShape = new Map()));
+  const key = JSON.stringify([want.resources, want.labels]);
+  if (!byShape.has(key)) byShape.set(key, whyNeverFits(hosts, want));
+  return byShape.get(key);
+}
+
 export function step(state: PoolState, event: PoolEvent, env: PoolEnv): StepResult {
   const core = new Core(state, env);
   const reply = core.handle(event);
@@ -356,13 +381,14 @@ class Core {
       this.send({ kind: 'granted', to: existing.jobWorkflowId, lease: { ...existing } });
       return;
     }
-    if (s.queue.some((q) => q.jobWorkflowId === req.jobWorkflowId)) return;
+    const queued = queuedIds(s.queue);
+    if (queued.has(req.jobWorkflowId)) return;
     const security = checkSecurity(s.name, this.settings.security, { image: req.imageRef, volumes: req.volumes });
     const limit = this.settings.queueLimit ?? DEFAULT_QUEUE_LIMIT;
     const never =
       security.violations.length > 0
         ? security.violations.join('; ')
-        : (whyNeverFits(this.settings.aws ? [...s.hosts, this.settings.aws.template] : s.hosts, req) ??
+        : (neverFits(this.candidates(), req) ??
           (s.queue.length >= limit
             ? `pool ${s.name} has ${s.queue.length} jobs queued, its limit (queueLimit: ${limit}): submit again later, or raise pools[].queueLimit`
             : undefined));
@@ -371,6 +397,7 @@ class Core {
       this.send({ kind: 'refused', to: req.jobWorkflowId, reason: never });
       return;
     }
+    queued.add(req.jobWorkflowId);
     s.queue.push({
       jobWorkflowId: req.jobWorkflowId,
       resources: req.resources,
@@ -384,11 +411,22 @@ class Core {
     });
   }
 
+  /** What a request could ever run on: the hosts, and for an AWS pool a host it could allocate. */
+  private candidates(): readonly HostSpec[] {
+    const aws = this.settings.aws;
+    if (!aws) return this.state.hosts;
+    // One array per (hosts, template) pair, so the whyNeverFits cache holds across requests.
+    let withTemplate = templateHosts.get(this.state.hosts);
+    if (!withTemplate || withTemplate[withTemplate.length - 1] !== aws.template)
+      templateHosts.set(this.state.hosts, (withTemplate = [...this.state.hosts, aws.template]));
+    return withTemplate;
+  }
+
   private release(jobWorkflowId: string): void {
     const s = this.state;
     if (s.standbys) delete s.standbys[jobWorkflowId];
     s.leases = s.leases.filter((l) => l.jobWorkflowId !== jobWorkflowId);
-    s.queue = s.queue.filter((q) => q.jobWorkflowId !== jobWorkflowId);
+    if (queuedIds(s.queue).has(jobWorkflowId)) s.queue = s.queue.filter((q) => q.jobWorkflowId !== jobWorkflowId);
   }
 
   /** A static host's report: applied to that host by name, so a report never lands on another. */
