@@ -56,7 +56,7 @@ async function main() {
     hosts: Array.from({ length: hostCount }, (_, i) => ({ ...mac, name: `idle-${i + 1}` })),
   });
   const configPath = join(stateDir, 'bench.yaml');
-  writeFileSync(configPath, stringify(raw));
+  writeFileSync(configPath, stringify(raw, { aliasDuplicateObjects: false }));
   const config = loadConfig(configPath);
 
   const w = await createMarinaWorker(config);

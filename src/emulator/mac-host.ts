@@ -87,6 +87,10 @@ X11Forwarding no
 MaxSessions 64
 MaxStartups 64:30:128
 ForceCommand ${dir}/login
+# sshd starts the login through the user's shell, and Debian's bash then reads this machine's ~/.bashrc
+# (here: pyenv init, which rehashes under a lock: 200 hosts checked at once stalled the machine). A nested
+# shell level tells bash it was not started by sshd; the emulated Mac's own login sets its environment.
+SetEnv SHLVL=1
 LogLevel ERROR
 `,
   );
