@@ -143,6 +143,8 @@ KbdInteractiveAuthentication no
 AllowTcpForwarding no
 X11Forwarding no
 ForceCommand $d/login
+# Not this machine's ~/.bashrc (see mac-host.ts): the VM's login sets its own environment.
+SetEnv SHLVL=1
 LogLevel ERROR
 CONF
   mkdir -p /run/sshd
