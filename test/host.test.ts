@@ -531,13 +531,20 @@ describe("a host's reports to its pool", () => {
       cordon: { delivered: true },
     });
 
-    // Restarted again while the host has nothing left to send: the new pool knows nothing of it until it asks.
+    // Restarted again while the host has nothing left to send: the new run finds the host workflow itself
+    // (recovery: its hostState), serves it again, and asks it to report (resendReport): drained.
     await pool.terminate('test: restart');
     await ensurePools(client, config);
-    await eventually('the new pool run to answer', async () => (await pool.query(poolStateQuery)).name === REPORTS);
-    expect(await listed()).toBeUndefined();
+    await eventually(
+      'the new pool run to list the host again, drained',
+      async () => (await listed())?.cordoned === 'drain',
+      30_000,
+    );
+    expect((await pool.query(poolStateQuery)).decisions!.map((d) => d.what)).toContainEqual(
+      expect.stringMatching(/^recovered after a restart: .* [1-9]\d* host workflow\(s\) asked to report again/),
+    );
+    // Asked again by hand, it answers the same.
     await h.signal(resendReportSignal);
-    await eventually('the pool to list the host again, drained', async () => (await listed())?.cordoned === 'drain');
 
     await h.signal(retireHostSignal, { reason: 'test done' });
     expect((await h.result()).phase).toBe('released');
