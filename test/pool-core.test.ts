@@ -311,6 +311,8 @@ describe('pool core', () => {
     const sizes = [JSON.stringify(packed), ...parts.map((x) => JSON.stringify(x))].map((x) => x.length);
     expect(Math.max(...sizes)).toBeLessThan(128 * 1024);
     expect(sizes.reduce((a, b) => a + b, 0)).toBeLessThan(1024 * 1024);
+    // The state query of this pool (500 hosts, 1,000 leases, 10,000 queued) stays under 256 KB too.
+    expect(JSON.stringify(poolView(p.state, 0)).length).toBeLessThan(200 * 1024);
     expect(unpackState(JSON.parse(JSON.stringify(packed)), JSON.parse(JSON.stringify(parts)))).toEqual(
       JSON.parse(JSON.stringify({ ...p.state, outbox: [] })),
     );

@@ -83,6 +83,8 @@ const OUTBOX_BATCH = 500;
 const OUTBOX_ATTEMPTS = 5;
 /** Parked messages kept for the query and details. */
 const PARKED_KEPT = 20;
+/** Workflow ids per closed-workflow check (~25 bytes each). */
+const CHECK_SLICE = 2000;
 /** Messages to jobs; the rest go to the pool's own host and standby workflows. */
 const JOB_MESSAGES = new Set(['granted', 'refused', 'revoked']);
 /** A standing message (to a host or standby workflow) given up on is tried again this often. */
@@ -268,8 +270,9 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
     lastCheck = Date.now();
     try {
       const ids = workflowsToCheck(state, Date.now());
-      if (ids.length > 0) {
-        const closed = await findClosedWorkflows(ids);
+      // In slices: 10,000 queued ids in one activity input would near Temporal's 256 KB payload warning.
+      for (let i = 0; i < ids.length; i += CHECK_SLICE) {
+        const closed = await findClosedWorkflows(ids.slice(i, i + CHECK_SLICE));
         if (closed.length > 0) feed({ type: 'workflows-closed', ids: closed });
       }
     } catch {

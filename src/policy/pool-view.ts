@@ -6,7 +6,7 @@ import type { PoolState } from '../domain/pool';
 
 /** Queued requests and leases listed in the query; the counts give the rest. */
 export const VIEW_QUEUE = 100;
-export const VIEW_LEASES = 1000;
+export const VIEW_LEASES = 500;
 const DETAIL_HOSTS = 20;
 
 export interface PoolView extends Omit<PoolState, 'outbox'> {
