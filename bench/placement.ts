@@ -110,14 +110,10 @@ async function main() {
       }),
     );
     const tSubmitted = Date.now();
-    // All placed when the pool holds N leases.
-    let placedAt = 0;
+    // All placed when the pool holds N leases (the query lists only the first ones: count `running`).
     for (;;) {
       const s = await pool.query(poolStateQuery);
-      if (s.leases.length >= jobs) {
-        placedAt = Math.max(...s.leases.map((l) => l.grantedAt));
-        break;
-      }
+      if (s.running >= jobs) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     const placed = await historyEvents(w.client, poolWorkflowId('bench'));
@@ -128,12 +124,14 @@ async function main() {
     // Every lease back before counting the release signals.
     for (;;) {
       const s = await pool.query(poolStateQuery);
-      if (s.leases.length === 0) break;
+      if (s.running === 0) break;
       await new Promise((r) => setTimeout(r, 100));
     }
     const after = await historyEvents(w.client, poolWorkflowId('bench'));
 
     const latency = results.map((r, i) => r.receivedAt - submitted.get(ids[i]!)!);
+    // The pool's grant time of the last lease, from the probes themselves.
+    const placedAt = Math.max(...results.map((r) => r.grantedAt));
     const hosts = new Set(results.map((r) => r.host));
     const perHost = new Map<string, number>();
     for (const r of results) perHost.set(r.host, (perHost.get(r.host) ?? 0) + 1);
