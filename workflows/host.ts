@@ -38,6 +38,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
+import { fleetPhaseOfHost } from '../src/policy/pool-fleet';
 import { MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
 import {
   HOST_NOT_FOUND,
@@ -49,7 +50,6 @@ import {
   type NotFoundStreak,
 } from '../src/ec2mac/errors';
 import type { CordonReason, HostSpec } from '../src/domain/pool';
-import type { FleetHostPhase } from '../src/policy/fleet';
 import {
   SA_HOST,
   SA_HOST_STATE,
@@ -181,29 +181,6 @@ function activityFailure(e: unknown): ApplicationFailure | undefined {
   return cause instanceof ApplicationFailure ? cause : undefined;
 }
 
-/** How the pool's fleet policy sees each phase (src/policy/fleet.ts). */
-function fleetPhase(p: HostPhase, parkOnLaunch: boolean): FleetHostPhase | undefined {
-  switch (p) {
-    case 'allocating':
-    case 'waiting-available':
-      return 'allocating';
-    case 'launching':
-    case 'booting':
-      return parkOnLaunch ? 'pending' : 'launching';
-    case 'ready':
-      return 'ready';
-    case 'replacing-root':
-      return 'replacing';
-    case 'parking':
-    case 'scrubbing':
-      return 'pending';
-    case 'parked':
-      return 'idle';
-    default:
-      return undefined;
-  }
-}
-
 const LIVE: ReadonlySet<HostPhase> = new Set<HostPhase>([
   'waiting-available',
   'launching',
@@ -330,7 +307,7 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
         (life.command ? ` · ${life.command.action}: ${life.command.reason}` : '') +
         (life.retireReason ? ` · retiring: ${life.retireReason}` : ''),
     );
-    const fleet = fleetPhase(phase, life.parkOnLaunch === true);
+    const fleet = fleetPhaseOfHost(phase, life.parkOnLaunch === true);
     // `ready` is announced with the host's endpoint (hostReady); gone with hostGone.
     if (fleet && fleet !== 'ready' && life.allocatedAt !== undefined) {
       const report = {
@@ -722,7 +699,7 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
         },
       });
     } else {
-      const fleet = fleetPhase(life.phase, life.parkOnLaunch === true);
+      const fleet = fleetPhaseOfHost(life.phase, life.parkOnLaunch === true);
       if (fleet && fleet !== 'ready')
         setReport(r, 'status', {
           kind: 'phase',

@@ -21,7 +21,6 @@
  */
 import {
   type Decision,
-  type FleetPhase,
   type HostSpec,
   type HostState,
   type Labels,
@@ -35,7 +34,7 @@ import { poolOfStandbyVm } from '../domain/job';
 import { pickModifier, pickStandby, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from './placement';
 import { prePullKey, prePullsDue } from './prepull';
 import { capacityAt, scheduleErrors } from './schedule';
-import { PoolFleet, type FleetPhaseReport } from './pool-fleet';
+import { PoolFleet, fleetPhaseOfHost, type FleetPhaseReport } from './pool-fleet';
 import type {
   AwsPoolSettings,
   HostReport,
@@ -845,29 +844,6 @@ class Core {
               .join(', ')
         : 'no capacity schedule applies: the configured capacity',
     );
-  }
-}
-
-/** How the fleet policy sees an EC2 host workflow's phase (as workflows/host.ts reports it). */
-export function fleetPhaseOfHost(phase: string, parkOnLaunch: boolean): FleetPhase | undefined {
-  switch (phase) {
-    case 'allocating':
-    case 'waiting-available':
-      return 'allocating';
-    case 'launching':
-    case 'booting':
-      return parkOnLaunch ? 'pending' : 'launching';
-    case 'ready':
-      return 'ready';
-    case 'replacing-root':
-      return 'replacing';
-    case 'parking':
-    case 'scrubbing':
-      return 'pending';
-    case 'parked':
-      return 'idle';
-    default:
-      return undefined;
   }
 }
 

@@ -264,3 +264,26 @@ export class PoolFleet {
     if (rec.host) this.state.hosts = this.state.hosts.filter((h) => h.name !== rec.host || !h.dynamic);
   }
 }
+
+/** How the fleet policy sees an EC2 host workflow's phase (workflows/host.ts reports it with this mapping). */
+export function fleetPhaseOfHost(phase: string, parkOnLaunch: boolean): FleetPhase | undefined {
+  switch (phase) {
+    case 'allocating':
+    case 'waiting-available':
+      return 'allocating';
+    case 'launching':
+    case 'booting':
+      return parkOnLaunch ? 'pending' : 'launching';
+    case 'ready':
+      return 'ready';
+    case 'replacing-root':
+      return 'replacing';
+    case 'parking':
+    case 'scrubbing':
+      return 'pending';
+    case 'parked':
+      return 'idle';
+    default:
+      return undefined;
+  }
+}
