@@ -4,23 +4,10 @@
  */
 import { isJobVm, poolOfStandbyVm } from '../domain/job';
 import { UNHEALTHY_AFTER_FAILURES } from './placement';
+import type { HostReport } from '../../workflows/definitions';
 
-/**
- * What the pool hears of a host; the same shape as `HostReport` in workflows/definitions.ts, the
- * contract (restated here because policy imports no workflow code).
- */
-export interface HostReport {
-  host: string;
-  workflowId: string;
-  healthy: boolean;
-  /** Consecutive failed checks. */
-  failures: number;
-  error?: string;
-  images: string[];
-  vms: string[];
-  /** Grows with each report that is due. */
-  seq: number;
-}
+/** What the pool hears of a host: the contract's shape (a type only; policy runs no workflow code). */
+export type { HostReport };
 
 /** One look at a host: did it answer, and what VMs does its hypervisor list. */
 export interface HostCheck {
