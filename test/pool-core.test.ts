@@ -6,13 +6,13 @@ import {
   DECISIONS_KEPT,
   newPoolState,
   step,
-  validateControl,
   type PoolCommand,
   type PoolEvent,
 } from '../src/policy/pool-core';
 import type { PoolState } from '../src/domain/pool';
 import type { HostReport, LeaseRequestMsg, PoolMessage, PoolSettings } from '../workflows/definitions';
 import { poolView } from '../src/policy/pool-view';
+import { validateControl } from '../src/policy/pool-controls';
 import { packState, unpackState } from '../src/policy/pool-snapshot';
 
 const host = (name: string, vm = 2) => ({ name, resources: { vm }, labels: {} });

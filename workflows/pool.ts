@@ -31,12 +31,12 @@ import {
   mergeHosts,
   newPoolState,
   step,
-  validateControl,
   workflowsToCheck,
   type PoolCommand,
   type PoolEvent,
 } from '../src/policy/pool-core';
 import { describePool, poolView } from '../src/policy/pool-view';
+import { validateControl } from '../src/policy/pool-controls';
 import { packState, unpackState, type PoolStatePart } from '../src/policy/pool-snapshot';
 import {
   SA_HOST,

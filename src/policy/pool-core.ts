@@ -33,7 +33,8 @@ import { checkSecurity } from '../domain/security';
 import { poolOfStandbyVm } from '../domain/job';
 import { pickModifier, pickStandby, placeQueue, whyNeverFits, UNHEALTHY_AFTER_FAILURES } from './placement';
 import { prePullKey, prePullsDue } from './prepull';
-import { capacityAt, scheduleErrors } from './schedule';
+import { capacityAt } from './schedule';
+import { effectiveAws } from './pool-controls';
 import { PoolFleet, fleetPhaseOfHost, type FleetPhaseReport } from './pool-fleet';
 import type {
   AwsPoolSettings,
@@ -125,83 +126,6 @@ export interface StepResult {
 
 export function newPoolState(name: string): PoolState {
   return { name, hosts: [], leases: [], queue: [] };
-}
-
-/** Throws an Error whose message names the field and the fix, for a control the pool cannot take. */
-export function validateControl(state: PoolState, settings: PoolSettings, c: PoolControl): void {
-  const hostNamed = (host: string): HostState => {
-    const h = state.hosts.find((x) => x.name === host);
-    if (!h)
-      throw new Error(
-        `no host "${host}" in pool ${state.name}; hosts: ${state.hosts.map((x) => x.name).join(', ') || '(none)'}`,
-      );
-    return h;
-  };
-  switch (c.action) {
-    case 'pause':
-    case 'resume':
-      return;
-    case 'cordon':
-    case 'uncordon':
-    case 'drain':
-      hostNamed(c.host);
-      return;
-    case 'retire': {
-      if (Object.values(state.fleet ?? {}).some((r) => r.host === c.host && r.commanded !== 'release')) return;
-      if (!hostNamed(c.host).dynamic)
-        throw new Error(
-          `host "${c.host}" is an on-prem host of pool ${state.name}: remove it from the config to retire it, or drain it`,
-        );
-      return;
-    }
-    case 'capacity': {
-      if (!settings.aws)
-        throw new Error(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
-      for (const k of ['minHosts', 'maxHosts', 'headroomSlots'] as const) {
-        const v = c[k];
-        if (v !== undefined && (!Number.isInteger(v) || v < 0))
-          throw new Error(`${k}: must be a whole number ≥ 0, got ${String(v)}`);
-      }
-      const next = effectiveAws(state, settings.aws, Date.now(), { ...state.capacity, ...c });
-      if (next.maxHosts < 1) throw new Error(`maxHosts: must be at least 1, got ${next.maxHosts}`);
-      if (next.minHosts > next.maxHosts)
-        throw new Error(
-          `minHosts ${next.minHosts} exceeds maxHosts ${next.maxHosts}: lower minHosts or raise maxHosts`,
-        );
-      return;
-    }
-    case 'schedules': {
-      if (!settings.aws)
-        throw new Error(`pool ${state.name} has no aws section: its capacity is the hosts in its config`);
-      if (c.schedules === null) return;
-      const errors = scheduleErrors(c.schedules);
-      if (errors.length > 0) throw new Error(errors.join('; '));
-      return;
-    }
-    default:
-      throw new Error(
-        `unknown action "${(c as { action: string }).action}"; use pause, resume, cordon, uncordon, drain, retire, capacity or schedules`,
-      );
-  }
-}
-
-/** The capacity in force: the config's, then the schedule's (the last matching period), then a planner's override. */
-export function effectiveAws(
-  state: PoolState,
-  aws: AwsPoolSettings,
-  now: number,
-  over = state.capacity,
-): AwsPoolSettings {
-  const sched = capacityAt(state.schedules ?? aws.schedules ?? [], new Date(now));
-  return {
-    ...aws,
-    ...(sched?.minHosts !== undefined ? { minHosts: sched.minHosts } : {}),
-    ...(sched?.maxHosts !== undefined ? { maxHosts: sched.maxHosts } : {}),
-    ...(sched?.headroomSlots !== undefined ? { headroomSlots: sched.headroomSlots } : {}),
-    ...(over?.minHosts !== undefined ? { minHosts: over.minHosts } : {}),
-    ...(over?.maxHosts !== undefined ? { maxHosts: over.maxHosts } : {}),
-    ...(over?.headroomSlots !== undefined ? { headroomSlots: over.headroomSlots } : {}),
-  };
 }
 
 /**
