@@ -12,6 +12,8 @@ import { shq, type SshConnection } from './ssh/connection';
 import type { ActivityContext, VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 import { logChunkKey, logObjectKey } from '../src/logs/keys';
+import { SecretMasker } from '../src/logs/mask';
+import { checkJobId, checkVmRef, invalidInput } from './inputs';
 
 export interface RunRequest {
   id: string;
@@ -31,22 +33,57 @@ export interface RunResult {
 }
 
 interface RunProgress {
+  /** Bytes of the script's own log followed so far. */
   offset: number;
+  /**
+   * Where those bytes end in the masked log that is uploaded (chunks are keyed by it). Absent in progress
+   * recorded before masking existed, when the two were the same.
+   */
+  masked?: number;
 }
 
 // Exit code of the follow loop when the runner died without writing a status (the VM crashed).
 const RUNNER_LOST = 3;
 const FLUSH_MS = 500;
 
-export const jobDir = (jobId: string): string => `$HOME/.marina/jobs/${jobId}`;
+/** The job's directory in the VM, as a shell word: `$HOME` expands, the id is quoted. */
+export const jobDir = (jobId: string): string => `"$HOME"/.marina/jobs/${shq(checkJobId(jobId))}`;
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The run request is checked here too: its names become shell words and paths in the VM. */
+function checkRunRequest(req: RunRequest): void {
+  checkJobId(req.id, 'req.id');
+  for (const [field, map] of [
+    ['env', req.env],
+    ['secrets', req.secrets],
+  ] as const)
+    for (const k of Object.keys(map ?? {}))
+      if (!ENV_NAME.test(k)) throw invalidInput(`${field} name`, k, 'a variable name is letters, digits and "_"');
+  if (typeof req.timeoutSeconds !== 'number' || !(req.timeoutSeconds > 0) || !Number.isFinite(req.timeoutSeconds))
+    throw invalidInput('timeoutSeconds', req.timeoutSeconds, 'a positive number of seconds');
+}
+
+/** The values of the job's secrets, which the log must not show (resolved here, never stored). */
+function secretValues(ctx: ActivityContext, req: RunRequest): string[] {
+  return Object.values(req.secrets).flatMap((ref) => {
+    const secretRef = ctx.config.secrets[ref];
+    return secretRef ? [ctx.secret(secretRef, `secret ${ref}`)] : [];
+  });
+}
 
 export function runActivities(ctx: ActivityContext) {
   return {
     async runScript(target: VmRef & { ip: string }, req: RunRequest): Promise<RunResult> {
+      checkVmRef(target);
+      checkRunRequest(req);
       const actx = Context.current();
-      const resumeFrom = (actx.info.heartbeatDetails as RunProgress | undefined)?.offset ?? 0;
+      const progress = actx.info.heartbeatDetails as RunProgress | undefined;
+      const resumeFrom = progress?.offset ?? 0;
       const vm = await ctx.vmConnection(target, target.ip);
       const dir = jobDir(req.id);
+      // Resumed only where the last attempt held nothing back, so a fresh masker continues it exactly.
+      const masker = new SecretMasker(secretValues(ctx, req));
 
       const launch = await vm.run('bash -s', { stdin: launchScript(ctx, req) });
       const attached = launch.includes('ATTACHED');
@@ -54,27 +91,39 @@ export function runActivities(ctx: ActivityContext) {
       const logs = ctx.logsLocation;
       const s3 = ctx.s3(logs);
       let offset = resumeFrom;
+      /** Masked bytes not yet uploaded, where they start in the masked log, and the raw offset they end at. */
       let pending: Buffer[] = [];
-      let pendingStart = offset;
+      let pendingStart = progress?.masked ?? resumeFrom;
+      let pendingEnd = pendingStart;
+      let rawDecided = resumeFrom;
+      let uploaded: RunProgress = { offset: resumeFrom, masked: pendingStart };
       let flushing: Promise<void> = Promise.resolve();
+      const take = (masked: Buffer) => {
+        if (masked.length > 0) pending.push(masked);
+        pendingEnd += masked.length;
+        rawDecided = offset - masker.held;
+      };
       const flush = () => {
         if (pending.length === 0) return flushing;
         const body = Buffer.concat(pending);
         const start = pendingStart;
+        const upTo: RunProgress = { offset: rawDecided, masked: pendingEnd };
         pending = [];
-        pendingStart = start + body.length;
+        pendingStart = pendingEnd;
         flushing = flushing.then(async () => {
-          // Chunks are keyed by byte offset: a re-attach that re-sends bytes overwrites or overlaps, never reorders.
+          // Chunks are keyed by masked byte offset: a re-attach that re-sends bytes overwrites or overlaps with
+          // the same bytes, never reorders.
           await s3.send(
             new PutObjectCommand({ Bucket: logs.bucket, Key: logChunkKey(logs, req.id, start), Body: body }),
           );
-          actx.heartbeat({ offset: start + body.length } satisfies RunProgress);
+          uploaded = upTo;
+          actx.heartbeat(upTo satisfies RunProgress);
         });
         return flushing;
       };
       const timer = setInterval(() => {
         void flush();
-        actx.heartbeat({ offset: pendingStart } satisfies RunProgress);
+        actx.heartbeat(uploaded satisfies RunProgress);
       }, FLUSH_MS);
 
       let cancelled = false;
@@ -84,14 +133,15 @@ export function runActivities(ctx: ActivityContext) {
       actx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
       let follow;
       try {
-        follow = await vm.exec(`bash -s -- "${dir}" ${offset}`, {
+        follow = await vm.exec(`bash -s -- ${dir} ${offset}`, {
           stdin: FOLLOW_SCRIPT,
           signal: actx.cancellationSignal,
           onStdout: (d) => {
-            pending.push(d);
             offset += d.length;
+            take(masker.push(d));
           },
         });
+        if (follow.code === 0) take(masker.end());
         await flush();
       } finally {
         clearInterval(timer);
@@ -108,7 +158,7 @@ export function runActivities(ctx: ActivityContext) {
       if (cancelled) {
         // Stop the script itself, not just our view of it; cleanup then destroys the VM.
         await stopScript(vm, dir).catch(() => undefined);
-        await uploadFullLog(ctx, vm, req.id).catch(() => undefined);
+        await uploadFullLog(ctx, vm, req.id, masker).catch(() => undefined);
         throw new CancelledFailure('job cancelled: script stopped');
       }
       if (follow.code === RUNNER_LOST) {
@@ -125,7 +175,7 @@ export function runActivities(ctx: ActivityContext) {
         .trim()
         .split('\n');
       const exitCode = Number(status[0]);
-      const key = await uploadFullLog(ctx, vm, req.id);
+      const key = await uploadFullLog(ctx, vm, req.id, masker);
       return {
         exitCode: Number.isFinite(exitCode) ? exitCode : -1,
         timedOut: status.includes('TIMEOUT'),
@@ -137,12 +187,18 @@ export function runActivities(ctx: ActivityContext) {
   };
 }
 
-async function uploadFullLog(ctx: ActivityContext, vm: SshConnection, jobId: string): Promise<string> {
+async function uploadFullLog(
+  ctx: ActivityContext,
+  vm: SshConnection,
+  jobId: string,
+  masker: SecretMasker,
+): Promise<string> {
   const logs = ctx.logsLocation;
   // Collected as raw bytes: a build log is not always valid UTF-8.
   const chunks: Buffer[] = [];
   await vm.run(`cat ${jobDir(jobId)}/log`, { onStdout: (d) => chunks.push(d) });
-  const body = Buffer.concat(chunks);
+  // Masked in one pass: the same bytes as the streamed chunks, which a follower already printed.
+  const body = masker.maskWhole(Buffer.concat(chunks));
   const key = logObjectKey(logs, jobId);
   await ctx
     .s3(logs)
@@ -182,7 +238,7 @@ function launchScript(ctx: ActivityContext, req: RunRequest): string {
     .join('\n');
   const dir = jobDir(req.id);
   return `set -eu
-d="${dir}"
+d=${dir}
 mkdir -p "$d"
 if [ -d "$d/started" ]; then echo ATTACHED; exit 0; fi
 umask 077

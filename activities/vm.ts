@@ -6,6 +6,7 @@ import type { Volume } from '../src/domain/job';
 import { cachedImageName } from './images';
 import type { ActivityContext, VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
+import { checkDigest, checkVmRef } from './inputs';
 
 export function vmActivities(ctx: ActivityContext) {
   return {
@@ -18,6 +19,8 @@ export function vmActivities(ctx: ActivityContext) {
       /** `tart run` options from the host's resource modifier the lease holds. */
       runArgs: string[] = [],
     ): Promise<{ ip: string }> {
+      checkVmRef(target);
+      checkDigest(image.digest, 'image.digest');
       const actx = Context.current();
       const pool = ctx.pool(target.pool);
       const driver = await ctx.driver(target);
@@ -77,6 +80,7 @@ export function vmActivities(ctx: ActivityContext) {
     },
 
     async destroyVm(target: VmRef): Promise<{ existed: boolean }> {
+      checkVmRef(target);
       ctx.ssh.drop(`vm ${target.vm} on ${target.host}`);
       const driver = await ctx.driver(target);
       const existed = await driver.destroy(target.vm);

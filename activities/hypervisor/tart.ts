@@ -57,14 +57,14 @@ export class TartDriver implements HypervisorDriver {
     if (!state) throw new TartError(`cannot start ${vm}: it does not exist`);
     if (state.running) return;
     // `tart run` stays in the foreground for the VM's life: detach it from the SSH session.
-    const log = `$HOME/.marina/vms/${vm}.log`;
+    const log = `"$HOME"/.marina/vms/${shq(`${vm}.log`)}`;
     const dirs = (opts.dirs ?? [])
       .map((d) => `${shq(`--dir=${d.name}:${d.path}${d.readOnly ? ':ro' : ''}`)} `)
       .join('');
     const extra = (opts.args ?? []).map((a) => `${shq(a)} `).join('');
     await this.ssh.run(
-      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${dirs}${extra}${shq(vm)} >"${log}" 2>&1 </dev/null & sleep 0.2; ` +
-        `if ! kill -0 $! 2>/dev/null; then wait $!; rc=$?; [ $rc = 2 ] && exit 0; tail -n 5 "${log}" >&2; exit $rc; fi`,
+      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${dirs}${extra}${shq(vm)} >${log} 2>&1 </dev/null & sleep 0.2; ` +
+        `if ! kill -0 $! 2>/dev/null; then wait $!; rc=$?; [ $rc = 2 ] && exit 0; tail -n 5 ${log} >&2; exit $rc; fi`,
     );
   }
 

@@ -1,0 +1,153 @@
+/**
+ * Security: each test is the attack it stops (README, "Threat model"). On the real stack: dev server,
+ * S3, emulated hosts and VMs over SSH.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import { followLog, startJob } from '../src/client/jobs';
+import type { LoadedConfig } from '../src/config/load';
+import { SEED_IMAGE } from '../src/emulator/seed-image';
+import { ActivityContext } from '../activities/context';
+import { runActivities } from '../activities/run';
+import { vmActivities } from '../activities/vm';
+import { fileConfig, hostDirs, leftoverVms, readJobLog, stack, startWorker, uniqueId } from './helpers';
+
+const POOL = 'security';
+// The refusals below are expected: keep their stack traces out of the test output.
+const quiet = { logger: new DefaultLogger('ERROR', () => undefined) };
+const SECRET = 'hunter2-PRINTED-by-the-script';
+let config: LoadedConfig;
+let client: Client;
+let stopWorker: () => Promise<void>;
+
+beforeAll(async () => {
+  config = fileConfig(POOL, (raw) => {
+    raw.secrets['printed-token'] = { file: 'secrets/printed-token' };
+  });
+  writeFileSync(join(stack().stateDir, 'secrets', 'printed-token'), `${SECRET}\n`);
+  const started = await startWorker(config);
+  client = started.w.client;
+  stopWorker = started.stop;
+});
+
+afterAll(async () => {
+  await stopWorker?.();
+});
+
+const job = (over: Record<string, unknown> = {}) => ({
+  id: uniqueId('sec'),
+  pool: POOL,
+  image: SEED_IMAGE,
+  script: 'echo hello',
+  timeoutSeconds: 120,
+  ...over,
+});
+
+describe('a secret the script prints', () => {
+  it('appears as *** in the streamed and the stored log, even cut across output writes', async () => {
+    const spec = job({
+      // Printed whole, then in two writes a moment apart (so they reach the log in two reads), then twice on a line.
+      script:
+        'echo "token: $TOKEN"; printf "split: %s" "${TOKEN:0:7}"; sleep 0.7; printf "%s\\n" "${TOKEN:7}"; echo "$TOKEN$TOKEN end"',
+      secrets: { TOKEN: 'printed-token' },
+    });
+    const handle = await startJob(client, config, spec);
+    const streamed: Buffer[] = [];
+    await followLog(config, spec.id, (b) => streamed.push(b), handle.result(), 100);
+    const r = await handle.result();
+    const expected = 'token: ***\nsplit: ***\n****** end\n';
+    expect(await readJobLog(config, r.log.key)).toBe(expected);
+    expect(Buffer.concat(streamed).toString()).toBe(expected);
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
+});
+
+describe('activities refuse crafted inputs themselves', () => {
+  // A caller that skips the workflow's checks (a forged workflow on the task queue, a bug) calls the activity
+  // directly. The hosts record every command they are sent: nothing may reach them.
+  const sessions = () => hostDirs().map((h) => join(h, 'sessions'));
+  const recorded = () =>
+    sessions().flatMap((d) => (existsSync(d) ? readdirSync(d).map((f) => readFileSync(join(d, f), 'latin1')) : []));
+  const witness = () => hostDirs().map((h) => join(h, 'home', 'pwned'));
+  let ctx: ActivityContext;
+  beforeAll(() => {
+    ctx = new ActivityContext(config, client);
+    for (const d of sessions()) mkdirSync(d, { recursive: true });
+  });
+  afterAll(async () => {
+    for (const d of sessions()) rmSync(d, { recursive: true, force: true });
+    await ctx.close();
+  });
+  const host = () => config.pools.find((p) => p.name === POOL)!.hosts[0]!.name;
+  const image = { ref: SEED_IMAGE, digest: `sha256:${'a'.repeat(64)}`, size: 1, dataBytes: 1 };
+
+  const attacks: Array<[string, () => Promise<unknown>]> = [
+    [
+      'a VM name with a command substitution, to boot',
+      () =>
+        new MockActivityEnvironment(quiet).run(
+          vmActivities(ctx).bootVm,
+          { pool: POOL, host: host(), vm: 'marina-$(touch${IFS}pwned)', jobId: 'x' },
+          image,
+          {},
+        ),
+    ],
+    [
+      'an image digest that climbs out of the cache, to boot',
+      () =>
+        new MockActivityEnvironment(quiet).run(
+          vmActivities(ctx).bootVm,
+          { pool: POOL, host: host(), vm: 'marina-ok', jobId: 'ok' },
+          { ...image, digest: 'sha256:../../../tmp/x' },
+          {},
+        ),
+    ],
+    [
+      'a job id with a quote and a command, to run',
+      () =>
+        new MockActivityEnvironment(quiet).run(
+          runActivities(ctx).runScript,
+          { pool: POOL, host: host(), vm: 'marina-ok', jobId: 'ok', ip: '127.0.0.1' },
+          {
+            id: `ok"; touch pwned; echo "`,
+            script: 'true',
+            env: {},
+            secrets: {},
+            timeoutSeconds: 10,
+          },
+        ),
+    ],
+    [
+      'an environment variable name that is a command, to run',
+      () =>
+        new MockActivityEnvironment(quiet).run(
+          runActivities(ctx).runScript,
+          { pool: POOL, host: host(), vm: 'marina-ok', jobId: 'ok', ip: '127.0.0.1' },
+          { id: 'ok', script: 'true', env: { 'X=1; touch pwned; Y': '1' }, secrets: {}, timeoutSeconds: 10 },
+        ),
+    ],
+    [
+      'a VM name with a semicolon, to destroy',
+      () =>
+        new MockActivityEnvironment(quiet).run(vmActivities(ctx).destroyVm, {
+          pool: POOL,
+          host: host(),
+          vm: 'marina-x; touch pwned',
+          jobId: 'x',
+        }),
+    ],
+  ];
+  for (const [name, attack] of attacks) {
+    it(`refuses ${name}, sending nothing to any host`, async () => {
+      const before = recorded().length;
+      const err = (await attack().catch((e: unknown) => e)) as { type?: string; nonRetryable?: boolean };
+      expect(err).toMatchObject({ type: 'InvalidActivityInput', nonRetryable: true });
+      expect(recorded().length).toBe(before);
+      expect(witness().filter(existsSync)).toEqual([]);
+    });
+  }
+});
