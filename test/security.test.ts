@@ -89,7 +89,7 @@ describe('activities refuse crafted inputs themselves', () => {
     [
       'a VM name with a command substitution, to boot',
       () =>
-        new MockActivityEnvironment(quiet).run(
+        new MockActivityEnvironment(undefined, quiet).run(
           vmActivities(ctx).bootVm,
           { pool: POOL, host: host(), vm: 'marina-$(touch${IFS}pwned)', jobId: 'x' },
           image,
@@ -99,7 +99,7 @@ describe('activities refuse crafted inputs themselves', () => {
     [
       'an image digest that climbs out of the cache, to boot',
       () =>
-        new MockActivityEnvironment(quiet).run(
+        new MockActivityEnvironment(undefined, quiet).run(
           vmActivities(ctx).bootVm,
           { pool: POOL, host: host(), vm: 'marina-ok', jobId: 'ok' },
           { ...image, digest: 'sha256:../../../tmp/x' },
@@ -109,7 +109,7 @@ describe('activities refuse crafted inputs themselves', () => {
     [
       'a job id with a quote and a command, to run',
       () =>
-        new MockActivityEnvironment(quiet).run(
+        new MockActivityEnvironment(undefined, quiet).run(
           runActivities(ctx).runScript,
           { pool: POOL, host: host(), vm: 'marina-ok', jobId: 'ok', ip: '127.0.0.1' },
           {
@@ -124,7 +124,7 @@ describe('activities refuse crafted inputs themselves', () => {
     [
       'an environment variable name that is a command, to run',
       () =>
-        new MockActivityEnvironment(quiet).run(
+        new MockActivityEnvironment(undefined, quiet).run(
           runActivities(ctx).runScript,
           { pool: POOL, host: host(), vm: 'marina-ok', jobId: 'ok', ip: '127.0.0.1' },
           { id: 'ok', script: 'true', env: { 'X=1; touch pwned; Y': '1' }, secrets: {}, timeoutSeconds: 10 },
@@ -133,7 +133,7 @@ describe('activities refuse crafted inputs themselves', () => {
     [
       'a VM name with a semicolon, to destroy',
       () =>
-        new MockActivityEnvironment(quiet).run(vmActivities(ctx).destroyVm, {
+        new MockActivityEnvironment(undefined, quiet).run(vmActivities(ctx).destroyVm, {
           pool: POOL,
           host: host(),
           vm: 'marina-x; touch pwned',
