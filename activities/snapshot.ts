@@ -6,6 +6,17 @@ import { shq } from './ssh/connection';
 import { helperFailure, hostHelper, hostPaths, imageStore } from './images';
 import type { ActivityContext, VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
+import { ApplicationFailure } from '@temporalio/common';
+import { checkSecurity } from '../src/domain/security';
+import { checkVmRef, invalidInput } from './inputs';
+import { isImageRef } from '../src/domain/job';
+
+/** Who asks for the snapshot: what the pool's snapshot rules look at. */
+export interface SnapshotRequester {
+  client?: string;
+  /** The names of the secrets the job received. */
+  secrets: string[];
+}
 
 export function snapshotActivities(ctx: ActivityContext) {
   return {
@@ -13,7 +24,27 @@ export function snapshotActivities(ctx: ActivityContext) {
      * Idempotent: a retry hashes the disk again and finds in the store every pack an earlier attempt
      * stored (each pack's index is written as soon as the pack is), so it uploads only the rest.
      */
-    async snapshotVm(target: VmRef & { ip: string }, ref: string): Promise<{ image: string; digest: string }> {
+    async snapshotVm(
+      target: VmRef & { ip: string },
+      ref: string,
+      /** Absent from a job started before snapshot rules existed: judged as strictly as a job with secrets. */
+      requester?: SnapshotRequester,
+    ): Promise<{ image: string; digest: string }> {
+      checkVmRef(target);
+      if (typeof ref !== 'string' || !isImageRef(ref))
+        throw invalidInput('ref', ref, 'an image reference like "ci/cache:pr-42"');
+      // Checked again here, against this worker's config, right before a tag is written: the last word.
+      const verdict = checkSecurity(target.pool, ctx.pool(target.pool).security, {
+        snapshot: ref,
+        client: requester?.client,
+        secrets: requester ? Object.fromEntries(requester.secrets.map((n) => [n, n])) : true,
+      });
+      if (verdict.violations.length > 0)
+        throw ApplicationFailure.create({
+          message: verdict.violations.join('; '),
+          type: 'SnapshotRefused',
+          nonRetryable: true,
+        });
       const actx = Context.current();
       const driver = await ctx.driver(target);
       const running = (await driver.list()).find((v) => v.name === target.vm)?.running;

@@ -7,13 +7,17 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
-import type { Client } from '@temporalio/client';
-import { followLog, startJob } from '../src/client/jobs';
+import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { checkJobSpec, followLog, startJob } from '../src/client/jobs';
+import { JobSpecError, jobWorkflowId, normalizeJobSpec } from '../src/domain/job';
+import { s3ClientFor } from '../src/config/s3';
+import { ChunkedStore } from '../src/images/chunked/store';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { ActivityContext } from '../activities/context';
 import { runActivities } from '../activities/run';
 import { vmActivities } from '../activities/vm';
+import { snapshotActivities } from '../activities/snapshot';
 import { fileConfig, hostDirs, leftoverVms, readJobLog, stack, startWorker, uniqueId } from './helpers';
 
 const POOL = 'security';
@@ -63,6 +67,62 @@ describe('a secret the script prints', () => {
     expect(await readJobLog(config, r.log.key)).toBe(expected);
     expect(Buffer.concat(streamed).toString()).toBe(expected);
     expect(leftoverVms(spec.id)).toEqual([]);
+  });
+});
+
+describe('a snapshot cannot poison an image other jobs boot', () => {
+  const tagDigest = async (ref: string) => {
+    const s3 = s3ClientFor(config, config.imageStore);
+    try {
+      return (await new ChunkedStore(s3, config.imageStore).resolve(ref))?.digest;
+    } finally {
+      s3.destroy();
+    }
+  };
+  /** Starts the job workflow as a CI system could, skipping every client-side check. */
+  const startDirectly = (spec: ReturnType<typeof job>) =>
+    client.workflow.start('jobWorkflow', {
+      workflowId: jobWorkflowId(spec.id),
+      taskQueue: config.temporal.taskQueue,
+      args: [normalizeJobSpec(spec)],
+    });
+  const refusal = async (spec: ReturnType<typeof job>) => {
+    const err = (await (await startDirectly(spec)).result().catch((e: unknown) => e)) as WorkflowFailedError;
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    return String(err.cause?.message);
+  };
+
+  it('a pull-request job that tries to overwrite macos-base:15 is refused by the client and by the pool', async () => {
+    const before = await tagDigest(SEED_IMAGE);
+    expect(before).toMatch(/^sha256:/);
+    const witness = join(stack().stateDir, `ran-${Date.now()}`);
+    const attack = job({ client: 'pr-bot', script: `touch ${witness}`, snapshot: { image: SEED_IMAGE } });
+    const err = (await checkJobSpec(config, attack).catch((e: unknown) => e)) as JobSpecError;
+    expect(err).toBeInstanceOf(JobSpecError);
+    expect(err.errors).toEqual([
+      { field: 'snapshot.image', message: expect.stringMatching(/outside client pr-bot's images/) },
+    ]);
+    expect(await refusal(attack)).toMatch(
+      /refused by pool "security": snapshot "macos-base:15" is outside client pr-bot/,
+    );
+    expect(existsSync(witness)).toBe(false); // the script never ran
+    expect(await tagDigest(SEED_IMAGE)).toBe(before);
+  });
+
+  it('a snapshot of a job that received a secret is refused by default', async () => {
+    const spec = job({
+      client: 'pr-bot',
+      secrets: { TOKEN: 'printed-token' },
+      script: 'echo "machine github.com password $TOKEN" > ~/.netrc',
+      snapshot: { image: 'pr-bot/cache:1' },
+    });
+    const err = (await checkJobSpec(config, spec).catch((e: unknown) => e)) as JobSpecError;
+    expect(err.errors[0]).toMatchObject({
+      field: 'snapshot.image',
+      message: expect.stringMatching(/receives secrets \(TOKEN\)/),
+    });
+    expect(await refusal(spec)).toMatch(/allowSnapshotWithSecrets/);
+    expect(await tagDigest('pr-bot/cache:1')).toBeUndefined();
   });
 });
 
@@ -141,6 +201,24 @@ describe('activities refuse crafted inputs themselves', () => {
         }),
     ],
   ];
+  it('refuses a snapshot over a base image when called directly, with or without who asks, before touching a host', async () => {
+    const before = recorded().length;
+    const target = { pool: POOL, host: host(), vm: 'marina-ok', jobId: 'ok', ip: '127.0.0.1' };
+    const snap = snapshotActivities(ctx).snapshotVm;
+    for (const requester of [{ client: 'pr-bot', secrets: [] }, undefined]) {
+      const err = await new MockActivityEnvironment(undefined, quiet)
+        .run(snap, target, SEED_IMAGE, requester)
+        .catch((e: unknown) => e);
+      expect(err).toMatchObject({ type: 'SnapshotRefused', nonRetryable: true });
+    }
+    // An older caller that does not say who asks is judged as a job with secrets, even for its own namespace.
+    const own = await new MockActivityEnvironment(undefined, quiet)
+      .run(snap, target, 'pr-bot/cache:1', undefined)
+      .catch((e: unknown) => e);
+    expect(String((own as Error).message)).toMatch(/receives secrets/);
+    expect(recorded().length).toBe(before);
+  });
+
   for (const [name, attack] of attacks) {
     it(`refuses ${name}, sending nothing to any host`, async () => {
       const before = recorded().length;

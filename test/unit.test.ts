@@ -419,6 +419,42 @@ describe('pool security policy', () => {
     );
   });
 
+  it("refuses a snapshot that would overwrite a base image or another client's tag", () => {
+    const attack = checkSecurity('ci', policy, { image: 'macos-base:15', snapshot: 'macos-base:15', client: 'pr-bot' });
+    expect(attack.problems).toEqual([
+      {
+        field: 'snapshot.image',
+        message: expect.stringMatching(
+          /snapshot "macos-base:15" is outside client pr-bot's images .* under "pr-bot\/"/,
+        ),
+      },
+    ]);
+    expect(checkSecurity('ci', policy, { snapshot: 'other-team/cache:1', client: 'pr-bot' }).violations).toHaveLength(
+      1,
+    );
+    // Without a client no one owns the tag: refused, saying how to fix it.
+    expect(checkSecurity('ci', undefined, { snapshot: 'cache:1' }).violations[0]).toMatch(/needs an owner/);
+    // Its own namespace is fine, any tag.
+    expect(checkSecurity('ci', undefined, { snapshot: 'pr-bot/cache:pr-42', client: 'pr-bot' }).violations).toEqual([]);
+    // A pool that lists tags allows those, to any client, and nothing else.
+    const listed = { allowedSnapshotImages: ['cache-*:pr-*'] };
+    expect(checkSecurity('ci', listed, { snapshot: 'cache-spm:pr-1' }).violations).toEqual([]);
+    expect(checkSecurity('ci', listed, { snapshot: 'macos-base:15', client: 'x' }).violations[0]).toMatch(
+      /not allowed in pool ci \(security.allowedSnapshotImages: cache-\*:pr-\*\)/,
+    );
+  });
+
+  it('refuses a snapshot of a job that received secrets unless the pool allows it', () => {
+    const job = { snapshot: 'bot/cache:1', client: 'bot', secrets: { TOKEN: 'gh-token' } };
+    expect(checkSecurity('ci', undefined, job).violations[0]).toMatch(
+      /receives secrets \(TOKEN\) may not snapshot .*allowSnapshotWithSecrets/,
+    );
+    expect(checkSecurity('ci', { allowSnapshotWithSecrets: true }, job).violations).toEqual([]);
+    // Known only as "has secrets" (the activity's strict default for an older caller): refused as well.
+    expect(checkSecurity('ci', undefined, { ...job, secrets: true }).violations).toHaveLength(1);
+    expect(checkSecurity('ci', undefined, { ...job, secrets: {} }).violations).toEqual([]);
+  });
+
   it('refuses malformed volumes and priorities in the job spec', () => {
     const errs = validateJobSpec({
       id: 'j1',

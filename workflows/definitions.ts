@@ -84,6 +84,9 @@ export interface LeaseRequestMsg {
   /** The image reference and volumes, for the pool's security policy. */
   imageRef?: string;
   volumes?: Volume[];
+  /** For the security policy too: the tag the job's snapshot would write, and whether the job gets secrets. */
+  snapshot?: string;
+  secrets?: boolean;
   priority?: number;
   /** A standby workflow's request: the VM it will boot under the lease. */
   vm?: string;

@@ -114,6 +114,9 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
           ...(spec.client ? { client: spec.client } : {}),
           ...(spec.priority ? { priority: spec.priority } : {}),
           ...(spec.volumes?.length ? { volumes: spec.volumes } : {}),
+          ...(spec.snapshot
+            ? { snapshot: spec.snapshot.image, secrets: Object.keys(spec.secrets ?? {}).length > 0 }
+            : {}),
         }),
       );
       const host = lease.host;
@@ -184,6 +187,7 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
                 `snapshot ${vm} to ${spec.snapshot!.image}`,
                 { ...vmTarget, ip: booted.ip },
                 spec.snapshot!.image,
+                { ...(spec.client ? { client: spec.client } : {}), secrets: Object.keys(spec.secrets ?? {}) },
               ),
             );
           }

@@ -64,9 +64,14 @@ export async function checkJobSpec(
       labels: spec.labels ?? {},
     });
     if (never) errors.push({ field: never.startsWith('no host has labels') ? 'labels' : 'resources', message: never });
-    const security = checkSecurity(pool.name, pool.security, spec);
-    for (const v of security.violations)
-      errors.push({ field: v.startsWith('image') ? 'image' : 'volumes', message: v });
+    const security = checkSecurity(pool.name, pool.security, {
+      image: spec.image,
+      volumes: spec.volumes,
+      client: spec.client,
+      secrets: spec.secrets,
+      ...(spec.snapshot ? { snapshot: spec.snapshot.image } : {}),
+    });
+    for (const p of security.problems) errors.push({ field: p.field, message: p.message });
   }
   for (const [name, ref] of Object.entries(spec.secrets ?? {})) {
     if (!config.secrets[ref]) {

@@ -199,6 +199,16 @@ const pool = z
           .array(z.string().min(1))
           .min(1, 'list at least one image glob, or leave the field out')
           .optional(),
+        /**
+         * Globs over the tags a job's snapshot may write, e.g. ["ci/*", "cache-*:pr-*"]. Absent: only tags
+         * under the job's own client, "<client>/…"; so no job can overwrite a base image.
+         */
+        allowedSnapshotImages: z
+          .array(z.string().min(1))
+          .min(1, 'list at least one image glob, or leave the field out')
+          .optional(),
+        /** Jobs that receive secrets may snapshot (what they wrote with them ships in the image). Default false. */
+        allowSnapshotWithSecrets: z.boolean().default(false),
         /** Host directories jobs may share into their VM; none unless listed. */
         allowedVolumes: z
           .array(

@@ -67,6 +67,9 @@ const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
 const MAX_SCRIPT_BYTES = 256 * 1024;
 
+/** An image reference as jobs may name one (`name:tag`, lower-case name). */
+export const isImageRef = (ref: string): boolean => IMAGE_PATTERN.test(ref);
+
 export interface ImageRef {
   name: string;
   tag: string;

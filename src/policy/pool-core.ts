@@ -306,7 +306,12 @@ class Core {
     }
     const queued = queuedIds(s.queue);
     if (queued.has(req.jobWorkflowId)) return;
-    const security = checkSecurity(s.name, this.settings.security, { image: req.imageRef, volumes: req.volumes });
+    const security = checkSecurity(s.name, this.settings.security, {
+      image: req.imageRef,
+      volumes: req.volumes,
+      client: req.client,
+      ...(req.snapshot !== undefined ? { snapshot: req.snapshot, secrets: req.secrets === true } : {}),
+    });
     const limit = this.settings.queueLimit ?? DEFAULT_QUEUE_LIMIT;
     const never =
       security.violations.length > 0
