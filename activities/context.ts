@@ -9,7 +9,8 @@ import type { LoadedConfig } from '../src/config/load';
 import { findPool, logsLocation, resolveConfigPath } from '../src/config/load';
 import type { HostConfig, PoolConfig, S3Location } from '../src/config/schema';
 import { readSecret, SecretError } from '../src/config/secrets';
-import { parseKnownHosts } from './ssh/known-hosts';
+import { parseKnownHosts, type KnownHostEntry } from './ssh/known-hosts';
+import { isVmHostKey } from '../src/images/vm-host-key';
 import { SshPool, type SshConnection, type SshTarget } from './ssh/connection';
 import { TartDriver } from './hypervisor/tart';
 import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
@@ -29,6 +30,31 @@ export const HOST_HANDSHAKE_TIMEOUT_MS = 10_000;
 export interface VmRef extends HostRef {
   vm: string;
   jobId: string;
+  /** The SSH host key the VM's image records (`<type> <base64>`): the only key the VM may answer with. */
+  vmHostKey?: string;
+}
+
+/**
+ * What a VM may answer with: its image's key on any address (the address is the host's private one and
+ * changes with every boot). Undefined trusts any key, which only a pool set to `vm.hostKeys: any` allows.
+ */
+export function vmKnownHosts(pool: PoolConfig, ref: VmRef): KnownHostEntry[] | undefined {
+  if (ref.vmHostKey !== undefined && !isVmHostKey(ref.vmHostKey))
+    throw ApplicationFailure.create({
+      message: `refused vmHostKey ${JSON.stringify(ref.vmHostKey).slice(0, 80)}: not an SSH public key`,
+      type: 'InvalidActivityInput',
+      nonRetryable: true,
+    });
+  if (ref.vmHostKey) {
+    const [keyType, key] = ref.vmHostKey.split(' ');
+    return [{ patterns: ['*'], keyType: keyType!, key: Buffer.from(key!, 'base64'), revoked: false }];
+  }
+  if (pool.vm.hostKeys === 'any') return undefined;
+  throw ApplicationFailure.create({
+    message: `${ref.vm}: its image records no VM host key, and pool ${pool.name} trusts only pinned keys (vm.hostKeys: pinned); push the image again with --vm-host-key, or set vm.hostKeys: any for this pool`,
+    type: 'VmHostKeyUnknown',
+    nonRetryable: true,
+  });
 }
 
 export class ActivityContext {
@@ -165,7 +191,7 @@ export class ActivityContext {
       port: pool.vm.port,
       username: pool.vm.user,
       privateKey: pool.vm.privateKey ? this.secret(pool.vm.privateKey, `VM ssh key of pool ${pool.name}`) : undefined,
-      password: pool.vm.password ? this.secret(pool.vm.password, `VM password of pool ${pool.name}`) : undefined,
+      knownHosts: vmKnownHosts(pool, ref),
     };
     return this.ssh.get(target, () => host.forward(ip, pool.vm.port));
   }

@@ -179,6 +179,7 @@ export function imageActivities(ctx: ActivityContext) {
         digest: found.digest,
         size: m.size,
         dataBytes: m.chunks.reduce((n, c, i) => n + (c ? Math.min(m.chunkSize, m.size - i * m.chunkSize) : 0), 0),
+        ...(m.vmHostKey ? { vmHostKey: m.vmHostKey } : {}),
       };
     },
 

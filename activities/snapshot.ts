@@ -65,6 +65,8 @@ export function snapshotActivities(ctx: ActivityContext) {
       try {
         const r = await pushDisk(imageStore(ctx), runner, ref, `${dir}/${VM_DISK}`, {
           extras: Buffer.concat(parts),
+          // The snapshot's guest is the same guest: it answers with the key the job's VM was pinned to.
+          ...(target.vmHostKey ? { vmHostKey: target.vmHostKey } : {}),
           onProgress: (p) =>
             actx.heartbeat({
               stage: p.stage,

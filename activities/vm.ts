@@ -4,7 +4,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { ResolvedImage } from '../src/images/chunked/store';
 import type { Volume } from '../src/domain/job';
 import { cachedImageName } from './images';
-import type { ActivityContext, VmRef } from './context';
+import { vmKnownHosts, type ActivityContext, type VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 import { checkDigest, checkVmRef } from './inputs';
 
@@ -23,6 +23,8 @@ export function vmActivities(ctx: ActivityContext) {
       checkDigest(image.digest, 'image.digest');
       const actx = Context.current();
       const pool = ctx.pool(target.pool);
+      // Before anything boots: a VM whose key cannot be checked is never booted for a job.
+      vmKnownHosts(pool, target);
       const driver = await ctx.driver(target);
       actx.heartbeat('clone');
       await driver.clone(cachedImageName(image), target.vm);
@@ -36,7 +38,11 @@ export function vmActivities(ctx: ActivityContext) {
             path: v.hostPath,
             readOnly: v.readOnly === true,
           })),
-          args: runArgs,
+          // Softnet isolates the VM from the other VMs on the host, so none can take its address.
+          args:
+            pool.vm.network === 'softnet' && !runArgs.includes('--net-softnet')
+              ? [...runArgs, '--net-softnet']
+              : runArgs,
         });
       }
       const deadline = Date.now() + pool.vm.bootTimeoutSeconds * 1000;

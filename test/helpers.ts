@@ -15,7 +15,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { ChunkedStore } from '../src/images/chunked/store';
 import { pushVmArchive } from '../src/images/chunked/vm-files';
-import { buildSeedImage, publicKeyOf } from '../src/emulator/seed-image';
+import { buildSeedImage, publicKeyOf, vmHostKeyOfArchive } from '../src/emulator/seed-image';
 
 /**
  * Pushes a new image `<name>:1` that no host caches yet (the VM key of the stack baked in), so a job
@@ -26,7 +26,9 @@ export async function freshImage(config: LoadedConfig, name: string, diskMiB: nu
   buildSeedImage(file, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), diskMiB);
   const s3 = s3ClientFor(config, config.imageStore);
   try {
-    await pushVmArchive(new ChunkedStore(s3, config.imageStore), `${name}:1`, file);
+    await pushVmArchive(new ChunkedStore(s3, config.imageStore), `${name}:1`, file, {
+      vmHostKey: vmHostKeyOfArchive(file),
+    });
   } finally {
     s3.destroy();
   }

@@ -3,7 +3,9 @@
  * S3, emulated hosts and VMs over SSH.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
@@ -13,7 +15,9 @@ import { JobSpecError, jobWorkflowId, normalizeJobSpec } from '../src/domain/job
 import { s3ClientFor } from '../src/config/s3';
 import { ChunkedStore } from '../src/images/chunked/store';
 import type { LoadedConfig } from '../src/config/load';
-import { SEED_IMAGE } from '../src/emulator/seed-image';
+import { buildSeedImage, publicKeyOf, SEED_IMAGE } from '../src/emulator/seed-image';
+import { pushVmArchive } from '../src/images/chunked/vm-files';
+import { parseVmHostKey } from '../src/images/vm-host-key';
 import { ActivityContext } from '../activities/context';
 import { runActivities } from '../activities/run';
 import { vmActivities } from '../activities/vm';
@@ -67,6 +71,93 @@ describe('a secret the script prints', () => {
     expect(await readJobLog(config, r.log.key)).toBe(expected);
     expect(Buffer.concat(streamed).toString()).toBe(expected);
     expect(leftoverVms(spec.id)).toEqual([]);
+  });
+});
+
+describe('a VM is trusted only with the host key its image records', () => {
+  const vmLog = (jobId: string) =>
+    hostDirs()
+      .map((h) => join(h, 'home', '.marina', 'vms', `marina-${jobId}.log`))
+      .filter(existsSync)
+      .map((f) => readFileSync(f, 'utf8'))
+      .join('');
+
+  it('an impostor VM answering with another key fails the job with HostKeyMismatch, and nothing logs in to it', async () => {
+    // The impostor: a guest with its own key, where the version records another (the real VM's) key.
+    const dir = mkdtempSync(join(tmpdir(), 'marina-impostor-'));
+    const archive = join(dir, 'vm.tgz');
+    buildSeedImage(archive, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')));
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'real')]);
+    const ref = `impostor-${Date.now().toString(36)}:1`;
+    const s3 = s3ClientFor(config, config.imageStore);
+    try {
+      await pushVmArchive(new ChunkedStore(s3, config.imageStore), ref, archive, {
+        vmHostKey: parseVmHostKey(readFileSync(join(dir, 'real.pub'), 'utf8')),
+      });
+    } finally {
+      s3.destroy();
+    }
+    const witness = join(stack().stateDir, `impostor-ran-${Date.now()}`);
+    const spec = job({ image: ref, script: `touch ${witness}` });
+    const handle = await startJob(client, config, spec);
+    const err = (await handle.result().catch((e: unknown) => e)) as WorkflowFailedError;
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const cause = err.cause?.cause as Error & { type?: string };
+    expect(cause.type).toBe('HostKeyMismatch');
+    expect(cause.message).toMatch(/HOST KEY MISMATCH for vm marina-/);
+    // The boot was tried once (no retry can fix a wrong key), and the impostor saw no login, let alone a script.
+    const events = (await handle.fetchHistory()).events!;
+    expect(events.some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'bootVm')).toBe(true);
+    const attempts = events.filter((e) => e.activityTaskStartedEventAttributes);
+    expect(attempts.map((e) => e.activityTaskStartedEventAttributes!.attempt).every((a) => a === 1)).toBe(true);
+    const log = vmLog(spec.id);
+    expect(log).toMatch(/Connection from .* on 127\.77\./); // the witness is live: it saw the connection...
+    expect(log).not.toMatch(/Accepted publickey/); // ...and no login
+    expect(existsSync(witness)).toBe(false);
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
+
+  it('an image that records no key is refused before any VM boots, and VM passwords are refused in config', async () => {
+    const ref = `keyless-${Date.now().toString(36)}:1`;
+    const dir = mkdtempSync(join(tmpdir(), 'marina-keyless-'));
+    buildSeedImage(join(dir, 'vm.tgz'), publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')));
+    const s3 = s3ClientFor(config, config.imageStore);
+    try {
+      await pushVmArchive(new ChunkedStore(s3, config.imageStore), ref, join(dir, 'vm.tgz'));
+    } finally {
+      s3.destroy();
+    }
+    const spec = job({ image: ref });
+    const err = (await (await startJob(client, config, spec)).result().catch((e: unknown) => e)) as WorkflowFailedError;
+    expect((err.cause?.cause as { type?: string }).type).toBe('VmHostKeyUnknown');
+    expect(String((err.cause?.cause as Error).message)).toMatch(/push the image again with --vm-host-key/);
+    expect(vmLog(spec.id)).toBe(''); // never started
+    expect(() =>
+      fileConfig('security-password', (raw) => {
+        raw.pools[0].vm.password = { env: 'VM_PASSWORD' };
+      }),
+    ).toThrow(/pools\.0\.vm\.password.*removed.*vm\.privateKey/s);
+  });
+
+  it("a softnet pool boots its VMs with Tart's --net-softnet", async () => {
+    const cfg = fileConfig('security-softnet', (raw) => {
+      raw.pools[0].vm.network = 'softnet';
+    });
+    const w = await startWorker(cfg);
+    try {
+      const spec = { ...job({ script: 'cat "$MARINA_EMU_VM/args"' }), pool: 'security-softnet' };
+      const r = await (await startJob(w.w.client, cfg, spec)).result();
+      expect((await readJobLog(cfg, r.log.key)).split('\n')).toContain('--net-softnet');
+    } finally {
+      await w.stop();
+    }
+  });
+
+  it('the genuine VM of the same job shape logs in (the witness above can see a login)', async () => {
+    const spec = job({ script: 'echo genuine' });
+    const r = await (await startJob(client, config, spec)).result();
+    expect(r.state).toBe('succeeded');
+    expect(vmLog(spec.id)).toMatch(/Accepted publickey for/);
   });
 });
 

@@ -127,7 +127,7 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
       // A standby VM the pool handed over (booted, image cached) keeps its name; otherwise the job's own.
       const standby = lease.vm && lease.ip ? { vm: lease.vm, ip: lease.ip } : undefined;
       const vm = standby?.vm ?? vmNameForJob(spec.id);
-      const vmTarget = { ...target, vm, jobId: spec.id };
+      const vmTarget = { ...target, vm, jobId: spec.id, ...(image.vmHostKey ? { vmHostKey: image.vmHostKey } : {}) };
 
       onHost = new CancellationScope();
       try {

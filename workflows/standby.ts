@@ -76,7 +76,13 @@ export async function standbyWorkflow(input: StandbyInput): Promise<void> {
     await leases.release(); // withdraws the queued request
     return;
   }
-  const vmRef = { pool: input.pool, host: lease.host, vm, jobId: vm.slice('marina-'.length) };
+  const vmRef = {
+    pool: input.pool,
+    host: lease.host,
+    vm,
+    jobId: vm.slice('marina-'.length),
+    ...(image.vmHostKey ? { vmHostKey: image.vmHostKey } : {}),
+  };
   try {
     await ensureImage({ pool: input.pool, host: lease.host }, image);
     const booted = await bootVm(vmRef, image, input.resources, [], lease.runArgs ?? []);

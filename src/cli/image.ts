@@ -2,7 +2,8 @@
  * `marina image ...`: the basic store's archives (push, ls) and the chunked store
  * (docs/image-format.md): push a raw disk, pull it into a local cache, list, remove, gc.
  */
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { parseVmHostKey } from '../images/vm-host-key';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
@@ -55,35 +56,53 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
     .description('push a VM (a tart export archive, or a raw disk with --disk) to the chunked store')
     .option('--disk <file>', 'a raw disk image: chunked, only chunks the store lacks are uploaded')
     .option('--chunk-size <size>', 'chunk size (256K-4M)', '256K')
-    .action(async (ref: string, archive: string | undefined, o: { disk?: string; chunkSize: string }) => {
-      if (!archive === !o.disk) throw new UsageError('give either an archive or --disk <raw disk>, not both');
-      const chunkSize = parseSize('--chunk-size', o.chunkSize);
-      const { s3, chunked } = stores();
-      const vm = archive ? unpackVmArchive(archive) : undefined;
-      try {
-        let bar: ReturnType<typeof progress> | undefined;
-        let stage = '';
-        const r = await pushDisk(chunked, localHelper(), ref, vm?.disk ?? o.disk!, {
-          chunkSize,
-          ...(vm ? { extras: vm.extras } : {}),
-          onProgress: (p) => {
-            if (p.stage !== stage) {
-              bar?.stop();
-              stage = p.stage;
-              bar = progress(`${p.stage} ${ref}`, p.total / 1e6, 'MB');
-            }
-            bar!.update(p.bytes / 1e6);
-          },
-        });
-        bar?.stop();
-        console.log(
-          `${r.ref} ${r.digest}: ${r.chunks.total} chunks (${r.chunks.zero} zero, ${r.chunks.reused} already stored, ${r.chunks.uploaded} uploaded), ${gb(r.bytesUploaded)} uploaded for ${gb(r.size)} logical`,
-        );
-      } finally {
-        vm?.cleanup();
-        s3.destroy();
-      }
-    });
+    .option(
+      '--vm-host-key <file>',
+      "the guest's SSH host key (a .pub file or `ssh-keyscan -t ed25519 <vm ip>` output): jobs trust no other",
+    )
+    .action(
+      async (ref: string, archive: string | undefined, o: { disk?: string; chunkSize: string; vmHostKey?: string }) => {
+        if (!archive === !o.disk) throw new UsageError('give either an archive or --disk <raw disk>, not both');
+        const chunkSize = parseSize('--chunk-size', o.chunkSize);
+        let vmHostKey: string | undefined;
+        if (o.vmHostKey) {
+          try {
+            vmHostKey = parseVmHostKey(readFileSync(o.vmHostKey, 'utf8'));
+          } catch (e) {
+            throw new UsageError(`--vm-host-key: ${o.vmHostKey}: ${(e as Error).message}`);
+          }
+        } else
+          console.error(
+            `warning: ${ref} records no VM host key; pools with vm.hostKeys: pinned (the default) refuse it. Give --vm-host-key.`,
+          );
+        const { s3, chunked } = stores();
+        const vm = archive ? unpackVmArchive(archive) : undefined;
+        try {
+          let bar: ReturnType<typeof progress> | undefined;
+          let stage = '';
+          const r = await pushDisk(chunked, localHelper(), ref, vm?.disk ?? o.disk!, {
+            chunkSize,
+            ...(vm ? { extras: vm.extras } : {}),
+            ...(vmHostKey ? { vmHostKey } : {}),
+            onProgress: (p) => {
+              if (p.stage !== stage) {
+                bar?.stop();
+                stage = p.stage;
+                bar = progress(`${p.stage} ${ref}`, p.total / 1e6, 'MB');
+              }
+              bar!.update(p.bytes / 1e6);
+            },
+          });
+          bar?.stop();
+          console.log(
+            `${r.ref} ${r.digest}: ${r.chunks.total} chunks (${r.chunks.zero} zero, ${r.chunks.reused} already stored, ${r.chunks.uploaded} uploaded), ${gb(r.bytesUploaded)} uploaded for ${gb(r.size)} logical`,
+          );
+        } finally {
+          vm?.cleanup();
+          s3.destroy();
+        }
+      },
+    );
   image
     .command('pull <ref>')
     .description('pull a chunked image into a local cache directory (<dir>/<hex>/), from the closest cached version')

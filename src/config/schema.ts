@@ -158,11 +158,31 @@ const pool = z
         user: z.string().min(1).default('admin'),
         port: z.number().int().min(1).max(65535).default(22),
         privateKey: secretRef.optional(),
-        password: secretRef.optional(),
+        /**
+         * Refused: a password goes to whatever answers on the VM's address, and on a shared NAT that can be
+         * another job's VM. Keys only.
+         */
+        password: z
+          .unknown()
+          .refine(() => false, {
+            message:
+              'VM password authentication was removed: a password is sent to whatever answers on the VM address; bake a public key into the image and set vm.privateKey instead',
+          })
+          .optional(),
         bootTimeoutSeconds: z.number().int().positive().default(600),
+        /**
+         * `pinned`: a VM must answer with the SSH host key its image records (marina image push --vm-host-key),
+         * and an image without one is refused. `any`: trust any key (images pushed before keys were recorded).
+         */
+        hostKeys: z.enum(['pinned', 'any']).default('pinned'),
+        /**
+         * `softnet`: Tart's --net-softnet, which isolates VMs from each other and from the host's network
+         * (the production setting); `shared`: Tart's default shared NAT, where VMs can reach each other.
+         */
+        network: z.enum(['shared', 'softnet']).default('shared'),
       })
       .strict()
-      .default({ user: 'admin', port: 22, bootTimeoutSeconds: 600 }),
+      .default({ user: 'admin', port: 22, bootTimeoutSeconds: 600, hostKeys: 'pinned', network: 'shared' }),
     /** Default resources for hosts that do not list their own. 2 VM slots: Apple's licence. */
     hostResources: resources.default({ vm: 2 }),
     /** Modifiers of every host that lists none of its own. */

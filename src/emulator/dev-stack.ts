@@ -10,7 +10,7 @@ import { freePort } from './processes';
 import { startTemporalDevServer } from './temporal-dev-server';
 import { DEV_S3_CREDENTIALS, ensureBucket, startS3Server } from './s3-server';
 import { sshKeygen, startEmulatedHost, type EmulatedHost } from './mac-host';
-import { buildSeedImage, publicKeyOf, SEED_IMAGE } from './seed-image';
+import { buildSeedImage, publicKeyOf, SEED_IMAGE, vmHostKeyOfArchive } from './seed-image';
 import { ChunkedStore } from '../images/chunked/store';
 import { pushVmArchive } from '../images/chunked/vm-files';
 import { loadConfig, type LoadedConfig } from '../config/load';
@@ -152,7 +152,9 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       credentials: DEV_S3_CREDENTIALS,
     });
     const store = new ChunkedStore(s3c, loaded.imageStore);
-    if (!(await store.resolve(SEED_IMAGE))) await pushVmArchive(store, SEED_IMAGE, seed);
+    // Pushed again if a store from an older Marina holds it without its guest's host key (jobs would refuse it).
+    if (!(await store.resolve(SEED_IMAGE))?.manifest.vmHostKey)
+      await pushVmArchive(store, SEED_IMAGE, seed, { vmHostKey: vmHostKeyOfArchive(seed) });
     s3c.destroy();
     log(`seeded image ${SEED_IMAGE}`);
 

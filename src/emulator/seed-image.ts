@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sshKeygen } from './mac-host';
+import { parseVmHostKey } from '../images/vm-host-key';
 
 export const SEED_IMAGE = 'macos-base:15';
 
@@ -31,3 +32,10 @@ export function buildSeedImage(out: string, vmPublicKey: string, diskMiB = 8): v
 }
 
 export const publicKeyOf = (privateKeyFile: string): string => readFileSync(`${privateKeyFile}.pub`, 'utf8');
+
+/**
+ * The guest host key baked into an emulated VM archive, as `marina image push --vm-host-key` takes it. A real
+ * image's key is inside its disk: read it with `ssh-keyscan` from a VM booted from it.
+ */
+export const vmHostKeyOfArchive = (archive: string): string =>
+  parseVmHostKey(execFileSync('tar', ['-xzOf', archive, './ssh_host_ed25519_key.pub'], { encoding: 'utf8' }));

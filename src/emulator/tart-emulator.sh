@@ -145,7 +145,8 @@ X11Forwarding no
 ForceCommand $d/login
 # Not this machine's ~/.bashrc (see mac-host.ts): the VM's login sets its own environment.
 SetEnv SHLVL=1
-LogLevel ERROR
+# VERBOSE: tests read who authenticated (a host-key mismatch must end the handshake before any login).
+LogLevel VERBOSE
 CONF
   mkdir -p /run/sshd
   "$SSHD" -D -e -f "$d/sshd_config" &

@@ -5,6 +5,7 @@
  * bytes, and chunks are packed into larger S3 objects. Pure: no I/O here.
  */
 import { createHash } from 'node:crypto';
+import { isVmHostKey } from '../vm-host-key';
 
 export const FORMAT = 'marina-chunked/1';
 /**
@@ -37,6 +38,8 @@ export interface VersionManifest {
   chunks: ChunkEntry[];
   /** The VM's small files (Tart: config.json, nvram.bin) as one tar.gz blob, by SHA-256. */
   extras?: { sha256: string; size: number };
+  /** The guest's SSH host key, `<type> <base64>` (src/images/vm-host-key.ts): jobs trust no other. */
+  vmHostKey?: string;
 }
 
 /** A version's digest: SHA-256 over its chunk list, so the same disk content has one digest. */
@@ -45,6 +48,8 @@ export function versionDigest(m: VersionManifest): string {
   h.update(`${m.format}\n${m.chunkSize}\n${m.size}\n`);
   for (const c of m.chunks) h.update(c ? `${c.hash}\n` : '0\n');
   if (m.extras) h.update(`extras ${m.extras.sha256}\n`);
+  // Part of the version: the same disk with another trusted key is another version.
+  if (m.vmHostKey) h.update(`vm-host-key ${m.vmHostKey}\n`);
   return `sha256:${h.digest('hex')}`;
 }
 
@@ -64,6 +69,7 @@ export function manifestError(m: VersionManifest): string | undefined {
   if (m.chunks.length !== Math.ceil(m.size / m.chunkSize))
     return `${m.chunks.length} chunks cannot cover ${m.size} bytes of ${m.chunkSize}`;
   if (m.extras && !/^[0-9a-f]{64}$/.test(m.extras.sha256)) return 'extras has no SHA-256 hash';
+  if (m.vmHostKey !== undefined && !isVmHostKey(m.vmHostKey)) return 'vmHostKey is not an SSH public key';
   const bad = m.chunks.findIndex((c) => c !== null && !/^[0-9a-f]{64}$/.test(c.hash));
   return bad >= 0 ? `chunk ${bad} has no SHA-256 hash` : undefined;
 }

@@ -39,6 +39,8 @@ export interface ResolvedImage {
   /** Logical size of the disk, and how many bytes of it are data (not zero chunks). */
   size: number;
   dataBytes: number;
+  /** The guest's SSH host key the version records; absent for images pushed without one. */
+  vmHostKey?: string;
 }
 
 export interface PushResult {

@@ -13,6 +13,8 @@ export interface PushOptions {
   level?: number;
   /** The VM's small files (config, NVRAM) as a tar.gz: stored beside the disk, part of the version. */
   extras?: Buffer;
+  /** The guest's SSH host key (src/images/vm-host-key.ts), recorded in the version. */
+  vmHostKey?: string;
   onProgress?: (p: { stage: 'hash' | 'upload'; bytes: number; total: number }) => void;
   signal?: AbortSignal;
 }
@@ -82,7 +84,14 @@ export async function pushDisk(
   await Promise.all(indexes);
   const chunks: ChunkEntry[] = hashes.map((h) => (h ? located.get(h)! : null));
   const extras = opts.extras ? await store.putBlob(opts.extras) : undefined;
-  const manifest: VersionManifest = { format: FORMAT, chunkSize, size, chunks, ...(extras ? { extras } : {}) };
+  const manifest: VersionManifest = {
+    format: FORMAT,
+    chunkSize,
+    size,
+    chunks,
+    ...(extras ? { extras } : {}),
+    ...(opts.vmHostKey ? { vmHostKey: opts.vmHostKey } : {}),
+  };
   const digest = await store.publishVersion(ref, manifest);
   const zero = hashes.filter((h) => h === null).length;
   return {
