@@ -586,9 +586,10 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
 
   const hostKeyOf = (i: Instance): string | undefined => {
     const e = ssh.get(i.id);
-    if (!e?.host || e.generation !== i.generation) return undefined;
+    if (!o.ssh || !e || e.generation !== i.generation) return undefined;
     try {
-      return normaliseKey(readFileSync(join(e.host.dir, 'ssh_host_ed25519_key.pub'), 'utf8'));
+      // Written before sshd starts: the key the instance prints is the one its sshd will offer.
+      return normaliseKey(readFileSync(join(o.ssh.dir, `${i.id}-${i.generation}`, 'ssh_host_ed25519_key.pub'), 'utf8'));
     } catch {
       return undefined;
     }
