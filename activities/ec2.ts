@@ -13,6 +13,7 @@ import {
   DescribeReplaceRootVolumeTasksCommand,
   DescribeInstancesCommand,
   EC2Client,
+  GetConsoleOutputCommand,
   ReleaseHostsCommand,
   RunInstancesCommand,
   TerminateInstancesCommand,
@@ -36,25 +37,47 @@ import {
   notFoundIsFinal,
   type NotFoundStreak,
 } from '../src/ec2mac/errors';
+import { HOST_KEY_USER_DATA, consoleHostKeys, fingerprint } from '../src/ec2mac/console-host-keys';
+import { DEFAULT_DEPLOYMENT } from '../src/config/schema';
 import type { ActivityContext } from './context';
 
 export const TAG_POOL = 'marina:pool';
 export const TAG_WORKFLOW = 'marina:workflow';
+export const TAG_DEPLOYMENT = 'marina:deployment';
 
-/** A ClientToken (≤ 64 ASCII) from the workflow id and the step: the same step always sends the same token. */
-export function clientToken(workflowId: string, step: string): string {
-  return `marina-${createHash('sha256').update(`${workflowId}\n${step}`).digest('hex').slice(0, 40)}-${step}`.slice(
+/**
+ * A ClientToken (≤ 64 ASCII) from the deployment, the workflow id and the step: the same step always sends the
+ * same token. EC2 keys idempotency by token across the whole account, and two deployments have the same
+ * workflow ids (`host/<pool>/…` in their own namespaces): without the deployment in it, staging's AllocateHosts
+ * would be answered with production's host. The default deployment hashes as before the name existed, so hosts
+ * in flight across the upgrade keep their tokens.
+ */
+export function clientToken(workflowId: string, step: string, deployment = DEFAULT_DEPLOYMENT): string {
+  const scope = deployment === DEFAULT_DEPLOYMENT ? '' : `${deployment}\n`;
+  return `marina-${createHash('sha256').update(`${scope}${workflowId}\n${step}`).digest('hex').slice(0, 40)}-${step}`.slice(
     0,
     64,
   );
 }
 
-function tags(pool: string, workflowId: string): Tag[] {
+function tags(deployment: string, pool: string, workflowId: string): Tag[] {
   return [
+    { Key: TAG_DEPLOYMENT, Value: deployment },
     { Key: TAG_POOL, Value: pool },
     { Key: TAG_WORKFLOW, Value: workflowId },
   ];
 }
+
+/**
+ * IMDSv2 only, and its answers die one hop out: a VM behind the host's NAT is a hop further than the host, so
+ * it can get no session token, and IMDSv1 (a plain GET any SSRF can make) is off. The host's instance role and
+ * user data stay out of a job's reach (README: the pf rule blocks the address outright as well).
+ */
+export const METADATA_OPTIONS = {
+  HttpTokens: 'required',
+  HttpPutResponseHopLimit: 1,
+  HttpEndpoint: 'enabled',
+} as const;
 
 /** Turns an EC2 error into a Temporal failure: retryable unless no retry can succeed. */
 function ec2Failure(e: unknown, what: string): never {
@@ -117,7 +140,7 @@ export function ec2Activities(ctx: ActivityContext) {
         nonRetryable: true,
       });
     }
-    return { pool: p, aws: p.aws, ec2: ctx.ec2(pool) };
+    return { pool: p, aws: p.aws, ec2: ctx.ec2(pool), deployment: ctx.config.deployment };
   };
 
   async function hostsByToken(ec2: EC2Client, tokens: string[]): Promise<Host[]> {
@@ -138,8 +161,8 @@ export function ec2Activities(ctx: ActivityContext) {
      * sending any, look for a host an earlier attempt made with any of them.
      */
     async allocateHost(step: HostStep): Promise<AllocatedHost> {
-      const { aws: cfg, ec2 } = aws(step.pool);
-      const tokenFor = (zone: string) => clientToken(step.workflowId, `allocate-${zone}`);
+      const { aws: cfg, ec2, deployment } = aws(step.pool);
+      const tokenFor = (zone: string) => clientToken(step.workflowId, `allocate-${zone}`, deployment);
       const existing = await hostsByToken(ec2, cfg.zones.map(tokenFor)).catch((e) => ec2Failure(e, 'DescribeHosts'));
       if (existing[0])
         return {
@@ -159,7 +182,9 @@ export function ec2Activities(ctx: ActivityContext) {
               HostRecovery: 'off',
               HostMaintenance: 'off',
               ClientToken: tokenFor(zone),
-              TagSpecifications: [{ ResourceType: 'dedicated-host', Tags: tags(step.pool, step.workflowId) }],
+              TagSpecifications: [
+                { ResourceType: 'dedicated-host', Tags: tags(deployment, step.pool, step.workflowId) },
+              ],
             }),
           );
           const hostId = r.HostIds![0]!;
@@ -249,8 +274,8 @@ export function ec2Activities(ctx: ActivityContext) {
 
     /** RunInstances on the host, or the instance an earlier attempt of this step launched. */
     async launchInstance(step: HostStep & { hostId: string; generation: number }): Promise<string> {
-      const { aws: cfg, ec2 } = aws(step.pool);
-      const token = clientToken(step.workflowId, `run-${step.generation}`);
+      const { aws: cfg, ec2, deployment } = aws(step.pool);
+      const token = clientToken(step.workflowId, `run-${step.generation}`, deployment);
       try {
         const seen = await ec2.send(
           new DescribeInstancesCommand({ Filters: [{ Name: 'client-token', Values: [token] }] }),
@@ -267,7 +292,11 @@ export function ec2Activities(ctx: ActivityContext) {
             MaxCount: 1,
             ClientToken: token,
             Placement: { Tenancy: 'host', HostId: step.hostId, Affinity: 'host' },
-            TagSpecifications: [{ ResourceType: 'instance', Tags: tags(step.pool, step.workflowId) }],
+            MetadataOptions: METADATA_OPTIONS,
+            ...(cfg.hostKeyVerification === 'console'
+              ? { UserData: Buffer.from(HOST_KEY_USER_DATA).toString('base64') }
+              : {}),
+            TagSpecifications: [{ ResourceType: 'instance', Tags: tags(deployment, step.pool, step.workflowId) }],
           }),
         );
         return r.Instances![0]!.InstanceId!;
@@ -279,8 +308,11 @@ export function ec2Activities(ctx: ActivityContext) {
     },
 
     /**
-     * Waits for the instance to run and answer SSH, heartbeating its progress, and returns
-     * where to reach it with the host key it presented (pinned from then on).
+     * Waits for the instance to run and answer SSH, heartbeating its progress, and returns where to reach it with
+     * the host key it presented (pinned from then on). Under `hostKeyVerification: console` the key is pinned only
+     * once the instance's console shows it; a console showing other keys fails `HostKeyMismatch` (not retried: the
+     * answer at the address is not the instance), and a console that shows no keys within
+     * `consoleKeyTimeoutSeconds` of SSH answering fails `HostKeyUnverified`. Either way nothing logs in to it.
      */
     async waitInstanceReady(ref: {
       pool: string;
@@ -289,9 +321,13 @@ export function ec2Activities(ctx: ActivityContext) {
       /** The workflow has seen this instance described already (it served): not-found is final at once. */
       seen?: boolean;
     }): Promise<InstanceEndpoint> {
-      const { pool, ec2 } = aws(ref.pool);
+      const { pool, aws: cfg, ec2 } = aws(ref.pool);
       const port = pool.ssh.port ?? 22;
       let seen = ref.seen === true;
+      // When SSH first answered with no key on the console yet (EC2 seconds), kept across attempts in heartbeats.
+      const before = Context.current().info.heartbeatDetails as { consoleSince?: number } | undefined;
+      let consoleSince = typeof before?.consoleSince === 'number' ? before.consoleSince : undefined;
+      let waitingFor: string | undefined;
       const missing: NotFoundStreak = { count: 0 };
       for (;;) {
         let inst: Instance | undefined;
@@ -324,27 +360,64 @@ export function ec2Activities(ctx: ActivityContext) {
           });
         }
         const address = inst?.PrivateIpAddress;
+        waitingFor = state;
         if (state === 'running' && address) {
           const key = await hostKey(address, port);
-          if (key)
-            return {
+          if (key) {
+            const endpoint = {
               instanceId: ref.instanceId,
               address,
               port,
               knownHostsLine: `${port === 22 ? address : `[${address}]:${port}`} ${key}`,
             };
+            if (cfg.hostKeyVerification === 'first-use') return endpoint;
+            const printed = await consoleKeys(ec2, ref.instanceId);
+            if (printed?.includes(key)) return endpoint;
+            const now = ctx.ec2Now(ref.pool) ?? Date.now() / 1000;
+            consoleSince ??= now;
+            const late = now - consoleSince > cfg.consoleKeyTimeoutSeconds;
+            // A new instance's console holds only its own boot: other keys there are final. After a root-volume
+            // replacement (seen) it still shows the old disk's keys until the new boot prints: wait out the bound.
+            if (printed && (!ref.seen || late)) {
+              throw ApplicationFailure.create({
+                message:
+                  `instance ${ref.instanceId} at ${address}:${port} offered SSH host key ${fingerprint(key)}, but its ` +
+                  `console shows ${printed.length ? printed.map(fingerprint).join(', ') : 'no key'}: not trusted ` +
+                  '(something else answers at its address)',
+                type: 'HostKeyMismatch',
+                nonRetryable: true,
+                details: [{ instanceId: ref.instanceId, offered: fingerprint(key), printed: printed.map(fingerprint) }],
+              });
+            }
+            if (late) {
+              throw ApplicationFailure.create({
+                message:
+                  `instance ${ref.instanceId} answers SSH (key ${fingerprint(key)}) but its console has shown no SSH ` +
+                  `host keys ${Math.round(now - consoleSince)} s later (aws.consoleKeyTimeoutSeconds): the key cannot ` +
+                  'be verified, so it is not trusted',
+                type: 'HostKeyUnverified',
+                nonRetryable: true,
+              });
+            }
+            waitingFor = 'console-pending';
+          }
         }
         // Only an instance that does not answer is given up on: a worker that was down a while finds it answering.
         const launched = inst?.LaunchTime ? inst.LaunchTime.getTime() / 1000 : undefined;
         const now = ctx.ec2Now(ref.pool);
-        if (launched !== undefined && now !== undefined && now - launched > pool.aws!.sshReadyTimeoutSeconds) {
+        if (
+          waitingFor !== 'console-pending' &&
+          launched !== undefined &&
+          now !== undefined &&
+          now - launched > pool.aws!.sshReadyTimeoutSeconds
+        ) {
           throw ApplicationFailure.create({
             message: `instance ${ref.instanceId} has not answered SSH ${Math.round((now - launched) / 60)} min after launch (aws.sshReadyTimeoutSeconds)`,
             type: 'InstanceNeverAnswered',
             nonRetryable: true,
           });
         }
-        Context.current().heartbeat(state ?? 'unknown');
+        Context.current().heartbeat({ state: waitingFor ?? 'unknown', consoleSince });
         await Context.current().sleep(ref.pollMs);
       }
     },
@@ -355,14 +428,16 @@ export function ec2Activities(ctx: ActivityContext) {
      * sends the same ClientToken and gets the same task back.
      */
     async replaceRootVolume(ref: HostStep & { instanceId: string; step: number }): Promise<string> {
-      const { ec2 } = aws(ref.pool);
+      const { ec2, deployment } = aws(ref.pool);
       try {
         const r = await ec2.send(
           new CreateReplaceRootVolumeTaskCommand({
             InstanceId: ref.instanceId,
             DeleteReplacedRootVolume: true,
-            ClientToken: clientToken(ref.workflowId, `rrv-${ref.step}`),
-            TagSpecifications: [{ ResourceType: 'replace-root-volume-task', Tags: tags(ref.pool, ref.workflowId) }],
+            ClientToken: clientToken(ref.workflowId, `rrv-${ref.step}`, deployment),
+            TagSpecifications: [
+              { ResourceType: 'replace-root-volume-task', Tags: tags(deployment, ref.pool, ref.workflowId) },
+            ],
           }),
         );
         return r.ReplaceRootVolumeTask!.ReplaceRootVolumeTaskId!;
@@ -479,6 +554,25 @@ export function ec2Activities(ctx: ActivityContext) {
       };
     },
   };
+}
+
+/**
+ * The host keys the instance printed to its console, or undefined while it has printed none (EC2 posts console
+ * output minutes after boot, and answers an empty Output until then). `Latest` asks for the live buffer where
+ * EC2 keeps one (Nitro); where EC2 refuses it, the buffered output is asked for instead.
+ */
+async function consoleKeys(ec2: EC2Client, instanceId: string): Promise<string[] | undefined> {
+  for (const latest of [true, false]) {
+    try {
+      const r = await ec2.send(new GetConsoleOutputCommand({ InstanceId: instanceId, Latest: latest }));
+      return consoleHostKeys(r.Output);
+    } catch (e) {
+      const code = (e as EC2ServiceException).name;
+      if (classifyEc2Error(code) !== 'fatal') return undefined; // throttled, 5xx, not yet visible: look again
+      if (!latest) ec2Failure(e, 'GetConsoleOutput');
+    }
+  }
+  return undefined;
 }
 
 /** The host key an SSH server presents, as `type base64`, or undefined if it does not answer yet. */

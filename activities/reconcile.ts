@@ -4,26 +4,62 @@
  * An orphan host (its workflow closed or missing) is adopted by a new host workflow that
  * retires it, which releases it as soon as AWS allows; an orphan instance on no live
  * host workflow is terminated. Safe to run any number of times, concurrently with itself.
+ *
+ * Only this deployment's resources are touched: another Marina (staging beside production) in the same account
+ * has pools of the same names and workflows of the same ids in its own Temporal, so pool and owner say nothing
+ * of whose a resource is; the `marina:deployment` tag does. See `whose` for resources made before the tag.
  */
-import { DescribeHostsCommand, DescribeInstancesCommand, TerminateInstancesCommand } from '@aws-sdk/client-ec2';
+import {
+  CreateTagsCommand,
+  TerminateInstancesCommand,
+  paginateDescribeHosts,
+  paginateDescribeInstances,
+  type Host,
+  type Instance,
+} from '@aws-sdk/client-ec2';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ActivityContext } from './context';
-import { TAG_POOL, TAG_WORKFLOW } from './ec2';
+import { TAG_DEPLOYMENT, TAG_POOL, TAG_WORKFLOW } from './ec2';
 
 export interface ReconcileAction {
   resource: string;
   owner?: string;
   ownerStatus: string;
-  action: 'none' | 'adopted' | 'terminated';
+  /** `claimed`: made before the deployment tag, owned by a workflow running here: tagged as this deployment's. */
+  action: 'none' | 'adopted' | 'terminated' | 'claimed';
   detail?: string;
 }
 
 export interface ReconcileReport {
   pool: string;
+  deployment: string;
   hosts: number;
   instances: number;
+  /** Resources of this pool's name tagged for another deployment: never touched. */
+  foreign: number;
   actions: ReconcileAction[];
+}
+
+type Tags = { Key?: string; Value?: string }[] | undefined;
+const tag = (tags: Tags, k: string): string | undefined => tags?.find((t) => t.Key === k)?.Value;
+
+/**
+ * Whose a resource is. Tagged: its tag says. Untagged (made before `marina:deployment` existed): this
+ * deployment's if its owner workflow runs in this deployment's Temporal (the workflow ids are random per host,
+ * so a running owner here is this deployment's own); otherwise it may be another deployment's orphan or one of
+ * ours, and only `aws.adoptUntagged` (an operator who knows the account holds one deployment) makes it ours.
+ */
+function whose(
+  tags: Tags,
+  deployment: string,
+  ownerStatus: string,
+  adoptUntagged: boolean,
+): 'ours' | 'claim' | 'foreign' | 'untagged' {
+  const d = tag(tags, TAG_DEPLOYMENT);
+  if (d !== undefined) return d === deployment ? 'ours' : 'foreign';
+  if (ownerStatus === 'RUNNING') return 'claim';
+  return adoptUntagged ? 'ours' : 'untagged';
 }
 
 async function ownerStatus(client: Client, workflowId: string | undefined): Promise<string> {
@@ -48,38 +84,69 @@ export function reconcileActivities(ctx: ActivityContext) {
       if (!client)
         throw ApplicationFailure.create({ message: 'the reconciler needs a Temporal client', nonRetryable: true });
       const ec2 = ctx.ec2(input.pool);
+      const deployment = ctx.config.deployment;
+      const adoptUntagged = ctx.pool(input.pool).aws?.adoptUntagged === true;
+      // EC2 cannot filter on a tag being absent: list by pool, and sort by deployment here. Every page: an
+      // orphan on the second page leaks as surely as one on the first.
       const byPool = { Name: `tag:${TAG_POOL}`, Values: [input.pool] };
-      const hosts =
-        (
-          await ec2.send(
-            new DescribeHostsCommand({
-              Filter: [
-                byPool,
-                { Name: 'state', Values: ['available', 'pending', 'under-assessment', 'permanent-failure'] },
-              ],
-            }),
-          )
-        ).Hosts ?? [];
-      const instances =
-        (
-          await ec2.send(
-            new DescribeInstancesCommand({
-              Filters: [byPool, { Name: 'instance-state-name', Values: ['pending', 'running', 'stopping', 'stopped'] }],
-            }),
-          )
-        ).Reservations?.flatMap((r) => r.Instances ?? []) ?? [];
+      const listed: Host[] = [];
+      for await (const page of paginateDescribeHosts(
+        { client: ec2 },
+        {
+          Filter: [
+            byPool,
+            { Name: 'state', Values: ['available', 'pending', 'under-assessment', 'permanent-failure'] },
+          ],
+        },
+      ))
+        listed.push(...(page.Hosts ?? []));
+      const listedInstances: Instance[] = [];
+      for await (const page of paginateDescribeInstances(
+        { client: ec2 },
+        { Filters: [byPool, { Name: 'instance-state-name', Values: ['pending', 'running', 'stopping', 'stopped'] }] },
+      ))
+        listedInstances.push(...(page.Reservations ?? []).flatMap((r) => r.Instances ?? []));
+
       const report: ReconcileReport = {
         pool: input.pool,
-        hosts: hosts.length,
-        instances: instances.length,
+        deployment,
+        hosts: 0,
+        instances: 0,
+        foreign: 0,
         actions: [],
       };
-      const tag = (tags: { Key?: string; Value?: string }[] | undefined, k: string) =>
-        tags?.find((t) => t.Key === k)?.Value;
+      /** Sorts one resource: true if it is this deployment's to reconcile (claimed, if it had no tag). */
+      const mine = async (id: string, tags: Tags, owner: string | undefined, status: string): Promise<boolean> => {
+        const verdict = whose(tags, deployment, status, adoptUntagged);
+        if (verdict === 'foreign') {
+          report.foreign++;
+          return false;
+        }
+        if (verdict === 'untagged') {
+          report.actions.push({
+            resource: id,
+            owner,
+            ownerStatus: status,
+            action: 'none',
+            detail: `no ${TAG_DEPLOYMENT} tag and no running owner here: left alone (another deployment's?); set aws.adoptUntagged to adopt`,
+          });
+          return false;
+        }
+        if (verdict === 'claim') {
+          await ec2.send(
+            new CreateTagsCommand({ Resources: [id], Tags: [{ Key: TAG_DEPLOYMENT, Value: deployment }] }),
+          );
+          report.actions.push({ resource: id, owner, ownerStatus: status, action: 'claimed', detail: deployment });
+        }
+        return true;
+      };
 
-      for (const h of hosts) {
+      const hosts: Host[] = [];
+      for (const h of listed) {
         const owner = tag(h.Tags, TAG_WORKFLOW);
         const status = await ownerStatus(client, owner);
+        if (!(await mine(h.HostId!, h.Tags, owner, status))) continue;
+        hosts.push(h);
         if (status === 'RUNNING') {
           report.actions.push({ resource: h.HostId!, owner, ownerStatus: status, action: 'none' });
           continue;
@@ -121,14 +188,19 @@ export function reconcileActivities(ctx: ActivityContext) {
       }
 
       const ownedHosts = new Set(hosts.map((h) => h.HostId));
-      for (const i of instances) {
+      let instances = 0;
+      for (const i of listedInstances) {
         const owner = tag(i.Tags, TAG_WORKFLOW);
         const status = await ownerStatus(client, owner);
+        if (!(await mine(i.InstanceId!, i.Tags, owner, status))) continue;
+        instances++;
         // An instance on a host we hold is the adopter's to terminate; others with no live owner go now.
         if (status === 'RUNNING' || ownedHosts.has(i.Placement?.HostId)) continue;
         await ec2.send(new TerminateInstancesCommand({ InstanceIds: [i.InstanceId!] }));
         report.actions.push({ resource: i.InstanceId!, owner, ownerStatus: status, action: 'terminated' });
       }
+      report.hosts = hosts.length;
+      report.instances = instances;
       return report;
     },
   };

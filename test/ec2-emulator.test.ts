@@ -17,18 +17,22 @@ import {
   DescribeInstanceTypesCommand,
   DescribeReplaceRootVolumeTasksCommand,
   EC2Client,
+  GetConsoleOutputCommand,
   ModifyHostsCommand,
   ReleaseHostsCommand,
   RunInstancesCommand,
   StartInstancesCommand,
   StopInstancesCommand,
   TerminateInstancesCommand,
+  paginateDescribeHosts,
+  paginateDescribeInstances,
   type EC2ServiceException,
 } from '@aws-sdk/client-ec2';
 import { defaultEmulatorOptions, startEc2Emulator, type Ec2Emulator } from '../src/emulator/ec2/server';
 import { SEEDED_IMAGES } from '../src/emulator/ec2/cloud';
 import { classifyEc2Error } from '../src/ec2mac/errors';
-import { clientToken } from '../activities/ec2';
+import { clientToken, METADATA_OPTIONS } from '../activities/ec2';
+import { HOST_KEY_USER_DATA, KEYS_BEGIN } from '../src/ec2mac/console-host-keys';
 
 const AMI = SEEDED_IMAGES[0]!.id;
 const X86_AMI = SEEDED_IMAGES[2]!.id;
@@ -474,5 +478,106 @@ describe('EC2 error classes and idempotency tokens', () => {
     expect(a.length).toBeLessThanOrEqual(64);
     expect(clientToken('host/ci/0f3a9c1e-5b7d-4c2a-9e8f-1234567890ab', 'allocate-us-east-1b')).not.toBe(a);
     expect(clientToken('host/ci/other', 'allocate-us-east-1a')).not.toBe(a);
+  });
+
+  it('gives each deployment its own tokens (EC2 keys idempotency account-wide), the default as before', () => {
+    const id = 'host/ci/0f3a9c1e';
+    // Staging and production run the same workflow ids: the same token would hand one the other's host.
+    expect(clientToken(id, 'run-0', 'staging')).not.toBe(clientToken(id, 'run-0', 'production'));
+    // Hosts in flight across the upgrade keep their tokens under the default deployment.
+    expect(clientToken(id, 'run-0', 'default')).toBe(clientToken(id, 'run-0'));
+  });
+});
+
+describe('console output, metadata options and pagination', () => {
+  beforeAll(() => {
+    // Room beyond the quota and capacity the tests above exhaust on purpose.
+    emu.cloud.options.quotaPerFamily = 100;
+    for (const z of emu.cloud.options.zones) z.capacity = 100;
+  });
+  const launchWith = (hostId: string, token: string, extra: object) =>
+    ec2.send(
+      new RunInstancesCommand({
+        ImageId: AMI,
+        InstanceType: 'mac2-m2.metal',
+        MinCount: 1,
+        MaxCount: 1,
+        ClientToken: token,
+        Placement: { Tenancy: 'host', HostId: hostId, Affinity: 'host' },
+        TagSpecifications: [{ ResourceType: 'instance', Tags: [{ Key: 'suite', Value: 'console' }] }],
+        ...extra,
+      }),
+    );
+
+  it('records MetadataOptions and describes them as EC2 does; refuses bad ones', async () => {
+    const host = await allocate();
+    const run = await launchWith(host, 'conf-imds-1', { MetadataOptions: METADATA_OPTIONS });
+    const id = run.Instances![0]!.InstanceId!;
+    const want = { HttpTokens: 'required', HttpPutResponseHopLimit: 1, HttpEndpoint: 'enabled', State: 'applied' };
+    expect(run.Instances![0]!.MetadataOptions).toMatchObject(want);
+    const d = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }));
+    expect(d.Reservations![0]!.Instances![0]!.MetadataOptions).toMatchObject(want);
+    const other = await allocate();
+    const bad = await failure(launchWith(other, 'conf-imds-2', { MetadataOptions: { HttpPutResponseHopLimit: 0 } }));
+    expect(bad.name).toBe('InvalidParameterValue');
+    // EC2's defaults when none are given: IMDSv1 allowed.
+    const plain = await launchWith(other, 'conf-imds-3', {});
+    expect(plain.Instances![0]!.MetadataOptions).toMatchObject({ HttpTokens: 'optional', HttpEndpoint: 'enabled' });
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [id, plain.Instances![0]!.InstanceId!] }));
+  });
+
+  it('answers GetConsoleOutput with an empty Output until EC2 posts the boot, then base64 text', async () => {
+    emu.clock.advance(3 * HOUR); // the last test's hosts scrub
+    const host = await allocate();
+    const run = await launchWith(host, 'conf-console-1', {
+      UserData: Buffer.from(HOST_KEY_USER_DATA).toString('base64'),
+    });
+    const id = run.Instances![0]!.InstanceId!;
+    const early = await ec2.send(new GetConsoleOutputCommand({ InstanceId: id, Latest: true }));
+    expect(early.InstanceId).toBe(id);
+    expect(early.Output).toBeUndefined();
+    // Running, SSH up, console posted: this emulator has no sshd (no --ssh-key), so no key to print yet.
+    emu.clock.advance(HOUR);
+    const none = await ec2.send(new GetConsoleOutputCommand({ InstanceId: id }));
+    expect(none.Output).toBeUndefined();
+    // A key set by the test control is printed in cloud-init's block, base64 as EC2 sends it.
+    const key = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOTHERKEYOTHERKEYOTHERKEYOTHERKEYOTHERKEY0';
+    const r = await fetch(`${emu.endpoint}/_emulator/console`, {
+      method: 'POST',
+      body: JSON.stringify({ instanceId: id, hostKey: key }),
+    });
+    expect(r.status).toBe(200);
+    const out = await ec2.send(new GetConsoleOutputCommand({ InstanceId: id, Latest: true }));
+    expect(out.Timestamp).toBeInstanceOf(Date);
+    const text = Buffer.from(out.Output!, 'base64').toString('utf8');
+    expect(text).toContain(`${KEYS_BEGIN}\r\n${key} root@`);
+    expect(text).toContain('-----END SSH HOST KEY KEYS-----');
+    expect((await failure(ec2.send(new GetConsoleOutputCommand({ InstanceId: 'i-0ffffffffffffffff' })))).name).toBe(
+      'InvalidInstanceID.NotFound',
+    );
+    await fetch(`${emu.endpoint}/_emulator/console`, { method: 'POST', body: JSON.stringify({ clear: true }) });
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
+  });
+
+  it('pages DescribeHosts and DescribeInstances: the SDK paginators find every item', async () => {
+    await fetch(`${emu.endpoint}/_emulator/paging`, { method: 'POST', body: JSON.stringify({ maxItems: 2 }) });
+    try {
+      const hosts = (await ec2.send(new DescribeHostsCommand({}))).Hosts!;
+      expect(hosts).toHaveLength(2);
+      const all: string[] = [];
+      for await (const p of paginateDescribeHosts({ client: ec2 }, {})) all.push(...p.Hosts!.map((h) => h.HostId!));
+      expect(all.length).toBeGreaterThan(2);
+      expect(new Set(all).size).toBe(all.length);
+      expect(all.sort()).toEqual([...emu.cloud.hosts.keys()].sort());
+      const instances: string[] = [];
+      for await (const p of paginateDescribeInstances({ client: ec2 }, {}))
+        instances.push(...p.Reservations!.flatMap((r) => r.Instances!.map((i) => i.InstanceId!)));
+      expect(instances.length).toBeGreaterThan(2);
+      expect(instances.sort()).toEqual([...emu.cloud.instances.keys()].sort());
+      const both = await failure(ec2.send(new DescribeHostsCommand({ HostIds: [all[0]!], MaxResults: 5 })));
+      expect(both.name).toBe('InvalidParameterCombination');
+    } finally {
+      await fetch(`${emu.endpoint}/_emulator/paging`, { method: 'POST', body: JSON.stringify({ maxItems: 1000 }) });
+    }
   });
 });

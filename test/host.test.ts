@@ -88,6 +88,7 @@ beforeAll(async () => {
       pollSeconds: 60,
       // 24 virtual hours = 12 s real: room for a loaded machine.
       sshReadyTimeoutSeconds: 24 * 3600,
+      consoleKeyTimeoutSeconds: 24 * 3600,
       // The test triggers the reconciler itself.
       reconcileSeconds: 3600,
       // Release (not park) idle hosts, and keep no spare slot: an idle pool goes back to no host.

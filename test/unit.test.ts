@@ -115,6 +115,29 @@ pools:
     expect(cap).toMatch(/pools\.0\.aws\.minHosts: must not exceed maxHosts; lower minHosts or raise maxHosts/);
   });
 
+  it('names the deployment (default `default`) and the EC2 host-key check, and refuses bad values by field', () => {
+    const aws = `
+imageStore: { bucket: images }
+DEPLOYMENT
+pools:
+  - name: mac
+    ssh: { privateKey: { file: key } }
+    aws: { instanceType: mac2-m2.metal, zones: [us-east-1a], imageId: ami-0a1b2c3d4e5f60715 ARGS }
+`;
+    const c = parseConfig(aws.replace('DEPLOYMENT', '').replace(' ARGS', ''), '/etc/marina.yaml');
+    expect(c.deployment).toBe('default');
+    expect(c.pools[0]!.aws).toMatchObject({
+      hostKeyVerification: 'console',
+      consoleKeyTimeoutSeconds: 1200,
+      adoptUntagged: false,
+    });
+    const all = configErrors(
+      aws.replace('DEPLOYMENT', 'deployment: Production!').replace(' ARGS', ', hostKeyVerification: trust'),
+    ).join('\n');
+    expect(all).toMatch(/^deployment: name this deployment with lower-case letters.*e\.g\. deployment: production/m);
+    expect(all).toMatch(/pools\.0\.aws\.hostKeyVerification: must be "console" .* or "first-use"/);
+  });
+
   it('reports YAML syntax errors with a line number', () => {
     expect(configErrors('pools: [\n  - name: x\n').join('\n')).toMatch(/YAML syntax at line \d+/);
   });

@@ -138,6 +138,26 @@ const awsPool = z
      * speed factor in compressed-time runs, so host workflows wait out the 24 h rule in step.
      */
     timeScale: z.number().positive().default(1),
+    /**
+     * How a new instance's SSH host key is trusted. `console` (default): the key it offers must be one the
+     * instance printed to its console (GetConsoleOutput), which Marina's user data makes it print; a key seen
+     * only on the network is never pinned. `first-use`: pin whatever answers first (no check; see README).
+     */
+    hostKeyVerification: z
+      .enum(['console', 'first-use'], {
+        error: 'must be "console" (check the key against the console output) or "first-use" (no check)',
+      })
+      .default('console'),
+    /** How long after SSH answers the console may stay without the host-key block before the host is given up. */
+    consoleKeyTimeoutSeconds: z
+      .number()
+      .positive('seconds, e.g. 1200')
+      .default(20 * 60),
+    /**
+     * Hosts and instances of this pool with no `marina:deployment` tag (made before the tag existed) whose owner
+     * workflow is not running here: adopt them (true) or leave them alone (default; another deployment may own them).
+     */
+    adoptUntagged: z.boolean().default(false),
   })
   .strict()
   .refine((a) => a.minHosts <= a.maxHosts, {
@@ -369,8 +389,21 @@ const worker = z
   })
   .strict();
 
+export const DEFAULT_DEPLOYMENT = 'default';
+
 export const configSchema = z
   .object({
+    /**
+     * This Marina's name among those sharing one AWS account (staging, production): every host and instance it
+     * makes is tagged `marina:deployment` with it, and its reconciler touches nothing tagged otherwise.
+     */
+    deployment: z
+      .string()
+      .regex(
+        /^[a-z0-9][a-z0-9._-]{0,62}$/,
+        'name this deployment with lower-case letters, digits, ".", "_" or "-" (at most 63), e.g. deployment: production',
+      )
+      .default(DEFAULT_DEPLOYMENT),
     temporal: temporal.default({
       address: '127.0.0.1:7233',
       namespace: 'default',

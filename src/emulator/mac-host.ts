@@ -23,6 +23,8 @@ export interface EmulatedHostOptions {
   netIndex: number;
   vmPort: number;
   bootSeconds: number;
+  /** Record every command sent (the login's `sessions/` directory): a witness of what ran on the host. */
+  recordSessions?: boolean;
 }
 
 export interface EmulatedHost {
@@ -45,6 +47,7 @@ export async function startEmulatedHost(o: EmulatedHostOptions): Promise<Emulate
   mkdirSync(join(dir, 'bin'), { recursive: true });
   mkdirSync(join(dir, 'home'), { recursive: true });
   mkdirSync(join(dir, 'tart'), { recursive: true });
+  if (o.recordSessions) mkdirSync(join(dir, 'sessions'), { recursive: true });
   mkdirSync('/run/sshd', { recursive: true });
   sshKeygen(join(dir, 'ssh_host_ed25519_key'), `marina-emulated-host-${o.name}`);
   writeFileSync(join(dir, 'authorized_keys'), `${o.authorizedKey.trim()}\n`);

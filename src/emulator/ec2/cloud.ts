@@ -26,6 +26,8 @@ export interface EmulatorTimings extends MacTimings {
   terminatedVisibleSeconds: number;
   /** CreateImage: `pending` → `available`. */
   imageSeconds: number;
+  /** SSH answers → EC2 posts the boot's console output (GetConsoleOutput answers an empty Output until then). */
+  consolePostSeconds: number;
 }
 
 export const DEFAULT_EMULATOR_TIMINGS: EmulatorTimings = {
@@ -34,6 +36,7 @@ export const DEFAULT_EMULATOR_TIMINGS: EmulatorTimings = {
   shuttingDownSeconds: 60,
   terminatedVisibleSeconds: 3600,
   imageSeconds: 10 * 60,
+  consolePostSeconds: 3 * 60,
 };
 
 export interface ZoneSpec {
@@ -140,6 +143,34 @@ export interface Instance {
   terminatedAt?: number;
   /** Bumped by each root-volume replacement: the SSH server restarts with a fresh disk. */
   generation: number;
+  /** RunInstances' UserData, decoded. */
+  userData?: string;
+  metadataOptions: MetadataOptions;
+}
+
+/** RunInstances' MetadataOptions as EC2 applies them (its defaults where not given). */
+export interface MetadataOptions {
+  httpTokens: 'optional' | 'required';
+  httpPutResponseHopLimit: number;
+  httpEndpoint: 'enabled' | 'disabled';
+}
+
+export const DEFAULT_METADATA_OPTIONS: MetadataOptions = {
+  httpTokens: 'optional',
+  httpPutResponseHopLimit: 1,
+  httpEndpoint: 'enabled',
+};
+
+/**
+ * Test control of what instances print to the console: for the instance with this id, or every instance
+ * carrying this tag (so a test can aim at an instance not launched yet), a host key to print instead of the
+ * instance's own, or nothing at all.
+ */
+export interface ConsoleRule {
+  instanceId?: string;
+  tag?: { key: string; value: string };
+  hostKey?: string;
+  empty?: boolean;
 }
 
 export interface Image {
@@ -228,6 +259,17 @@ export interface Ledger {
   scrubbingHours: number;
 }
 
+export interface LaunchParams {
+  imageId: string;
+  instanceType?: string;
+  hostId?: string;
+  tenancy?: string;
+  clientToken: string;
+  tags: Tags;
+  userData?: string;
+  metadataOptions?: Partial<MetadataOptions>;
+}
+
 export class Ec2MacCloud {
   readonly hosts = new Map<string, Host>();
   /** Hosts released outside the caller and dropped from every listing (vanishHost): EC2 answers not-found. */
@@ -235,6 +277,8 @@ export class Ec2MacCloud {
   readonly instances = new Map<string, Instance>();
   readonly images = new Map<string, Image>();
   readonly rootVolumeTasks = new Map<string, RootVolumeTask>();
+  /** Latest first: the first rule that matches an instance decides its console. */
+  consoleRules: ConsoleRule[] = [];
   private readonly tokens = new Map<string, TokenRecord>();
   private readonly random: Uniform;
   private counter = 0;
@@ -458,16 +502,17 @@ export class Ec2MacCloud {
     return out;
   }
 
-  runInstance(p: {
-    imageId: string;
-    instanceType?: string;
-    hostId?: string;
-    tenancy?: string;
-    clientToken: string;
-    tags: Tags;
-  }): Instance {
+  runInstance(p: LaunchParams): Instance {
     this.settle();
-    const fingerprint = JSON.stringify([p.imageId, p.instanceType, p.hostId, p.tenancy, [...p.tags]]);
+    const fingerprint = JSON.stringify([
+      p.imageId,
+      p.instanceType,
+      p.hostId,
+      p.tenancy,
+      [...p.tags],
+      p.userData,
+      p.metadataOptions,
+    ]);
     const [id] = this.idempotent('RunInstances', p.clientToken, fingerprint, () => [this.launch(p)]);
     const i = this.instances.get(id!);
     if (!i || i.state === 'terminated') {
@@ -479,14 +524,7 @@ export class Ec2MacCloud {
     return i;
   }
 
-  private launch(p: {
-    imageId: string;
-    instanceType?: string;
-    hostId?: string;
-    tenancy?: string;
-    clientToken: string;
-    tags: Tags;
-  }): string {
+  private launch(p: LaunchParams): string {
     const img = this.images.get(p.imageId);
     if (!img) throw new Ec2Error('InvalidAMIID.NotFound', `The image id '[${p.imageId}]' does not exist`);
     if (img.state !== 'available')
@@ -546,6 +584,8 @@ export class Ec2MacCloud {
       tags: new Map(p.tags),
       privateIp: `${this.ipPrefix}.${(n % 250) + 1}`,
       generation: 0,
+      ...(p.userData !== undefined ? { userData: p.userData } : {}),
+      metadataOptions: { ...DEFAULT_METADATA_OPTIONS, ...p.metadataOptions },
     });
     host.instanceId = id;
     return id;
@@ -681,6 +721,13 @@ export class Ec2MacCloud {
       return [t.id];
     });
     return this.rootVolumeTasks.get(id!)!;
+  }
+
+  /** The console rule that decides an instance's console, if any. */
+  consoleRule(i: Instance): ConsoleRule | undefined {
+    return this.consoleRules.find(
+      (r) => r.instanceId === i.id || (r.tag !== undefined && i.tags.get(r.tag.key) === r.tag.value),
+    );
   }
 
   /** Fault injection: AWS moves a host into a side state (its instance keeps running, as AWS warns). */

@@ -6,10 +6,12 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { seeded, type Uniform } from '../../ec2mac/random';
 import { startEmulatedHost, type EmulatedHost } from '../mac-host';
+import { normaliseKey } from '../../ec2mac/console-host-keys';
+import { consoleOf } from './console';
 import {
   ACCOUNT_ID,
   DEFAULT_EMULATOR_TIMINGS,
@@ -18,6 +20,8 @@ import {
   INSTANCE_CODES,
   MAC_TYPES,
   type CloudOptions,
+  type ConsoleRule,
+  type MetadataOptions,
   type Host,
   type Instance,
 } from './cloud';
@@ -70,6 +74,8 @@ export interface InstanceSsh {
   port: number;
   vmPort: number;
   vmBootSeconds: number;
+  /** Each instance records every command it is sent (a `sessions/` directory in its state): tests' witness. */
+  recordSessions?: boolean;
 }
 
 export interface Ec2EmulatorOptions {
@@ -112,12 +118,16 @@ export interface Ec2Emulator {
 const b64 = (n: number): string => Buffer.from(String(n)).toString('base64');
 const unb64 = (s: string | null): number => (s ? Number(Buffer.from(s, 'base64').toString()) || 0 : 0);
 
-function page<T>(items: T[], p: Params): { items: T[]; nextToken?: string } {
+/** EC2 answers at most `cap` items (1000 on AWS) whatever MaxResults asks, with a NextToken for the rest. */
+function page<T>(items: T[], p: Params, cap: number): { items: T[]; nextToken?: string } {
   const max = p.get('MaxResults');
-  if (!max) return { items };
-  const n = Number(max);
-  if (!(n >= 5 && n <= 1000))
-    throw new Ec2Error('InvalidParameterValue', `MaxResults must be between 5 and 1000, got ${max}`);
+  let n = cap;
+  if (max) {
+    const asked = Number(max);
+    if (!(asked >= 5 && asked <= 1000))
+      throw new Ec2Error('InvalidParameterValue', `MaxResults must be between 5 and 1000, got ${max}`);
+    n = Math.min(asked, cap);
+  }
   const from = unb64(p.get('NextToken'));
   const slice = items.slice(from, from + n);
   return from + n < items.length ? { items: slice, nextToken: b64(from + n) } : { items: slice };
@@ -169,6 +179,7 @@ function hostXml(cloud: Ec2MacCloud, h: Host): XmlValue {
 
 function instanceXml(cloud: Ec2MacCloud, i: Instance): XmlValue {
   const h = cloud.hosts.get(i.hostId)!;
+  const m = i.metadataOptions;
   return {
     instanceId: i.id,
     imageId: i.imageId,
@@ -183,7 +194,48 @@ function instanceXml(cloud: Ec2MacCloud, i: Instance): XmlValue {
     architecture: MAC_TYPES[i.instanceType]!.arch,
     clientToken: i.clientToken,
     tagSet: tagSet(i.tags),
+    metadataOptions: {
+      state: 'applied',
+      httpTokens: m.httpTokens,
+      httpPutResponseHopLimit: m.httpPutResponseHopLimit,
+      httpEndpoint: m.httpEndpoint,
+      httpProtocolIpv6: 'disabled',
+      instanceMetadataTags: 'disabled',
+    },
   };
+}
+
+/** RunInstances' MetadataOptions, checked as EC2 checks them. */
+function metadataOptions(p: Params): Partial<MetadataOptions> {
+  const out: Partial<MetadataOptions> = {};
+  const tokens = p.get('MetadataOptions.HttpTokens');
+  if (tokens !== null) {
+    if (tokens !== 'optional' && tokens !== 'required')
+      throw new Ec2Error('InvalidParameterValue', `Invalid value '${tokens}' for HttpTokens: optional or required.`);
+    out.httpTokens = tokens;
+  }
+  const hops = p.get('MetadataOptions.HttpPutResponseHopLimit');
+  if (hops !== null) {
+    const n = Number(hops);
+    if (!Number.isInteger(n) || n < 1 || n > 64)
+      throw new Ec2Error('InvalidParameterValue', `HttpPutResponseHopLimit must be 1 to 64, got ${hops}.`);
+    out.httpPutResponseHopLimit = n;
+  }
+  const endpoint = p.get('MetadataOptions.HttpEndpoint');
+  if (endpoint !== null) {
+    if (endpoint !== 'enabled' && endpoint !== 'disabled')
+      throw new Ec2Error('InvalidParameterValue', `Invalid value '${endpoint}' for HttpEndpoint: enabled or disabled.`);
+    out.httpEndpoint = endpoint;
+  }
+  return out;
+}
+
+/** What act() needs from the server besides the cloud. */
+interface ActEnv {
+  /** The instance's real sshd public key (`type base64`), once its sshd has started. */
+  hostKeyOf(i: Instance): string | undefined;
+  /** Most items one Describe answer holds. */
+  pageCap: number;
 }
 
 const stateChange = (r: {
@@ -197,7 +249,7 @@ const stateChange = (r: {
 });
 
 /** One EC2 action: its answer's members, or an Ec2Error. */
-function act(cloud: Ec2MacCloud, action: string, p: Params): Record<string, XmlValue> {
+function act(cloud: Ec2MacCloud, action: string, p: Params, env: ActEnv): Record<string, XmlValue> {
   switch (action) {
     case 'AllocateHosts': {
       const ids = cloud.allocateHosts({
@@ -215,6 +267,11 @@ function act(cloud: Ec2MacCloud, action: string, p: Params): Record<string, XmlV
     }
     case 'DescribeHosts': {
       const ids = members(p, 'HostId');
+      if (ids.length && p.get('MaxResults'))
+        throw new Ec2Error(
+          'InvalidParameterCombination',
+          'You cannot specify the parameter hostIds and the parameter maxResults in the same request',
+        );
       cloud.settle();
       const all = ids.length ? ids.map((id) => cloud.host(id)) : [...cloud.hosts.values()];
       const hosts = applyFilters(
@@ -230,7 +287,7 @@ function act(cloud: Ec2MacCloud, action: string, p: Params): Record<string, XmlV
         }),
         (h) => h.tags,
       );
-      const { items, nextToken } = page(hosts, p);
+      const { items, nextToken } = page(hosts, p, env.pageCap);
       return { hostSet: items.map((h) => hostXml(cloud, h)), nextToken };
     }
     case 'ReleaseHosts': {
@@ -273,6 +330,8 @@ function act(cloud: Ec2MacCloud, action: string, p: Params): Record<string, XmlV
         tenancy: p.get('Placement.Tenancy') ?? undefined,
         clientToken: p.get('ClientToken') ?? randomUUID(),
         tags: tagSpecs(p, 'instance'),
+        ...(p.get('UserData') !== null ? { userData: Buffer.from(p.get('UserData')!, 'base64').toString('utf8') } : {}),
+        metadataOptions: metadataOptions(p),
       });
       return {
         reservationId: `r-${i.id.slice(2)}`,
@@ -306,7 +365,7 @@ function act(cloud: Ec2MacCloud, action: string, p: Params): Record<string, XmlV
         }),
         (i) => i.tags,
       );
-      const { items, nextToken } = page(found, p);
+      const { items, nextToken } = page(found, p, env.pageCap);
       return {
         reservationSet: items.map((i) => ({
           reservationId: `r-${i.id.slice(2)}`,
@@ -315,6 +374,16 @@ function act(cloud: Ec2MacCloud, action: string, p: Params): Record<string, XmlV
           instancesSet: [instanceXml(cloud, i)],
         })),
         nextToken,
+      };
+    }
+    case 'GetConsoleOutput': {
+      const i = cloud.instance(p.get('InstanceId') ?? '');
+      const posted = consoleOf(cloud, i, env.hostKeyOf(i));
+      if (!posted) return { instanceId: i.id };
+      return {
+        instanceId: i.id,
+        timestamp: new Date(posted.postedAt * 1000),
+        output: Buffer.from(posted.text).toString('base64'),
       };
     }
     case 'StopInstances':
@@ -464,6 +533,7 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
   const cloud = new Ec2MacCloud(o.cloud, clock);
   let faults = o.faults;
   let rng: Uniform = seeded(faults.seed);
+  let pageCap = 1000;
   const ssh = new Map<string, { generation: number; host?: EmulatedHost; starting?: Promise<EmulatedHost> }>();
   let netIndex = 100;
 
@@ -499,6 +569,7 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
           netIndex: (netIndex++ % 150) + 100,
           vmPort: o.ssh.vmPort,
           bootSeconds: o.ssh.vmBootSeconds,
+          recordSessions: o.ssh.recordSessions === true,
         });
         entry.starting.then(
           (h) => {
@@ -513,6 +584,17 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
   };
   const timer = o.ssh ? setInterval(syncSsh, 200) : undefined;
 
+  const hostKeyOf = (i: Instance): string | undefined => {
+    const e = ssh.get(i.id);
+    if (!o.ssh || !e || e.generation !== i.generation) return undefined;
+    try {
+      // Written before sshd starts: the key the instance prints is the one its sshd will offer.
+      return normaliseKey(readFileSync(join(o.ssh.dir, `${i.id}-${i.generation}`, 'ssh_host_ed25519_key.pub'), 'utf8'));
+    } catch {
+      return undefined;
+    }
+  };
+
   const admin = async (req: IncomingMessage, res: ServerResponse, path: string): Promise<void> => {
     const json = (status: number, v: unknown): void => {
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(v, null, 2));
@@ -524,6 +606,29 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
       if (typeof input.advanceSeconds === 'number') clock.advance(input.advanceSeconds);
       if (typeof input.speed === 'number') clock.setSpeed(input.speed);
       return json(200, { now: new Date(clock.now() * 1000).toISOString(), speed: clock.speed });
+    }
+    // Tests: what instances print to their console (another host key, or nothing), by instance id or tag.
+    if (path === '/_emulator/console' && req.method === 'POST') {
+      if (input.clear === true) {
+        cloud.consoleRules = [];
+        return json(200, { rules: [] });
+      }
+      const rule = input as ConsoleRule;
+      if (rule.hostKey !== undefined && !normaliseKey(rule.hostKey))
+        return json(400, { error: 'hostKey must be an OpenSSH public key, e.g. "ssh-ed25519 AAAA…"' });
+      if (!rule.instanceId && !rule.tag) return json(400, { error: 'name an instanceId or a tag {key, value}' });
+      cloud.consoleRules.unshift({
+        ...(rule.instanceId ? { instanceId: rule.instanceId } : {}),
+        ...(rule.tag ? { tag: rule.tag } : {}),
+        ...(rule.hostKey ? { hostKey: normaliseKey(rule.hostKey)! } : {}),
+        ...(rule.empty === true ? { empty: true } : {}),
+      });
+      return json(200, { rules: cloud.consoleRules });
+    }
+    // Tests: EC2 answers at most this many items per Describe page (1000 on AWS).
+    if (path === '/_emulator/paging' && req.method === 'POST') {
+      if (typeof input.maxItems === 'number' && input.maxItems >= 1) pageCap = Math.floor(input.maxItems);
+      return json(200, { maxItems: pageCap });
     }
     if (path === '/_emulator/faults') {
       faults = { ...faults, ...(input as Partial<Faults>) };
@@ -548,7 +653,7 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
       }
     }
     return json(404, {
-      error: `unknown admin path ${path}; try /_emulator/ledger, /_emulator/clock, /_emulator/faults, /_emulator/hosts/<id>/health, POST /_emulator/hosts/<id>/vanish`,
+      error: `unknown admin path ${path}; try /_emulator/ledger, /_emulator/clock, /_emulator/faults, /_emulator/hosts/<id>/health, POST /_emulator/hosts/<id>/vanish, POST /_emulator/console, POST /_emulator/paging`,
     });
   };
 
@@ -576,7 +681,7 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
       if (faulty && rng() < faults.serverErrorRate)
         return send(500, errorXml('InternalError', 'An internal error has occurred.', requestId));
       try {
-        const out = act(cloud, action, p);
+        const out = act(cloud, action, p, { hostKeyOf, pageCap });
         if (faulty && faults.holdAfterCommitMs > 0) await new Promise((r) => setTimeout(r, faults.holdAfterCommitMs));
         if (faulty && rng() < faults.dropAfterCommitRate) {
           req.socket.destroy(); // committed, answer lost
