@@ -33,19 +33,29 @@ export const SEARCH_ATTRIBUTES: Record<string, 'Keyword'> = {
   MarinaHostState: 'Keyword',
 };
 
-export type JobState =
-  | 'validating'
-  | 'queued'
-  | 'fetching'
-  | 'booting'
-  | 'running'
-  | 'snapshotting'
-  | 'cleaning'
-  | 'succeeded'
-  | 'failed'
-  | 'timed_out'
-  | 'cancelled'
-  | 'error';
+/** Every state a job passes through or ends in (`MarinaJobState`); the CLI checks `--state` against it. */
+export const JOB_STATES = [
+  'validating',
+  'queued',
+  'fetching',
+  'booting',
+  'running',
+  'snapshotting',
+  'cleaning',
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'error',
+] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+/**
+ * Failure types of a job workflow whose script failed or timed out; the failure's details hold its
+ * JobResult. Non-retryable: retrying would run the script again.
+ */
+export const JOB_FAILED = 'JobFailed';
+export const JOB_TIMED_OUT = 'JobTimedOut';
 
 export type Stage = 'resolve' | 'queue' | 'fetch' | 'boot' | 'run' | 'snapshot' | 'cleanup';
 
@@ -69,6 +79,8 @@ export interface JobStatus {
   lease?: Lease;
   stages: Partial<Record<Stage, number>>;
   logPrefix: string;
+  /** The script's exit code, once it ended. */
+  exitCode?: number;
   error?: string;
   /** Hosts lost under this job, each with why: the job ran again on another. */
   hostsLost?: string[];
@@ -168,6 +180,9 @@ export interface PoolControlResult {
 export const controlPoolUpdate = defineUpdate<PoolControlResult, [PoolControl]>('controlPool');
 
 export const jobStatusQuery = defineQuery<JobStatus>('status');
+// SDK 1.24's defineQuery/defineSignal/defineUpdate take no description (only typeInfo); setHandler does.
+export const JOB_STATUS_QUERY_DESCRIPTION =
+  "The job's spec, state, host, lease, stage times (ms), exit code once ended, and hosts lost under it.";
 /** The pool's state, bounded: the first leases and queued requests, with their totals. */
 export const poolStateQuery = defineQuery<PoolView>('state');
 

@@ -7,6 +7,7 @@ import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
 import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
+import { unwrapJobResult } from '../client/job-result';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
 import {
   controlPoolUpdate,
@@ -213,7 +214,12 @@ job.command('show <id>').action(async (id: string) =>
       closed: d.closeTime,
     };
     if (status) Object.assign(out, { state: status.state, host: status.host, stages: status.stages });
-    if (d.status.name === 'COMPLETED') out.result = await h.result();
+    if (d.status.name === 'COMPLETED' || d.status.name === 'FAILED') {
+      // A failed script fails the workflow with its result in the failure: shown the same either way.
+      const r = await unwrapJobResult(h.result() as Promise<JobResult>).catch((e: unknown) => e);
+      if (r instanceof Error) out.error = r.cause instanceof Error ? r.cause.message : r.message;
+      else out.result = r;
+    }
     console.log(JSON.stringify(out, null, 2));
   }),
 );

@@ -9,6 +9,7 @@ import { s3ClientFor } from '../config/s3';
 import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
 import { ChunkedStore } from '../images/chunked/store';
 import { temporalConnectionOptions } from './connection';
+import { jobHandle } from './job-result';
 import type { jobWorkflow } from '../../workflows/job';
 import { SA_CLIENT, SA_IMAGE, SA_JOB_STATE, SA_POOL, type JobResult } from '../../workflows/definitions';
 
@@ -109,7 +110,7 @@ export async function startJob(
   opts: { checkImage?: boolean } = { checkImage: true },
 ): Promise<WorkflowHandle<typeof jobWorkflow>> {
   const spec = await checkJobSpec(config, input, opts);
-  return client.workflow.start<typeof jobWorkflow>('jobWorkflow', {
+  const handle = await client.workflow.start<typeof jobWorkflow>('jobWorkflow', {
     workflowId: jobWorkflowId(spec.id),
     taskQueue: config.temporal.taskQueue,
     args: [spec],
@@ -124,6 +125,7 @@ export async function startJob(
     staticSummary: `${spec.image} on ${spec.pool}${spec.client ? ` for ${spec.client}` : ''}`,
     staticDetails: `**script**\n\`\`\`bash\n${spec.script.slice(0, 1500)}\n\`\`\`\ntimeout ${spec.timeoutSeconds}s · resources ${JSON.stringify(spec.resources)}`,
   });
+  return jobHandle(handle);
 }
 
 /**
