@@ -4,11 +4,16 @@
  * refusals say what is wrong and what to do.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Client } from '@temporalio/client';
+import { WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { checkJobSpec, followLog, startJob } from '../src/client/jobs';
+import { jobHandle } from '../src/client/job-result';
+import { logsLocation } from '../src/config/load';
+import { s3ClientFor } from '../src/config/s3';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { jobWorkflowId } from '../src/domain/job';
-import { eventually, fileConfig, leftoverVms, runCli, startWorker, uniqueId } from './helpers';
+import { eventually, fileConfig, leftoverVms, readJobLog, runCli, startWorker, uniqueId } from './helpers';
 
 const POOL = 'ops';
 let config: LoadedConfig;
@@ -65,5 +70,81 @@ describe('failed jobs look failed', () => {
     const shown = JSON.parse(show.stdout) as { status: string; result: { state: string; exitCode: number } };
     expect(shown.status).toBe('FAILED');
     expect(shown.result).toMatchObject({ state: 'failed', exitCode: 3 });
+  });
+});
+
+/** Every log object stored for a job id, across its runs. */
+async function logObjects(jobId: string): Promise<string[]> {
+  const loc = logsLocation(config);
+  const s3 = s3ClientFor(config, loc);
+  try {
+    const out = await s3.send(new ListObjectsV2Command({ Bucket: loc.bucket, Prefix: `${loc.prefix}${jobId}/` }));
+    return (out.Contents ?? []).map((o) => o.Key!).sort();
+  } finally {
+    s3.destroy();
+  }
+}
+
+const job = (over: Record<string, unknown> = {}) => ({
+  id: uniqueId('ops'),
+  pool: POOL,
+  image: SEED_IMAGE,
+  script: 'echo hello',
+  timeoutSeconds: 120,
+  ...over,
+});
+
+describe('log retention', () => {
+  it('streams from chunks while the job runs, then keeps only the full log, under the run id', async () => {
+    // Output over several flushes (500 ms apart), so several chunks are written.
+    const spec = job({ script: 'for i in 1 2 3 4 5; do echo "line $i"; sleep 0.6; done' });
+    const handle = await startJob(client, config, spec);
+    const result = handle.result();
+    let beforeDone = '';
+    let ended = false;
+    void result.finally(() => (ended = true));
+    const streamed: Buffer[] = [];
+    await followLog(
+      config,
+      { jobId: spec.id, runId: handle.firstExecutionRunId },
+      (b) => {
+        if (!ended) beforeDone += b.toString();
+        streamed.push(b);
+      },
+      result,
+      100,
+    );
+    const r = await result;
+    const expected = 'line 1\nline 2\nline 3\nline 4\nline 5\n';
+    expect(beforeDone.length).toBeGreaterThan(0); // followed live, from chunks
+    expect(Buffer.concat(streamed).toString()).toBe(expected);
+    expect(r.log.key).toBe(`logs/${spec.id}/${handle.firstExecutionRunId}/output.log`);
+    expect(await logObjects(spec.id)).toEqual([r.log.key]); // no chunk left
+    expect(await readJobLog(config, r.log.key)).toBe(expected);
+
+    // A follower that comes late, when the chunks are gone, still gets the whole log.
+    const late: Buffer[] = [];
+    await followLog(config, { jobId: spec.id, runId: handle.firstExecutionRunId }, (b) => late.push(b), result, 50);
+    expect(Buffer.concat(late).toString()).toBe(expected);
+  });
+
+  it("a job id used again (allowed once the first run is gone) keeps both runs' logs", async () => {
+    const first = job({ script: 'echo first run' });
+    const r1 = await (await startJob(client, config, first)).result();
+    // What Temporal permits after retention, and a caller may ask for explicitly: the same workflow id again.
+    const again = await checkJobSpec(config, { ...first, script: 'echo second run' }, { checkImage: false });
+    const h2 = jobHandle(
+      await client.workflow.start('jobWorkflow', {
+        workflowId: jobWorkflowId(first.id),
+        taskQueue: config.temporal.taskQueue,
+        args: [again],
+        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+      }),
+    );
+    const r2 = await h2.result();
+    expect(r2.log.key).not.toBe(r1.log.key);
+    expect(await readJobLog(config, r1.log.key)).toBe('first run\n');
+    expect(await readJobLog(config, r2.log.key)).toBe('second run\n');
+    expect(await logObjects(first.id)).toEqual([r1.log.key, r2.log.key].sort());
   });
 });

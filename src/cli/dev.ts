@@ -66,7 +66,12 @@ export async function runDev(o: {
     });
     log(`started ${handle.workflowId}; output follows`);
     const result = handle.result();
-    await followLog(stack.config, id, (b) => process.stdout.write(b), result);
+    await followLog(
+      stack.config,
+      { jobId: id, runId: handle.firstExecutionRunId },
+      (b) => process.stdout.write(b),
+      result,
+    );
     const r = await result;
     log(
       `job ${r.jobId} ${r.state} with exit code ${r.exitCode} on ${r.host}; stages (ms): ${JSON.stringify(r.stages)}`,

@@ -150,7 +150,12 @@ program
         void handle.cancel();
       });
       const result = handle.result();
-      await followLog(cfg, spec.id, (b) => process.stdout.write(b), result);
+      await followLog(
+        cfg,
+        { jobId: spec.id, runId: handle.firstExecutionRunId },
+        (b) => process.stdout.write(b),
+        result,
+      );
       try {
         const r = await result;
         printResult(r);

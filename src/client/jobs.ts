@@ -1,12 +1,17 @@
 /** The typed client CI systems and the CLI use to submit, follow and cancel jobs. */
-import { Client, Connection, WorkflowIdReusePolicy, type WorkflowHandle } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowIdReusePolicy,
+  type WorkflowHandleWithFirstExecutionRunId,
+} from '@temporalio/client';
 import { ListObjectsV2Command, GetObjectCommand } from '@aws-sdk/client-s3';
 import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
 import { whyNeverFits } from '../policy/placement';
 import { checkSecurity } from '../domain/security';
 import { findPool, hostSpecs, hostTemplates, logsLocation, type LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
-import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
+import { logChunkPrefix, logObjectKey, offsetOfChunkKey, type LogRef } from '../logs/keys';
 import { ChunkedStore } from '../images/chunked/store';
 import { temporalConnectionOptions } from './connection';
 import { jobHandle } from './job-result';
@@ -108,7 +113,7 @@ export async function startJob(
   config: LoadedConfig,
   input: unknown,
   opts: { checkImage?: boolean } = { checkImage: true },
-): Promise<WorkflowHandle<typeof jobWorkflow>> {
+): Promise<WorkflowHandleWithFirstExecutionRunId<typeof jobWorkflow>> {
   const spec = await checkJobSpec(config, input, opts);
   const handle = await client.workflow.start<typeof jobWorkflow>('jobWorkflow', {
     workflowId: jobWorkflowId(spec.id),
@@ -132,14 +137,19 @@ export async function startJob(
  * Streams a job's log to `write` while it runs (from the chunks the run activity
  * uploads) and finishes from the final log object. Chunks are keyed by byte
  * offset, so re-sent bytes after a worker restart are printed once.
+ *
+ * `job`: `{ jobId, runId }` (the run id is the start handle's `firstExecutionRunId`); a bare job id
+ * follows the layout from before logs were kept per run. The final object is the one the job's
+ * result names, when `done` resolves to a JobResult.
  */
 export async function followLog(
   config: LoadedConfig,
-  jobId: string,
+  job: string | LogRef,
   write: (chunk: Buffer) => void,
   done: Promise<unknown>,
   pollMs = 300,
 ): Promise<number> {
+  const ref: LogRef = typeof job === 'string' ? { jobId: job } : job;
   const loc = logsLocation(config);
   const s3 = s3ClientFor(config, loc);
   let printed = 0;
@@ -154,7 +164,7 @@ export async function followLog(
         const out = await s3.send(
           new ListObjectsV2Command({
             Bucket: loc.bucket,
-            Prefix: logChunkPrefix(loc, jobId),
+            Prefix: logChunkPrefix(loc, ref),
             ContinuationToken: token,
           }),
         );
@@ -180,8 +190,14 @@ export async function followLog(
       await drainChunks().catch(() => undefined);
       await new Promise((r) => setTimeout(r, pollMs));
     }
+    // Chunks are deleted once the full log is stored: what was not printed yet is read from it.
+    const result = await done.then(
+      (r) => r as Partial<JobResult> | undefined,
+      () => undefined,
+    );
     try {
-      const out = await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: logObjectKey(loc, jobId) }));
+      const key = result?.log?.key ?? logObjectKey(loc, ref);
+      const out = await s3.send(new GetObjectCommand({ Bucket: result?.log?.bucket ?? loc.bucket, Key: key }));
       const body = Buffer.from(await out.Body!.transformToByteArray());
       if (body.length > printed) write(body.subarray(printed));
       printed = Math.max(printed, body.length);
