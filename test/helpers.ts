@@ -197,7 +197,12 @@ export function spawnCli(config: LoadedConfig | undefined, args: string[]): Chil
   return spawn(
     process.execPath,
     ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), ...(config ? ['--config', config.path] : []), ...args],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MARINA_LOG_LEVEL: 'ERROR' } },
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // The suite's workflow bundle: `marina dev` starts without a webpack run.
+      env: { ...process.env, MARINA_WORKFLOW_BUNDLE: stack().bundlePath, MARINA_LOG_LEVEL: 'ERROR' },
+    },
   );
 }
 

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
-import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { CancelledFailure, WorkflowFailedError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
 import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
@@ -18,6 +18,8 @@ import {
   type PoolControl,
 } from '../../workflows/definitions';
 import { runDev } from './dev';
+import { cancelJobOnSignals } from './cancel-on-signal';
+import { onStopSignals, SIGNAL_EXIT_CODES } from './signals';
 import { registerImageCommands } from './image';
 import { parse as parseYaml } from 'yaml';
 import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
@@ -74,21 +76,22 @@ program
     const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
     const grace = cfg.worker.shutdownGraceSeconds;
     let stopping = false;
-    const onSignal = (sig: 'SIGINT' | 'SIGTERM') => {
-      if (stopping) {
+    onStopSignals(
+      (sig) => {
+        stopping = true;
+        console.error(
+          `marina worker: ${sig}: taking no new tasks; running activities have ${grace} s to finish, then ` +
+            `hand over to other workers (running scripts keep running); ${sig} again exits at once`,
+        );
+        if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
+      },
+      (sig) => {
         // Jobs survive this too: their scripts run on in the VMs, and retries re-attach once this
         // worker's heartbeats stop (a heartbeat timeout later than a graceful handover).
         console.error(`marina worker: ${sig} again: exiting now`);
-        process.exit(sig === 'SIGINT' ? 130 : 143);
-      }
-      stopping = true;
-      console.error(
-        `marina worker: ${sig}: taking no new tasks; running activities have ${grace} s to finish, then ` +
-          `hand over to other workers (running scripts keep running); ${sig} again exits at once`,
-      );
-      if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
-    };
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, onSignal);
+        process.exit(SIGNAL_EXIT_CODES[sig]);
+      },
+    );
     console.error(
       `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`,
     );
@@ -116,6 +119,7 @@ program
   .option('--snapshot <ref>', 'push the VM as this image after success')
   .option('--client <name>', 'submitting CI system, for fair share and the UI')
   .option('--detach', 'print the workflow id and return at once')
+  .option('--cancel-wait <duration>', 'on SIGINT/SIGTERM, how long to wait for the cancelled job to clean up', '60s')
   .action(async (o) => {
     let script = o.script as string | undefined;
     if (o.scriptFile) script = readFileSync(o.scriptFile === '-' ? 0 : o.scriptFile, 'utf8');
@@ -133,22 +137,20 @@ program
       snapshot: o.snapshot ? { image: o.snapshot } : undefined,
       client: o.client,
     };
+    const cancelWait = parseDuration('--cancel-wait', o.cancelWait);
     // Refuse a bad job before touching the network.
     await checkJobSpec(config(), spec, { checkImage: false });
     await withClient(async (client, cfg) => {
+      // From before the submit: a job started as the signal arrives must not be left running.
+      const cancel = cancelJobOnSignals(spec.id, cancelWait);
       const handle = await startJob(client, cfg, spec);
       if (o.detach) {
+        cancel.dispose();
         console.log(handle.workflowId);
         return;
       }
       console.error(`marina: started ${handle.workflowId}`);
-      let cancelling = false;
-      process.on('SIGINT', () => {
-        if (cancelling) process.exit(130);
-        cancelling = true;
-        console.error('\nmarina: cancelling the job (Ctrl-C again to stop waiting)');
-        void handle.cancel();
-      });
+      cancel.attach(() => handle.cancel());
       const result = handle.result();
       await followLog(
         cfg,
@@ -161,12 +163,15 @@ program
         printResult(r);
         process.exitCode = r.exitCode === 0 ? 0 : r.exitCode > 0 && r.exitCode < 256 ? r.exitCode : 1;
       } catch (e) {
-        if (e instanceof WorkflowFailedError) {
-          console.error(`marina: job ${spec.id} failed: ${e.cause?.message ?? e.message}`);
-          process.exitCode = cancelling ? 130 : 1;
-          return;
-        }
-        throw e;
+        if (!(e instanceof WorkflowFailedError)) throw e;
+        if (cancel.signal && e.cause instanceof CancelledFailure)
+          console.error(`marina: job ${spec.id} cancelled (${cancel.signal}); its VM is cleaned up`);
+        else console.error(`marina: job ${spec.id} failed: ${e.cause?.message ?? e.message}`);
+        process.exitCode = 1;
+      } finally {
+        // Killed by a signal, the conventional code, whatever the job did meanwhile.
+        if (cancel.signal) process.exitCode = SIGNAL_EXIT_CODES[cancel.signal];
+        cancel.dispose();
       }
     });
   });
