@@ -148,3 +148,53 @@ describe('log retention', () => {
     expect(await logObjects(first.id)).toEqual([r1.log.key, r2.log.key].sort());
   });
 });
+
+describe('the CLI says what is wrong and what to do', () => {
+  let finished: string;
+  beforeAll(async () => {
+    const spec = job({ script: 'echo done' });
+    await (await startJob(client, config, spec)).result();
+    finished = spec.id;
+  });
+
+  it('a job id already used: names the job, its state, how to see it, and to pick another id', async () => {
+    const r = await runCli(config, runArgs(finished, 'echo again'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`job id "${finished}" is taken: job ${finished} (workflow job/${finished})`);
+    expect(r.stderr).toContain('finished (COMPLETED), state succeeded');
+    expect(r.stderr).toContain(`marina job show ${finished}`);
+    expect(r.stderr).toContain('another --id');
+    expect(r.stdout).toBe('');
+  });
+
+  it('`job list --state bogus` is refused with the valid states (exit 2), not an empty list', async () => {
+    const r = await runCli(config, ['job', 'list', '--state', 'bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--state: "bogus" is not a job state; use one of: validating, queued,');
+    expect(r.stderr).toContain('timed_out, cancelled, error');
+    expect(r.stdout).toBe('');
+    const ok = await runCli(config, ['job', 'list', '--state', 'succeeded', '--limit', '1000']);
+    expect(ok.code).toBe(0);
+  });
+
+  it('`job cancel` of a finished job says it already finished, with its state, and exits 1', async () => {
+    const r = await runCli(config, ['job', 'cancel', finished]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      new RegExp(`job ${finished} already finished \\(COMPLETED, state succeeded, closed .*\\); nothing to cancel`),
+    );
+    expect(r.stderr).not.toContain('cancel requested');
+    const none = await runCli(config, ['job', 'cancel', 'no-such-job-id']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('no job no-such-job-id (workflow job/no-such-job-id not found)');
+  });
+
+  it('a snapshot name with upper case: the error says names are lower-case and offers the fix', async () => {
+    const r = await runCli(config, runArgs(uniqueId('snap'), 'true', '--snapshot', 'ci/My-Cache:PR-1'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      'snapshot.image: must be an image reference like "my-cache:pr-42": the name is lower-case',
+    );
+    expect(r.stderr).toContain('did you mean "ci/my-cache:PR-1"?');
+  });
+});

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
-import { CancelledFailure, WorkflowFailedError, type Client } from '@temporalio/client';
+import { CancelledFailure, WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
 import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
@@ -11,6 +11,7 @@ import { unwrapJobResult } from '../client/job-result';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
 import {
   controlPoolUpdate,
+  JOB_STATES,
   jobStatusQuery,
   poolStateQuery,
   poolWorkflowId,
@@ -188,12 +189,16 @@ function printResult(r: JobResult): void {
 const job = program.command('job').description('list, inspect and cancel jobs');
 job
   .command('list')
-  .option('--state <state>', 'only jobs in this state (queued, running, succeeded, ...)')
+  .option('--state <state>', `only jobs in this state: ${JOB_STATES.join(', ')}`)
   .option('--limit <n>', 'at most this many', '50')
-  .action(async (o: { state?: string; limit: string }) =>
-    withClient(async (client) => {
+  .action(async (o: { state?: string; limit: string }) => {
+    // An unknown state would match nothing and look like "no such jobs".
+    if (o.state !== undefined && !(JOB_STATES as readonly string[]).includes(o.state))
+      throw new UsageError(`--state: "${o.state}" is not a job state; use one of: ${JOB_STATES.join(', ')}`);
+    if (!/^[1-9]\d*$/.test(o.limit)) throw new UsageError(`--limit: "${o.limit}" must be a whole number ≥ 1, e.g. 50`);
+    return withClient(async (client) => {
       let query = `WorkflowType = "jobWorkflow"`;
-      if (o.state) query += ` AND MarinaJobState = "${o.state.replace(/"/g, '')}"`;
+      if (o.state) query += ` AND MarinaJobState = "${o.state}"`;
       let n = 0;
       for await (const wf of client.workflow.list({ query })) {
         const sa = wf.searchAttributes as Record<string, unknown[] | undefined>;
@@ -210,8 +215,8 @@ job
         );
         if (++n >= Number(o.limit)) break;
       }
-    }),
-  );
+    });
+  });
 job.command('show <id>').action(async (id: string) =>
   withClient(async (client) => {
     const h = client.workflow.getHandle(jobWorkflowId(id));
@@ -235,7 +240,32 @@ job.command('show <id>').action(async (id: string) =>
 );
 job.command('cancel <id>').action(async (id: string) =>
   withClient(async (client) => {
-    await client.workflow.getHandle(jobWorkflowId(id)).cancel();
+    const h = client.workflow.getHandle(jobWorkflowId(id));
+    let d = await h.describe().catch((e: unknown) => {
+      if (e instanceof WorkflowNotFoundError)
+        throw new UsageError(
+          `no job ${id} (workflow ${jobWorkflowId(id)} not found); \`marina job list\` shows the jobs`,
+        );
+      throw e;
+    });
+    // A closed job cannot be cancelled: say what became of it rather than the server's bare refusal.
+    const finished = () => {
+      const state = (d.searchAttributes as Record<string, unknown[] | undefined>).MarinaJobState?.[0];
+      console.error(
+        `marina: job ${id} already finished (${d.status.name}${state ? `, state ${String(state)}` : ''}, ` +
+          `closed ${d.closeTime?.toISOString() ?? 'just now'}); nothing to cancel`,
+      );
+      process.exitCode = 1;
+    };
+    if (d.status.name !== 'RUNNING') return finished();
+    try {
+      await h.cancel();
+    } catch (e) {
+      // It ended between the two calls.
+      d = await h.describe();
+      if (d.status.name !== 'RUNNING') return finished();
+      throw e;
+    }
     console.error(`marina: cancel requested for job ${id}; its VM will be cleaned up`);
   }),
 );

@@ -2,6 +2,7 @@
 import {
   Client,
   Connection,
+  WorkflowExecutionAlreadyStartedError,
   WorkflowIdReusePolicy,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
@@ -103,6 +104,25 @@ export async function checkJobSpec(
   return spec;
 }
 
+/** A job id names one job: a second submit is refused, saying what the first one is doing. */
+export class JobIdTakenError extends Error {
+  override name = 'JobIdTakenError';
+}
+
+async function jobIdTaken(client: Client, id: string): Promise<JobIdTakenError> {
+  const h = client.workflow.getHandle(jobWorkflowId(id));
+  const d = await h.describe().catch(() => undefined);
+  const state = (d?.searchAttributes as Record<string, unknown[] | undefined> | undefined)?.MarinaJobState?.[0];
+  const what = d
+    ? `${d.status.name === 'RUNNING' ? 'running' : `finished (${d.status.name})`}${state ? `, state ${String(state)}` : ''}, started ${d.startTime.toISOString()}`
+    : 'its state could not be read';
+  return new JobIdTakenError(
+    `job id "${id}" is taken: job ${id} (workflow ${jobWorkflowId(id)}) is ${what}. ` +
+      `See it with \`marina job show ${id}\`${d?.status.name === 'RUNNING' ? ` (cancel: \`marina job cancel ${id}\`)` : ''}, ` +
+      'or submit with another --id (a job id names one job)',
+  );
+}
+
 const unknownPool = (config: LoadedConfig, pool: string): FieldError => ({
   field: 'pool',
   message: `unknown pool "${pool}"; configured pools: ${config.pools.map((p) => p.name).join(', ')}`,
@@ -115,21 +135,26 @@ export async function startJob(
   opts: { checkImage?: boolean } = { checkImage: true },
 ): Promise<WorkflowHandleWithFirstExecutionRunId<typeof jobWorkflow>> {
   const spec = await checkJobSpec(config, input, opts);
-  const handle = await client.workflow.start<typeof jobWorkflow>('jobWorkflow', {
-    workflowId: jobWorkflowId(spec.id),
-    taskQueue: config.temporal.taskQueue,
-    args: [spec],
-    // A job id names one job forever: its VM name and log derive from it.
-    workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-    typedSearchAttributes: [
-      { key: SA_POOL, value: spec.pool },
-      { key: SA_IMAGE, value: spec.image },
-      { key: SA_JOB_STATE, value: 'validating' },
-      ...(spec.client ? [{ key: SA_CLIENT, value: spec.client }] : []),
-    ],
-    staticSummary: `${spec.image} on ${spec.pool}${spec.client ? ` for ${spec.client}` : ''}`,
-    staticDetails: `**script**\n\`\`\`bash\n${spec.script.slice(0, 1500)}\n\`\`\`\ntimeout ${spec.timeoutSeconds}s · resources ${JSON.stringify(spec.resources)}`,
-  });
+  const handle = await client.workflow
+    .start<typeof jobWorkflow>('jobWorkflow', {
+      workflowId: jobWorkflowId(spec.id),
+      taskQueue: config.temporal.taskQueue,
+      args: [spec],
+      // A job id names one job forever: its VM name and log derive from it.
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      typedSearchAttributes: [
+        { key: SA_POOL, value: spec.pool },
+        { key: SA_IMAGE, value: spec.image },
+        { key: SA_JOB_STATE, value: 'validating' },
+        ...(spec.client ? [{ key: SA_CLIENT, value: spec.client }] : []),
+      ],
+      staticSummary: `${spec.image} on ${spec.pool}${spec.client ? ` for ${spec.client}` : ''}`,
+      staticDetails: `**script**\n\`\`\`bash\n${spec.script.slice(0, 1500)}\n\`\`\`\ntimeout ${spec.timeoutSeconds}s · resources ${JSON.stringify(spec.resources)}`,
+    })
+    .catch(async (e: unknown) => {
+      if (e instanceof WorkflowExecutionAlreadyStartedError) throw await jobIdTaken(client, spec.id);
+      throw e;
+    });
   return jobHandle(handle);
 }
 
