@@ -52,8 +52,16 @@ describe('failed jobs look failed', () => {
     expect(run.stderr).toMatch(new RegExp(`job ${id} failed \\(exit 3\\)`));
     expect(run.code).toBe(3);
 
-    const d = await client.workflow.getHandle(jobWorkflowId(id)).describe();
+    const handle = client.workflow.getHandle(jobWorkflowId(id));
+    const d = await handle.describe();
     expect(d.status.name).toBe('FAILED');
+    // What the Web UI shows of it: its state first in the current details, and what its query is for.
+    const meta = await handle.query<{
+      currentDetails: string;
+      definition: { queryDefinitions: Array<{ name: string; description?: string }> };
+    }>('__temporal_workflow_metadata');
+    expect(meta.currentDetails).toMatch(/^\*\*failed\*\* · exit 3 · mac-\d\n\nstages: resolve /);
+    expect(meta.definition.queryDefinitions.find((q) => q.name === 'status')?.description).toMatch(/stage times/);
     const query = 'ExecutionStatus="Failed" AND WorkflowType="jobWorkflow"';
     await eventually(
       'the job in the Failures view',

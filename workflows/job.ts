@@ -10,10 +10,10 @@ import {
   patched,
   proxyActivities,
   setCurrentDetails,
-  setHandler,
   upsertSearchAttributes,
   type ActivityOptions,
 } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import type { Activities } from '../activities/types';
 import { LeaseClient } from './lease';
 import { JobSpecError, imageCacheName, normalizeJobSpec, vmNameForJob, type JobSpec } from '../src/domain/job';
@@ -21,7 +21,6 @@ import {
   SA_HOST,
   SA_JOB_STATE,
   JOB_FAILED,
-  JOB_STATUS_QUERY_DESCRIPTION,
   JOB_TIMED_OUT,
   jobStatusQuery,
   type JobResult,
@@ -103,7 +102,7 @@ async function runJob(input: JobSpec): Promise<JobResult> {
 
   const stages: Partial<Record<Stage, number>> = {};
   const status: JobStatus = { spec, state: 'validating', stages, logPrefix: '' };
-  setHandler(jobStatusQuery, () => status, { description: JOB_STATUS_QUERY_DESCRIPTION });
+  setDescribedHandler(jobStatusQuery, () => status);
   // Current details are not a command: they change nothing a replay compares.
   const showDetails = () => setCurrentDetails(jobDetails(status));
   const setState = (state: JobState) => {
