@@ -4,16 +4,26 @@
  * refusals say what is wrong and what to do.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import type { ApplicationFailure } from '@temporalio/common';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { checkJobSpec, followLog, startJob } from '../src/client/jobs';
-import { jobHandle } from '../src/client/job-result';
+import { jobHandle, jobResultOfFailure } from '../src/client/job-result';
 import { logsLocation } from '../src/config/load';
 import { s3ClientFor } from '../src/config/s3';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { jobWorkflowId } from '../src/domain/job';
-import { eventually, fileConfig, leftoverVms, readJobLog, runCli, startWorker, uniqueId } from './helpers';
+import {
+  eventually,
+  fileConfig,
+  leftoverVms,
+  readJobLog,
+  recordHistory,
+  runCli,
+  startWorker,
+  uniqueId,
+} from './helpers';
 
 const POOL = 'ops';
 let config: LoadedConfig;
@@ -62,6 +72,8 @@ describe('failed jobs look failed', () => {
     }>('__temporal_workflow_metadata');
     expect(meta.currentDetails).toMatch(/^\*\*failed\*\* · exit 3 · mac-\d\n\nstages: resolve /);
     expect(meta.definition.queryDefinitions.find((q) => q.name === 'status')?.description).toMatch(/stage times/);
+    // With MARINA_RECORD_HISTORIES=<release>: the patched path's history, for later builds to replay.
+    await recordHistory('job-exit-3-fails-workflow', handle);
     const query = 'ExecutionStatus="Failed" AND WorkflowType="jobWorkflow"';
     await eventually(
       'the job in the Failures view',
@@ -100,6 +112,24 @@ const job = (over: Record<string, unknown> = {}) => ({
   script: 'echo hello',
   timeoutSeconds: 120,
   ...over,
+});
+
+describe('timed-out jobs look failed too', () => {
+  it('a script past its timeout fails the workflow with JobTimedOut, and the client still gets its result', async () => {
+    const spec = job({ script: 'echo start; sleep 30', timeoutSeconds: 2 });
+    const handle = await startJob(client, config, spec);
+    const r = await handle.result(); // unwrapped: no change for callers
+    expect(r).toMatchObject({ jobId: spec.id, state: 'timed_out' });
+    const raw = await client.workflow
+      .getHandle(jobWorkflowId(spec.id))
+      .result()
+      .catch((e: unknown) => e);
+    expect(raw).toBeInstanceOf(WorkflowFailedError);
+    const cause = (raw as WorkflowFailedError).cause as ApplicationFailure;
+    expect([cause.type, cause.nonRetryable]).toEqual(['JobTimedOut', true]);
+    expect(jobResultOfFailure(raw)).toEqual(r);
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
 });
 
 describe('log retention', () => {
