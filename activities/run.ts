@@ -11,7 +11,8 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { shq, type SshConnection } from './ssh/connection';
 import type { ActivityContext, VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
-import { logChunkKey, logObjectKey } from '../src/logs/keys';
+import { logChunkKey, logChunkPrefix, logObjectKey, type LogRef } from '../src/logs/keys';
+import { deleteLogChunks } from '../src/logs/chunks';
 import { SecretMasker } from '../src/logs/mask';
 import { checkJobId, checkVmRef, invalidInput } from './inputs';
 
@@ -40,6 +41,11 @@ interface RunProgress {
    * recorded before masking existed, when the two were the same.
    */
   masked?: number;
+  /**
+   * The log is keyed by workflow run (src/logs/keys.ts). Absent in progress recorded by a worker from
+   * before that layout: its attempt's retry keeps writing where the earlier chunks are.
+   */
+  byRun?: boolean;
 }
 
 // Exit code of the follow loop when the runner died without writing a status (the VM crashed).
@@ -84,6 +90,9 @@ export function runActivities(ctx: ActivityContext) {
       const dir = jobDir(req.id);
       // Resumed only where the last attempt held nothing back, so a fresh masker continues it exactly.
       const masker = new SecretMasker(secretValues(ctx, req));
+      const byRun = progress === undefined || progress.byRun === true;
+      const runId = actx.info.workflowExecution?.runId;
+      const ref: LogRef = { jobId: req.id, ...(byRun && runId ? { runId } : {}) };
 
       const launch = await vm.run('bash -s', { stdin: launchScript(ctx, req) });
       const attached = launch.includes('ATTACHED');
@@ -96,7 +105,7 @@ export function runActivities(ctx: ActivityContext) {
       let pendingStart = progress?.masked ?? resumeFrom;
       let pendingEnd = pendingStart;
       let rawDecided = resumeFrom;
-      let uploaded: RunProgress = { offset: resumeFrom, masked: pendingStart };
+      let uploaded: RunProgress = { offset: resumeFrom, masked: pendingStart, byRun };
       let flushing: Promise<void> = Promise.resolve();
       const take = (masked: Buffer) => {
         if (masked.length > 0) pending.push(masked);
@@ -107,15 +116,13 @@ export function runActivities(ctx: ActivityContext) {
         if (pending.length === 0) return flushing;
         const body = Buffer.concat(pending);
         const start = pendingStart;
-        const upTo: RunProgress = { offset: rawDecided, masked: pendingEnd };
+        const upTo: RunProgress = { offset: rawDecided, masked: pendingEnd, byRun };
         pending = [];
         pendingStart = pendingEnd;
         flushing = flushing.then(async () => {
           // Chunks are keyed by masked byte offset: a re-attach that re-sends bytes overwrites or overlaps with
           // the same bytes, never reorders.
-          await s3.send(
-            new PutObjectCommand({ Bucket: logs.bucket, Key: logChunkKey(logs, req.id, start), Body: body }),
-          );
+          await s3.send(new PutObjectCommand({ Bucket: logs.bucket, Key: logChunkKey(logs, ref, start), Body: body }));
           uploaded = upTo;
           actx.heartbeat(upTo satisfies RunProgress);
         });
@@ -158,7 +165,7 @@ export function runActivities(ctx: ActivityContext) {
       if (cancelled) {
         // Stop the script itself, not just our view of it; cleanup then destroys the VM.
         await stopScript(vm, dir).catch(() => undefined);
-        await uploadFullLog(ctx, vm, req.id, masker).catch(() => undefined);
+        await uploadFullLog(ctx, vm, ref, masker).catch(() => undefined);
         throw new CancelledFailure('job cancelled: script stopped');
       }
       if (follow.code === RUNNER_LOST) {
@@ -175,7 +182,7 @@ export function runActivities(ctx: ActivityContext) {
         .trim()
         .split('\n');
       const exitCode = Number(status[0]);
-      const key = await uploadFullLog(ctx, vm, req.id, masker);
+      const key = await uploadFullLog(ctx, vm, ref, masker);
       return {
         exitCode: Number.isFinite(exitCode) ? exitCode : -1,
         timedOut: status.includes('TIMEOUT'),
@@ -187,22 +194,26 @@ export function runActivities(ctx: ActivityContext) {
   };
 }
 
+/** Stores the whole log as one object, then drops the streaming chunks it supersedes. */
 async function uploadFullLog(
   ctx: ActivityContext,
   vm: SshConnection,
-  jobId: string,
+  ref: LogRef,
   masker: SecretMasker,
 ): Promise<string> {
   const logs = ctx.logsLocation;
   // Collected as raw bytes: a build log is not always valid UTF-8.
   const chunks: Buffer[] = [];
-  await vm.run(`cat ${jobDir(jobId)}/log`, { onStdout: (d) => chunks.push(d) });
+  await vm.run(`cat ${jobDir(ref.jobId)}/log`, { onStdout: (d) => chunks.push(d) });
   // Masked in one pass: the same bytes as the streamed chunks, which a follower already printed.
   const body = masker.maskWhole(Buffer.concat(chunks));
-  const key = logObjectKey(logs, jobId);
-  await ctx
-    .s3(logs)
-    .send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: body, ContentType: 'text/plain' }));
+  const key = logObjectKey(logs, ref);
+  const s3 = ctx.s3(logs);
+  await s3.send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: body, ContentType: 'text/plain' }));
+  // The job's outcome does not hang on tidying: chunks left behind are what the lifecycle rule is for (README).
+  await deleteLogChunks(s3, logs.bucket, logChunkPrefix(logs, ref)).catch((e: unknown) =>
+    Context.current().log.warn('log chunks not deleted', { key, error: String(e) }),
+  );
   return key;
 }
 

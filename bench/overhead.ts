@@ -57,7 +57,7 @@ async function main() {
       const result = h.result();
       await followLog(
         stack.config,
-        id,
+        { jobId: id, runId: h.firstExecutionRunId },
         () => {
           if (Number.isNaN(tFirst)) tFirst = performance.now();
         },

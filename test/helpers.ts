@@ -191,3 +191,36 @@ export async function recordHistory(
     }),
   );
 }
+
+/** The `marina` CLI in its own process, as an operator or a CI system runs it. */
+export function spawnCli(config: LoadedConfig | undefined, args: string[]): ChildProcess {
+  return spawn(
+    process.execPath,
+    ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), ...(config ? ['--config', config.path] : []), ...args],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // The suite's workflow bundle: `marina dev` starts without a webpack run.
+      env: { ...process.env, MARINA_WORKFLOW_BUNDLE: stack().bundlePath, MARINA_LOG_LEVEL: 'ERROR' },
+    },
+  );
+}
+
+export interface CliOutcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Collects a spawned CLI's output and how it ended. */
+export function cliOutcome(child: ChildProcess): Promise<CliOutcome> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+}
+
+export const runCli = (config: LoadedConfig | undefined, args: string[]): Promise<CliOutcome> =>
+  cliOutcome(spawnCli(config, args));

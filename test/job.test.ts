@@ -62,7 +62,13 @@ describe('job workflow', () => {
     const handle = await startJob(client, config, spec);
     const result = handle.result();
     const streamed: Buffer[] = [];
-    await followLog(config, spec.id, (b) => streamed.push(b), result, 100);
+    await followLog(
+      config,
+      { jobId: spec.id, runId: handle.firstExecutionRunId },
+      (b) => streamed.push(b),
+      result,
+      100,
+    );
     const r = await result;
     expect(r.state).toBe('succeeded');
     expect(r.exitCode).toBe(0);

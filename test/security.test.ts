@@ -65,7 +65,13 @@ describe('a secret the script prints', () => {
     });
     const handle = await startJob(client, config, spec);
     const streamed: Buffer[] = [];
-    await followLog(config, spec.id, (b) => streamed.push(b), handle.result(), 100);
+    await followLog(
+      config,
+      { jobId: spec.id, runId: handle.firstExecutionRunId },
+      (b) => streamed.push(b),
+      handle.result(),
+      100,
+    );
     const r = await handle.result();
     const expected = 'token: ***\nsplit: ***\n****** end\n';
     expect(await readJobLog(config, r.log.key)).toBe(expected);

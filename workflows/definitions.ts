@@ -33,19 +33,29 @@ export const SEARCH_ATTRIBUTES: Record<string, 'Keyword'> = {
   MarinaHostState: 'Keyword',
 };
 
-export type JobState =
-  | 'validating'
-  | 'queued'
-  | 'fetching'
-  | 'booting'
-  | 'running'
-  | 'snapshotting'
-  | 'cleaning'
-  | 'succeeded'
-  | 'failed'
-  | 'timed_out'
-  | 'cancelled'
-  | 'error';
+/** Every state a job passes through or ends in (`MarinaJobState`); the CLI checks `--state` against it. */
+export const JOB_STATES = [
+  'validating',
+  'queued',
+  'fetching',
+  'booting',
+  'running',
+  'snapshotting',
+  'cleaning',
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'error',
+] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+/**
+ * Failure types of a job workflow whose script failed or timed out; the failure's details hold its
+ * JobResult. Non-retryable: retrying would run the script again.
+ */
+export const JOB_FAILED = 'JobFailed';
+export const JOB_TIMED_OUT = 'JobTimedOut';
 
 export type Stage = 'resolve' | 'queue' | 'fetch' | 'boot' | 'run' | 'snapshot' | 'cleanup';
 
@@ -69,6 +79,8 @@ export interface JobStatus {
   lease?: Lease;
   stages: Partial<Record<Stage, number>>;
   logPrefix: string;
+  /** The script's exit code, once it ended. */
+  exitCode?: number;
   error?: string;
   /** Hosts lost under this job, each with why: the job ran again on another. */
   hostsLost?: string[];
@@ -168,6 +180,7 @@ export interface PoolControlResult {
 export const controlPoolUpdate = defineUpdate<PoolControlResult, [PoolControl]>('controlPool');
 
 export const jobStatusQuery = defineQuery<JobStatus>('status');
+
 /** The pool's state, bounded: the first leases and queued requests, with their totals. */
 export const poolStateQuery = defineQuery<PoolView>('state');
 
@@ -306,3 +319,47 @@ export interface PoolInput {
 }
 
 export const poolWorkflowId = (pool: string): string => `pool/${pool}`;
+
+/**
+ * What each query, signal and update is for, as the Web UI and `temporal workflow metadata` show it.
+ * SDK 1.24's defineQuery/defineSignal/defineUpdate take no description (only typeInfo); setHandler does,
+ * so workflows register handlers through workflows/handlers.ts, which looks them up here by name.
+ */
+export const HANDLER_DESCRIPTIONS: Record<string, string> = {
+  // job
+  status: "The job's spec, state, host, lease, stage times (ms), exit code once ended, and hosts lost under it.",
+  leaseHolding:
+    'The lease this job, standby or probe holds, or the request it waits on: how a restarted pool rebuilds.',
+  leaseGranted: 'From the pool: a slot on a host is yours (the lease).',
+  leaseRefused: 'From the pool: this request can never be placed (the reason says why).',
+  leaseRevoked: 'From the pool: the host under this lease is gone; run again elsewhere.',
+  // pool
+  state: "The pool's state, bounded: hosts, first leases and queued requests with totals, fleet, latest decisions.",
+  controlPool:
+    'Planner and operator controls (pause, resume, cordon, uncordon, drain, retire, capacity, schedules): validated, answered at once.',
+  requestLease: 'From a job, standby or probe: place me (resources, labels, image); repeated requests are one.',
+  releaseLease: 'From a lease holder: the slot is free again (and the host now caches this image).',
+  hostReport: 'From a static host workflow: its health, images and VMs, when they changed.',
+  hostReady: 'From an EC2 host workflow: the host is up and takes work.',
+  hostPhase: 'From an EC2 host workflow: its phase, for the fleet policy.',
+  hostGone: 'From a host workflow: the host left (released, failed, vanished); its leases are revoked.',
+  hostDrain: 'From a host workflow: take no new work on the host (or again, with drain false).',
+  standbyReady: 'From a standby workflow: its VM is booted and waits for a job.',
+  prePullDone: 'From a pre-pull workflow: the image is (or failed to be) in the host cache.',
+  syncHosts: "The pool's settings from a worker's config (hosts, checks, placement, standby, AWS capacity).",
+  // standby
+  standbyClaimed: "From the pool: a job took this standby VM; it is the job's now.",
+  standbyStop: 'From the pool: stop this standby (destroy the VM, return the slot).',
+  // static host
+  lastHostReport: 'What this host workflow last saw of its host, whether the pool has it, and the latest reaps.',
+  reapVms: 'From the pool: destroy these VMs on the host (standby VMs no lease holds).',
+  stopWatch: 'From the pool: the host left the config; stop watching it and end.',
+  resendReport: 'From a new pool run: send your current report again.',
+  // EC2 host
+  hostState: "This EC2 host's phase, instance, age, jobs run and when AWS allows its release.",
+  retireHost: 'Retire: take no work, terminate the instance, release the host as soon as AWS allows.',
+  drainHost: 'Take no new work (drain: true) or take work again (false); running work finishes.',
+  hostCommand: "From the pool's fleet policy: park, launch or clean (replace the root volume of) this idle host.",
+  // probe
+  finishProbe: 'End this lease probe and release its slot.',
+};

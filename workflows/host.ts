@@ -32,11 +32,11 @@ import {
   patched,
   proxyActivities,
   setCurrentDetails,
-  setHandler,
   sleep,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import type { Activities } from '../activities/types';
 import { fleetPhaseOfHost } from '../src/policy/pool-fleet';
 import { MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
@@ -244,7 +244,7 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     life.allocatedAtWorkflowMs = Date.now() - ((life.ageAtAdoptionSeconds ?? 0) * 1000) / scale;
   }
 
-  setHandler(hostStateQuery, () => ({
+  setDescribedHandler(hostStateQuery, () => ({
     ...life,
     ...(life.allocatedAt !== undefined
       ? {
@@ -253,14 +253,14 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
         }
       : {}),
   }));
-  setHandler(retireHostSignal, ({ reason }) => {
+  setDescribedHandler(retireHostSignal, ({ reason }) => {
     life.retireReason ??= reason;
   });
-  setHandler(hostCommandSignal, (c) => {
+  setDescribedHandler(hostCommandSignal, (c) => {
     life.command = c;
   });
   // A restarted pool asks each host for its reports: send them all again, now.
-  setHandler(resendReportSignal, () => {
+  setDescribedHandler(resendReportSignal, () => {
     if (!reports) return;
     redeliverAll(reports);
     resendAsked = true;
@@ -271,7 +271,7 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
     if (reports) setReport(reports, 'cordon', msg);
     else tell(() => pool.signal(hostDrainSignal, msg));
   };
-  setHandler(drainHostSignal, ({ drain }) => {
+  setDescribedHandler(drainHostSignal, ({ drain }) => {
     life.draining = drain;
     cordon(drain, 'drain');
   });

@@ -7,23 +7,28 @@ import {
   ApplicationFailure,
   CancellationScope,
   isCancellation,
+  patched,
   proxyActivities,
-  setHandler,
+  setCurrentDetails,
   upsertSearchAttributes,
   type ActivityOptions,
 } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import type { Activities } from '../activities/types';
 import { LeaseClient } from './lease';
 import { JobSpecError, imageCacheName, normalizeJobSpec, vmNameForJob, type JobSpec } from '../src/domain/job';
 import {
   SA_HOST,
   SA_JOB_STATE,
+  JOB_FAILED,
+  JOB_TIMED_OUT,
   jobStatusQuery,
   type JobResult,
   type JobState,
   type JobStatus,
   type Stage,
 } from './definitions';
+import { jobDetails } from './job-details';
 
 /** Errors no retry can fix: a retry would only repeat them. */
 export const NON_RETRYABLE = [
@@ -54,7 +59,32 @@ function withOptions<K extends keyof Activities>(name: K, options: ActivityOptio
   };
 }
 
+/**
+ * A job whose script failed or timed out fails its workflow, so Temporal's own views (the Web UI's
+ * Failures, `ExecutionStatus="Failed"`) show it; the JobResult rides in the failure's details and
+ * the client unwraps it (src/client/job-result.ts).
+ */
 export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
+  const result = await runJob(input);
+  // Histories recorded before this completed such jobs: they must replay to the same final command.
+  if (result.state !== 'succeeded' && patched('job-failure-fails-workflow')) throw jobFailure(result);
+  return result;
+}
+
+function jobFailure(r: JobResult): ApplicationFailure {
+  const timedOut = r.state === 'timed_out';
+  return ApplicationFailure.create({
+    type: timedOut ? JOB_TIMED_OUT : JOB_FAILED,
+    message: timedOut
+      ? `job ${r.jobId} timed out on ${r.host} (exit ${r.exitCode})`
+      : `job ${r.jobId} failed with exit code ${r.exitCode} on ${r.host}`,
+    // A retry would run the script again: the script's own failure is final.
+    nonRetryable: true,
+    details: [r],
+  });
+}
+
+async function runJob(input: JobSpec): Promise<JobResult> {
   let spec: JobSpec;
   try {
     spec = normalizeJobSpec(input);
@@ -72,10 +102,13 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
 
   const stages: Partial<Record<Stage, number>> = {};
   const status: JobStatus = { spec, state: 'validating', stages, logPrefix: '' };
-  setHandler(jobStatusQuery, () => status);
+  setDescribedHandler(jobStatusQuery, () => status);
+  // Current details are not a command: they change nothing a replay compares.
+  const showDetails = () => setCurrentDetails(jobDetails(status));
   const setState = (state: JobState) => {
     status.state = state;
     upsertSearchAttributes([{ key: SA_JOB_STATE, value: state }]);
+    showDetails();
   };
   const timed = async <T>(stage: Stage, state: JobState | undefined, fn: () => Promise<T>): Promise<T> => {
     if (state) setState(state);
@@ -84,6 +117,7 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
       return await fn();
     } finally {
       stages[stage] = Date.now() - start;
+      showDetails();
     }
   };
 
@@ -205,6 +239,7 @@ export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
           return result;
         });
         await cleanup(vmTarget, stages, setState);
+        status.exitCode = done.exitCode;
         setState(done.state);
         return done;
       } catch (e) {

@@ -18,10 +18,10 @@ import {
   isCancellation,
   patched,
   proxyActivities,
-  setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import type { Activities } from '../activities/types';
 import type { Lease } from '../src/domain/pool';
 import {
@@ -77,19 +77,19 @@ export class LeaseClient {
     // A restarted pool finds its lease takers by MarinaPool: a taker started without it says so itself.
     if (this.levelTriggered && workflowInfo().typedSearchAttributes.get(SA_POOL) !== poolName)
       upsertSearchAttributes([{ key: SA_POOL, value: poolName }]);
-    setHandler(leaseHoldingQuery, () => ({
+    setDescribedHandler(leaseHoldingQuery, () => ({
       pool: poolName,
       ...(this.lease ? { lease: this.lease } : {}),
       ...(this.waiting ? { request: this.waiting } : {}),
       ...(this.lease && this.standby ? { standby: this.standby } : {}),
     }));
-    setHandler(leaseGrantedSignal, (l) => {
+    setDescribedHandler(leaseGrantedSignal, (l) => {
       if (l.jobWorkflowId === this.me) this.lease = l;
     });
-    setHandler(leaseRefusedSignal, (r) => {
+    setDescribedHandler(leaseRefusedSignal, (r) => {
       this.refusal = r;
     });
-    setHandler(leaseRevokedSignal, ({ leaseId, reason }) => {
+    setDescribedHandler(leaseRevokedSignal, ({ leaseId, reason }) => {
       if (this.lease?.leaseId !== leaseId) return;
       this.revoked = reason;
       this.onRevoked?.();

@@ -18,12 +18,12 @@ import {
   proxyActivities,
   ParentClosePolicy,
   setCurrentDetails,
-  setHandler,
   sleep,
   startChild,
   uuid4,
   workflowInfo,
 } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities/types';
 import type { OutboxEntry, PoolState } from '../src/domain/pool';
@@ -144,18 +144,18 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
     }
   }
 
-  setHandler(poolStateQuery, () => poolView(state, outbox.length));
+  setDescribedHandler(poolStateQuery, () => poolView(state, outbox.length));
 
-  setHandler(requestLeaseSignal, (request) => void feed({ type: 'lease-requested', request }));
-  setHandler(releaseLeaseSignal, (r) => void feed({ type: 'lease-released', ...r }));
-  setHandler(hostReportSignal, (report) => void feed({ type: 'host-report', report }));
-  setHandler(hostReadySignal, (spec) => void feed({ type: 'host-ready', spec }));
-  setHandler(hostPhaseSignal, (report) => void feed({ type: 'host-phase', report }));
-  setHandler(hostGoneSignal, ({ workflowId, reason }) => void feed({ type: 'host-gone', workflowId, reason }));
-  setHandler(hostDrainSignal, (d) => void feed({ type: 'host-cordon', ...d }));
-  setHandler(standbyReadySignal, (r) => void feed({ type: 'standby-ready', ...r }));
-  setHandler(prePullDoneSignal, (r) => void feed({ type: 'prepull-done', ...r }));
-  setHandler(syncHostsSignal, (next) => {
+  setDescribedHandler(requestLeaseSignal, (request) => void feed({ type: 'lease-requested', request }));
+  setDescribedHandler(releaseLeaseSignal, (r) => void feed({ type: 'lease-released', ...r }));
+  setDescribedHandler(hostReportSignal, (report) => void feed({ type: 'host-report', report }));
+  setDescribedHandler(hostReadySignal, (spec) => void feed({ type: 'host-ready', spec }));
+  setDescribedHandler(hostPhaseSignal, (report) => void feed({ type: 'host-phase', report }));
+  setDescribedHandler(hostGoneSignal, ({ workflowId, reason }) => void feed({ type: 'host-gone', workflowId, reason }));
+  setDescribedHandler(hostDrainSignal, (d) => void feed({ type: 'host-cordon', ...d }));
+  setDescribedHandler(standbyReadySignal, (r) => void feed({ type: 'standby-ready', ...r }));
+  setDescribedHandler(prePullDoneSignal, (r) => void feed({ type: 'prepull-done', ...r }));
+  setDescribedHandler(syncHostsSignal, (next) => {
     settings = next;
     feed({ type: 'settings', settings: next });
   });
@@ -163,7 +163,7 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
   // Planner and operator controls: validated, so a bad request fails at once with the fix and changes
   // nothing; a good one is recorded and answered at once. A drain's or a retire's progress shows in the
   // pool's query and details (`marina pool drain --wait` follows it).
-  setHandler(controlPoolUpdate, (control) => ({ message: feed({ type: 'control', control })! }), {
+  setDescribedHandler(controlPoolUpdate, (control) => ({ message: feed({ type: 'control', control })! }), {
     validator: (control) => {
       try {
         validateControl(state, settings, control);

@@ -3,7 +3,8 @@
  * holds it without touching the host, and gives it back. The placement benchmark and the
  * pool's load tests measure the scheduler with it; no VM, SSH or S3 is involved.
  */
-import { condition, defineSignal, setHandler, sleep } from '@temporalio/workflow';
+import { condition, defineSignal, sleep } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import { LeaseClient } from './lease';
 
 export interface ProbeInput {
@@ -30,7 +31,7 @@ export const finishProbeSignal = defineSignal('finishProbe');
 export async function leaseProbeWorkflow(input: ProbeInput): Promise<ProbeResult> {
   const leases = new LeaseClient(input.pool);
   let finish = false;
-  setHandler(finishProbeSignal, () => {
+  setDescribedHandler(finishProbeSignal, () => {
     finish = true;
   });
   try {

@@ -10,10 +10,10 @@ import {
   continueAsNew,
   getExternalWorkflowHandle,
   proxyActivities,
-  setHandler,
   setCurrentDetails,
   workflowInfo,
 } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import type { Activities } from '../activities/types';
 import type { Labels, Resources } from '../src/domain/pool';
 import { imageCacheName, standbyVmName } from '../src/domain/job';
@@ -49,10 +49,10 @@ export async function standbyWorkflow(input: StandbyInput): Promise<void> {
   const generation = input.generation ?? 0;
   let claimedBy: string | undefined;
   let stop = false;
-  setHandler(standbyClaimedSignal, ({ by }) => {
+  setDescribedHandler(standbyClaimedSignal, ({ by }) => {
     claimedBy = by;
   });
-  setHandler(standbyStopSignal, () => {
+  setDescribedHandler(standbyStopSignal, () => {
     stop = true;
   });
   const leases = new LeaseClient(input.pool);

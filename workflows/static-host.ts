@@ -18,10 +18,10 @@ import {
   isCancellation,
   proxyActivities,
   setCurrentDetails,
-  setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { setDescribedHandler } from './handlers';
 import type { SearchAttributePair } from '@temporalio/common';
 import type { Activities } from '../activities/types';
 import type { WatchResult } from '../activities/watch';
@@ -165,15 +165,15 @@ export async function staticHostWorkflow(input: StaticHostInput): Promise<Static
     if (reaped.length > REAPED_KEPT) reaped.shift();
   }
 
-  setHandler(stopWatchSignal, ({ reason }) => {
+  setDescribedHandler(stopWatchSignal, ({ reason }) => {
     stopping = reason;
     watchScope?.cancel();
   });
-  setHandler(resendReportSignal, () => {
+  setDescribedHandler(resendReportSignal, () => {
     // Nothing to resend before the first verdict: the pool hears it when it is due.
     if (report && report.seq > 0) send();
   });
-  setHandler(reapVmsSignal, ({ vms, reason }) => {
+  setDescribedHandler(reapVmsSignal, ({ vms, reason }) => {
     for (const vm of vms) {
       // Only this pool's standby VMs: a job VM is reaped by its closed job alone, and an image or
       // another pool's VM never by a message that may be stale or misaddressed.
@@ -189,7 +189,7 @@ export async function staticHostWorkflow(input: StaticHostInput): Promise<Static
     ...(lastChange ? { lastChange } : {}),
     reaped,
   });
-  setHandler(hostReportQuery, view);
+  setDescribedHandler(hostReportQuery, view);
 
   function describe(): void {
     setCurrentDetails(details(host, pool, input.healthCheckSeconds, view(), [...reaping.keys()]));

@@ -1,5 +1,6 @@
 /** `marina dev`: the whole stack on one machine, and the demo job that proves it. */
-import { startDevStack } from '../emulator/dev-stack';
+import { startDevStack, type DevStack } from '../emulator/dev-stack';
+import { onStopSignals, SIGNAL_EXIT_CODES, type StopSignal } from './signals';
 import { createMarinaWorker } from '../worker';
 import { followLog, startJob } from '../client/jobs';
 import { SEED_IMAGE } from '../emulator/seed-image';
@@ -21,36 +22,77 @@ export async function runDev(o: {
 }): Promise<number> {
   const log = (l: string) => console.error(`marina dev: ${l}`);
   // Keep the terminal for the job's output: the worker's own logs only when something goes wrong.
-  Runtime.install({ logger: new DefaultLogger((process.env.MARINA_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
+  // The SDK's signal hooks stay off: they shut the worker down behind our back and swallow later signals.
+  Runtime.install({
+    logger: new DefaultLogger((process.env.MARINA_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN'),
+    shutdownSignals: [],
+  });
+
+  // Everything this process started goes on the first SIGINT or SIGTERM, whatever it is doing then.
+  // Filled in as start-up gets on; the signal handler stops whatever is there.
+  const live: { stack?: DevStack; stopWorker?: () => Promise<void> } = {};
+  let signalled: StopSignal | undefined;
+  let stopped: Promise<void> | undefined;
+  const stopAll = () =>
+    (stopped ??= (async () => {
+      await live.stopWorker?.().catch((e: unknown) => log(`worker stop: ${String(e)}`));
+      await live.stack?.stop();
+    })());
+  const disposeSignals = onStopSignals(
+    (sig) => {
+      signalled = sig;
+      log(`${sig}: stopping the worker, Temporal, S3 and the emulated hosts (${sig} again: at once)`);
+      // During start-up there is no stack yet: the start-up path stops it once it has one.
+      if (live.stack) void stopAll().then(() => exitStopped(sig));
+    },
+    (sig) => {
+      // Skips the worker's grace time, never the children: they are in their own process groups.
+      log(`${sig} again: stopping the stack now`);
+      void (live.stack?.stop() ?? Promise.resolve()).then(() => process.exit(SIGNAL_EXIT_CODES[sig]));
+    },
+  );
+  const exitStopped = (sig: StopSignal) => {
+    log('stopped');
+    process.exit(SIGNAL_EXIT_CODES[sig]);
+  };
+
   const stack = await startDevStack({ ...o, log });
+  live.stack = stack;
+  if (signalled) {
+    const sig = signalled;
+    await stopAll();
+    exitStopped(sig);
+  }
   let w;
   try {
-    w = await createMarinaWorker(stack.config);
+    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE, as for `marina worker`) skips the webpack step on start.
+    const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
+    w = await createMarinaWorker(stack.config, bundle ? { workflowBundle: { codePath: bundle } } : {});
   } catch (e) {
+    disposeSignals();
     await stack.stop();
     throw e;
   }
-  const running = w.worker.run();
+  const worker = w;
+  const running = worker.worker.run();
+  live.stopWorker = async () => {
+    if (worker.worker.getState() === 'RUNNING') worker.worker.shutdown();
+    // Bounded by the SDK: activities get the grace time, then the force time (src/worker.ts).
+    await running.catch(() => undefined);
+    await worker.close();
+  };
   log(`worker up; config ${stack.configPath}`);
   if (stack.uiUrl) log(`Temporal Web UI: ${stack.uiUrl}`);
   const shutdown = async () => {
-    // The SDK's own signal hook may have begun the shutdown already (Ctrl-C): a second call throws.
-    if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
-    await running.catch(() => undefined);
-    await w.close();
-    await stack.stop();
+    disposeSignals();
+    await stopAll();
   };
   if (!o.demo) {
     log(
       `ready. In another terminal: npx marina --config ${stack.configPath} run --pool local --image ${SEED_IMAGE} --script 'echo hi'`,
     );
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', () => resolve());
-      process.once('SIGTERM', () => resolve());
-    });
-    log('stopping');
-    await shutdown();
-    return 0;
+    // Ends through the signal handler, which exits once everything is stopped.
+    return new Promise<number>(() => undefined);
   }
   let code = 1;
   try {
@@ -66,7 +108,12 @@ export async function runDev(o: {
     });
     log(`started ${handle.workflowId}; output follows`);
     const result = handle.result();
-    await followLog(stack.config, id, (b) => process.stdout.write(b), result);
+    await followLog(
+      stack.config,
+      { jobId: id, runId: handle.firstExecutionRunId },
+      (b) => process.stdout.write(b),
+      result,
+    );
     const r = await result;
     log(
       `job ${r.jobId} ${r.state} with exit code ${r.exitCode} on ${r.host}; stages (ms): ${JSON.stringify(r.stages)}`,

@@ -3,13 +3,15 @@
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
-import { WorkflowFailedError, type Client } from '@temporalio/client';
+import { CancelledFailure, WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
 import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
+import { unwrapJobResult } from '../client/job-result';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
 import {
   controlPoolUpdate,
+  JOB_STATES,
   jobStatusQuery,
   poolStateQuery,
   poolWorkflowId,
@@ -17,6 +19,8 @@ import {
   type PoolControl,
 } from '../../workflows/definitions';
 import { runDev } from './dev';
+import { cancelJobOnSignals } from './cancel-on-signal';
+import { onStopSignals, SIGNAL_EXIT_CODES } from './signals';
 import { registerImageCommands } from './image';
 import { parse as parseYaml } from 'yaml';
 import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
@@ -73,21 +77,22 @@ program
     const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
     const grace = cfg.worker.shutdownGraceSeconds;
     let stopping = false;
-    const onSignal = (sig: 'SIGINT' | 'SIGTERM') => {
-      if (stopping) {
+    onStopSignals(
+      (sig) => {
+        stopping = true;
+        console.error(
+          `marina worker: ${sig}: taking no new tasks; running activities have ${grace} s to finish, then ` +
+            `hand over to other workers (running scripts keep running); ${sig} again exits at once`,
+        );
+        if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
+      },
+      (sig) => {
         // Jobs survive this too: their scripts run on in the VMs, and retries re-attach once this
         // worker's heartbeats stop (a heartbeat timeout later than a graceful handover).
         console.error(`marina worker: ${sig} again: exiting now`);
-        process.exit(sig === 'SIGINT' ? 130 : 143);
-      }
-      stopping = true;
-      console.error(
-        `marina worker: ${sig}: taking no new tasks; running activities have ${grace} s to finish, then ` +
-          `hand over to other workers (running scripts keep running); ${sig} again exits at once`,
-      );
-      if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
-    };
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, onSignal);
+        process.exit(SIGNAL_EXIT_CODES[sig]);
+      },
+    );
     console.error(
       `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`,
     );
@@ -115,6 +120,7 @@ program
   .option('--snapshot <ref>', 'push the VM as this image after success')
   .option('--client <name>', 'submitting CI system, for fair share and the UI')
   .option('--detach', 'print the workflow id and return at once')
+  .option('--cancel-wait <duration>', 'on SIGINT/SIGTERM, how long to wait for the cancelled job to clean up', '60s')
   .action(async (o) => {
     let script = o.script as string | undefined;
     if (o.scriptFile) script = readFileSync(o.scriptFile === '-' ? 0 : o.scriptFile, 'utf8');
@@ -132,35 +138,41 @@ program
       snapshot: o.snapshot ? { image: o.snapshot } : undefined,
       client: o.client,
     };
+    const cancelWait = parseDuration('--cancel-wait', o.cancelWait);
     // Refuse a bad job before touching the network.
     await checkJobSpec(config(), spec, { checkImage: false });
     await withClient(async (client, cfg) => {
+      // From before the submit: a job started as the signal arrives must not be left running.
+      const cancel = cancelJobOnSignals(spec.id, cancelWait);
       const handle = await startJob(client, cfg, spec);
       if (o.detach) {
+        cancel.dispose();
         console.log(handle.workflowId);
         return;
       }
       console.error(`marina: started ${handle.workflowId}`);
-      let cancelling = false;
-      process.on('SIGINT', () => {
-        if (cancelling) process.exit(130);
-        cancelling = true;
-        console.error('\nmarina: cancelling the job (Ctrl-C again to stop waiting)');
-        void handle.cancel();
-      });
+      cancel.attach(() => handle.cancel());
       const result = handle.result();
-      await followLog(cfg, spec.id, (b) => process.stdout.write(b), result);
+      await followLog(
+        cfg,
+        { jobId: spec.id, runId: handle.firstExecutionRunId },
+        (b) => process.stdout.write(b),
+        result,
+      );
       try {
         const r = await result;
         printResult(r);
         process.exitCode = r.exitCode === 0 ? 0 : r.exitCode > 0 && r.exitCode < 256 ? r.exitCode : 1;
       } catch (e) {
-        if (e instanceof WorkflowFailedError) {
-          console.error(`marina: job ${spec.id} failed: ${e.cause?.message ?? e.message}`);
-          process.exitCode = cancelling ? 130 : 1;
-          return;
-        }
-        throw e;
+        if (!(e instanceof WorkflowFailedError)) throw e;
+        if (cancel.signal && e.cause instanceof CancelledFailure)
+          console.error(`marina: job ${spec.id} cancelled (${cancel.signal}); its VM is cleaned up`);
+        else console.error(`marina: job ${spec.id} failed: ${e.cause?.message ?? e.message}`);
+        process.exitCode = 1;
+      } finally {
+        // Killed by a signal, the conventional code, whatever the job did meanwhile.
+        if (cancel.signal) process.exitCode = SIGNAL_EXIT_CODES[cancel.signal];
+        cancel.dispose();
       }
     });
   });
@@ -177,12 +189,16 @@ function printResult(r: JobResult): void {
 const job = program.command('job').description('list, inspect and cancel jobs');
 job
   .command('list')
-  .option('--state <state>', 'only jobs in this state (queued, running, succeeded, ...)')
+  .option('--state <state>', `only jobs in this state: ${JOB_STATES.join(', ')}`)
   .option('--limit <n>', 'at most this many', '50')
-  .action(async (o: { state?: string; limit: string }) =>
-    withClient(async (client) => {
+  .action(async (o: { state?: string; limit: string }) => {
+    // An unknown state would match nothing and look like "no such jobs".
+    if (o.state !== undefined && !(JOB_STATES as readonly string[]).includes(o.state))
+      throw new UsageError(`--state: "${o.state}" is not a job state; use one of: ${JOB_STATES.join(', ')}`);
+    if (!/^[1-9]\d*$/.test(o.limit)) throw new UsageError(`--limit: "${o.limit}" must be a whole number ≥ 1, e.g. 50`);
+    return withClient(async (client) => {
       let query = `WorkflowType = "jobWorkflow"`;
-      if (o.state) query += ` AND MarinaJobState = "${o.state.replace(/"/g, '')}"`;
+      if (o.state) query += ` AND MarinaJobState = "${o.state}"`;
       let n = 0;
       for await (const wf of client.workflow.list({ query })) {
         const sa = wf.searchAttributes as Record<string, unknown[] | undefined>;
@@ -199,8 +215,8 @@ job
         );
         if (++n >= Number(o.limit)) break;
       }
-    }),
-  );
+    });
+  });
 job.command('show <id>').action(async (id: string) =>
   withClient(async (client) => {
     const h = client.workflow.getHandle(jobWorkflowId(id));
@@ -213,13 +229,43 @@ job.command('show <id>').action(async (id: string) =>
       closed: d.closeTime,
     };
     if (status) Object.assign(out, { state: status.state, host: status.host, stages: status.stages });
-    if (d.status.name === 'COMPLETED') out.result = await h.result();
+    if (d.status.name === 'COMPLETED' || d.status.name === 'FAILED') {
+      // A failed script fails the workflow with its result in the failure: shown the same either way.
+      const r = await unwrapJobResult(h.result() as Promise<JobResult>).catch((e: unknown) => e);
+      if (r instanceof Error) out.error = r.cause instanceof Error ? r.cause.message : r.message;
+      else out.result = r;
+    }
     console.log(JSON.stringify(out, null, 2));
   }),
 );
 job.command('cancel <id>').action(async (id: string) =>
   withClient(async (client) => {
-    await client.workflow.getHandle(jobWorkflowId(id)).cancel();
+    const h = client.workflow.getHandle(jobWorkflowId(id));
+    let d = await h.describe().catch((e: unknown) => {
+      if (e instanceof WorkflowNotFoundError)
+        throw new UsageError(
+          `no job ${id} (workflow ${jobWorkflowId(id)} not found); \`marina job list\` shows the jobs`,
+        );
+      throw e;
+    });
+    // A closed job cannot be cancelled: say what became of it rather than the server's bare refusal.
+    const finished = () => {
+      const state = (d.searchAttributes as Record<string, unknown[] | undefined>).MarinaJobState?.[0];
+      console.error(
+        `marina: job ${id} already finished (${d.status.name}${state ? `, state ${String(state)}` : ''}, ` +
+          `closed ${d.closeTime?.toISOString() ?? 'just now'}); nothing to cancel`,
+      );
+      process.exitCode = 1;
+    };
+    if (d.status.name !== 'RUNNING') return finished();
+    try {
+      await h.cancel();
+    } catch (e) {
+      // It ended between the two calls.
+      d = await h.describe();
+      if (d.status.name !== 'RUNNING') return finished();
+      throw e;
+    }
     console.error(`marina: cancel requested for job ${id}; its VM will be cleaned up`);
   }),
 );

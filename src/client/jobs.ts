@@ -1,14 +1,21 @@
 /** The typed client CI systems and the CLI use to submit, follow and cancel jobs. */
-import { Client, Connection, WorkflowIdReusePolicy, type WorkflowHandle } from '@temporalio/client';
+import {
+  Client,
+  Connection,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowIdReusePolicy,
+  type WorkflowHandleWithFirstExecutionRunId,
+} from '@temporalio/client';
 import { ListObjectsV2Command, GetObjectCommand } from '@aws-sdk/client-s3';
 import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
 import { whyNeverFits } from '../policy/placement';
 import { checkSecurity } from '../domain/security';
 import { findPool, hostSpecs, hostTemplates, logsLocation, type LoadedConfig } from '../config/load';
 import { s3ClientFor } from '../config/s3';
-import { logChunkPrefix, logObjectKey, offsetOfChunkKey } from '../logs/keys';
+import { logChunkPrefix, logObjectKey, offsetOfChunkKey, type LogRef } from '../logs/keys';
 import { ChunkedStore } from '../images/chunked/store';
 import { temporalConnectionOptions } from './connection';
+import { jobHandle } from './job-result';
 import type { jobWorkflow } from '../../workflows/job';
 import { SA_CLIENT, SA_IMAGE, SA_JOB_STATE, SA_POOL, type JobResult } from '../../workflows/definitions';
 
@@ -97,6 +104,25 @@ export async function checkJobSpec(
   return spec;
 }
 
+/** A job id names one job: a second submit is refused, saying what the first one is doing. */
+export class JobIdTakenError extends Error {
+  override name = 'JobIdTakenError';
+}
+
+async function jobIdTaken(client: Client, id: string): Promise<JobIdTakenError> {
+  const h = client.workflow.getHandle(jobWorkflowId(id));
+  const d = await h.describe().catch(() => undefined);
+  const state = (d?.searchAttributes as Record<string, unknown[] | undefined> | undefined)?.MarinaJobState?.[0];
+  const what = d
+    ? `${d.status.name === 'RUNNING' ? 'running' : `finished (${d.status.name})`}${state ? `, state ${String(state)}` : ''}, started ${d.startTime.toISOString()}`
+    : 'its state could not be read';
+  return new JobIdTakenError(
+    `job id "${id}" is taken: job ${id} (workflow ${jobWorkflowId(id)}) is ${what}. ` +
+      `See it with \`marina job show ${id}\`${d?.status.name === 'RUNNING' ? ` (cancel: \`marina job cancel ${id}\`)` : ''}, ` +
+      'or submit with another --id (a job id names one job)',
+  );
+}
+
 const unknownPool = (config: LoadedConfig, pool: string): FieldError => ({
   field: 'pool',
   message: `unknown pool "${pool}"; configured pools: ${config.pools.map((p) => p.name).join(', ')}`,
@@ -107,37 +133,48 @@ export async function startJob(
   config: LoadedConfig,
   input: unknown,
   opts: { checkImage?: boolean } = { checkImage: true },
-): Promise<WorkflowHandle<typeof jobWorkflow>> {
+): Promise<WorkflowHandleWithFirstExecutionRunId<typeof jobWorkflow>> {
   const spec = await checkJobSpec(config, input, opts);
-  return client.workflow.start<typeof jobWorkflow>('jobWorkflow', {
-    workflowId: jobWorkflowId(spec.id),
-    taskQueue: config.temporal.taskQueue,
-    args: [spec],
-    // A job id names one job forever: its VM name and log derive from it.
-    workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-    typedSearchAttributes: [
-      { key: SA_POOL, value: spec.pool },
-      { key: SA_IMAGE, value: spec.image },
-      { key: SA_JOB_STATE, value: 'validating' },
-      ...(spec.client ? [{ key: SA_CLIENT, value: spec.client }] : []),
-    ],
-    staticSummary: `${spec.image} on ${spec.pool}${spec.client ? ` for ${spec.client}` : ''}`,
-    staticDetails: `**script**\n\`\`\`bash\n${spec.script.slice(0, 1500)}\n\`\`\`\ntimeout ${spec.timeoutSeconds}s · resources ${JSON.stringify(spec.resources)}`,
-  });
+  const handle = await client.workflow
+    .start<typeof jobWorkflow>('jobWorkflow', {
+      workflowId: jobWorkflowId(spec.id),
+      taskQueue: config.temporal.taskQueue,
+      args: [spec],
+      // A job id names one job forever: its VM name and log derive from it.
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      typedSearchAttributes: [
+        { key: SA_POOL, value: spec.pool },
+        { key: SA_IMAGE, value: spec.image },
+        { key: SA_JOB_STATE, value: 'validating' },
+        ...(spec.client ? [{ key: SA_CLIENT, value: spec.client }] : []),
+      ],
+      staticSummary: `${spec.image} on ${spec.pool}${spec.client ? ` for ${spec.client}` : ''}`,
+      staticDetails: `**script**\n\`\`\`bash\n${spec.script.slice(0, 1500)}\n\`\`\`\ntimeout ${spec.timeoutSeconds}s · resources ${JSON.stringify(spec.resources)}`,
+    })
+    .catch(async (e: unknown) => {
+      if (e instanceof WorkflowExecutionAlreadyStartedError) throw await jobIdTaken(client, spec.id);
+      throw e;
+    });
+  return jobHandle(handle);
 }
 
 /**
  * Streams a job's log to `write` while it runs (from the chunks the run activity
  * uploads) and finishes from the final log object. Chunks are keyed by byte
  * offset, so re-sent bytes after a worker restart are printed once.
+ *
+ * `job`: `{ jobId, runId }` (the run id is the start handle's `firstExecutionRunId`); a bare job id
+ * follows the layout from before logs were kept per run. The final object is the one the job's
+ * result names, when `done` resolves to a JobResult.
  */
 export async function followLog(
   config: LoadedConfig,
-  jobId: string,
+  job: string | LogRef,
   write: (chunk: Buffer) => void,
   done: Promise<unknown>,
   pollMs = 300,
 ): Promise<number> {
+  const ref: LogRef = typeof job === 'string' ? { jobId: job } : job;
   const loc = logsLocation(config);
   const s3 = s3ClientFor(config, loc);
   let printed = 0;
@@ -152,7 +189,7 @@ export async function followLog(
         const out = await s3.send(
           new ListObjectsV2Command({
             Bucket: loc.bucket,
-            Prefix: logChunkPrefix(loc, jobId),
+            Prefix: logChunkPrefix(loc, ref),
             ContinuationToken: token,
           }),
         );
@@ -178,8 +215,14 @@ export async function followLog(
       await drainChunks().catch(() => undefined);
       await new Promise((r) => setTimeout(r, pollMs));
     }
+    // Chunks are deleted once the full log is stored: what was not printed yet is read from it.
+    const result = await done.then(
+      (r) => r as Partial<JobResult> | undefined,
+      () => undefined,
+    );
     try {
-      const out = await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: logObjectKey(loc, jobId) }));
+      const key = result?.log?.key ?? logObjectKey(loc, ref);
+      const out = await s3.send(new GetObjectCommand({ Bucket: result?.log?.bucket ?? loc.bucket, Key: key }));
       const body = Buffer.from(await out.Body!.transformToByteArray());
       if (body.length > printed) write(body.subarray(printed));
       printed = Math.max(printed, body.length);

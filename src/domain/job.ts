@@ -67,6 +67,12 @@ const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
 const MAX_SCRIPT_BYTES = 256 * 1024;
 
+/** `ref` with its name (not its tag) in lower case. */
+function lowerCaseName(ref: string): string {
+  const at = ref.indexOf(':');
+  return at < 0 ? ref.toLowerCase() : ref.slice(0, at).toLowerCase() + ref.slice(at);
+}
+
 /** An image reference as jobs may name one (`name:tag`, lower-case name). */
 export const isImageRef = (ref: string): boolean => IMAGE_PATTERN.test(ref);
 
@@ -135,7 +141,14 @@ export function validateJobSpec(spec: unknown): FieldError[] {
       typeof snap.image !== 'string' ||
       !IMAGE_PATTERN.test(snap.image)
     ) {
-      err('snapshot.image', 'must be an image reference like "my-cache:pr-42"');
+      const given = typeof snap?.image === 'string' ? snap.image : undefined;
+      // Upper case in the name is the usual slip (a branch name); say so and offer the fix.
+      const lower = given ? lowerCaseName(given) : undefined;
+      err(
+        'snapshot.image',
+        'must be an image reference like "my-cache:pr-42": the name is lower-case letters, digits, ".", "_", "/", "-" ' +
+          `(the tag after ":" may use upper case)${lower && lower !== given && IMAGE_PATTERN.test(lower) ? `; did you mean "${lower}"?` : ''}`,
+      );
     }
   }
   if (s.client !== undefined && (typeof s.client !== 'string' || s.client.length > 64)) {
