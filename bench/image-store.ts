@@ -202,7 +202,7 @@ async function s3Shaped(endpoint: string, r1: Resolved, dataBytes: number): Prom
         store,
         localHelper(),
         r1,
-        new Map(),
+        [],
         { dir: out, disk: 'disk.img' },
         { concurrency },
       );
@@ -272,7 +272,7 @@ async function main() {
       store,
       helper,
       r1,
-      new Map(),
+      [],
       { dir: out1, disk: 'disk.img' },
       {
         concurrency: 8,
@@ -308,7 +308,7 @@ async function main() {
     const changedBytes = changed.size * MiB;
     const p2 = await pushDisk(store, helper, 'bench:2', v2, { chunkSize });
     const r2 = (await store.resolve('bench:2'))!;
-    const cached = new Map([[r1.digest, { manifest: r1.manifest, disk: join(out1, 'disk.img') }]]);
+    const cached = [{ digest: r1.digest, dir: out1, disk: 'disk.img' }];
     const { stats: s2 } = await pullVersion(store, helper, r2, cached, {
       dir: join(dir, 'pulled-v2'),
       disk: 'disk.img',
