@@ -82,7 +82,7 @@ export async function hostHelper(
 }
 
 /** The host's cache index: one `<hex>.json` per cached version, its mtime the last use. */
-async function readCache(
+export async function readCache(
   conn: SshConnection,
   paths: HostPaths,
   vmsPresent: ReadonlySet<string>,
@@ -106,6 +106,13 @@ async function readCache(
   }
   return entries;
 }
+
+/** Where a host keeps a cached version: Tart's VM directory `marina-img-<hex16>`, its disk inside. */
+export const cachedPlace = (paths: HostPaths, digest: string): Candidate => ({
+  digest,
+  dir: `${paths.vms}/${imageCacheName(digest)}`,
+  disk: VM_DISK,
+});
 
 /** What a pull's heartbeat shows (the Web UI lists it on the pending activity): plain figures, no URLs. */
 function pullProgress(image: ResolvedImage, s: PullStats | undefined): Record<string, string> {
@@ -206,11 +213,7 @@ export function imageActivities(ctx: ActivityContext) {
       const vmsPresent = new Set((await driver.list()).map((v) => v.name));
       const runner = await hostHelper(conn, paths);
       const entries = await readCache(conn, paths, vmsPresent);
-      const place = (digest: string): Candidate => ({
-        digest,
-        dir: `${paths.vms}/${imageCacheName(digest)}`,
-        disk: VM_DISK,
-      });
+      const place = (digest: string) => cachedPlace(paths, digest);
       // One rule with the CLI's cache (integrity.ts): only a VM the helper verified whole is cached or a seed.
       const [state, ...states] = await inspectPlaces(runner, [
         place(image.digest),
