@@ -437,7 +437,7 @@ func fetchAll(o *PullOrder, out *os.File, j *journal, stats *pullStats, patches 
 	return firstErr
 }
 
-// finish moves a whole pull to its final place; .complete marks it whole until then.
+// finish moves a whole, verified pull to its final place.
 func finish(o *PullOrder) {
 	if o.Final == "" {
 		return
@@ -445,7 +445,7 @@ func finish(o *PullOrder) {
 	if err := os.Rename(o.Dir, o.Final); err != nil {
 		fail(exitFailed, "cannot move %s to %s: %v", o.Dir, o.Final, err)
 	}
-	os.Remove(filepath.Join(o.Final, ".complete"))
+	// The marker moves with the VM: it is what makes the VM count as cached (integrity.go).
 	os.Remove(o.Dir + ".lock")
 }
 

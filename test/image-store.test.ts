@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -235,6 +235,26 @@ describe('chunked image store', () => {
     } finally {
       slow.close();
     }
+  });
+
+  it('a pull renamed into its final place (as into Tart on a host) stays verified there: the next pull moves nothing', async () => {
+    const v = join(dir, 'final.raw');
+    makeDisk(v, 8, 12);
+    const p = await push('img:final', v);
+    const where = { dir: join(dir, 'final.pulling'), disk: 'disk.img', final: join(dir, 'final.vm') };
+    const r = (await store.resolve('img:final'))!;
+    const first = await pullVersion(store, helper, r, [], where);
+    expect(first.stats.alreadyComplete).toBeUndefined();
+    expect(sha(join(where.final, 'disk.img'))).toBe(sha(v));
+    expect(await inspectPlaces(helper, [{ digest: p.digest, dir: where.final, disk: 'disk.img' }])).toEqual([
+      'verified',
+    ]);
+    expect((await pullVersion(store, helper, r, [], where)).stats.alreadyComplete).toBe(true);
+    // A stray directory at the final place without the marker is replaced, never taken for the version.
+    rmSync(join(where.final, '.complete'));
+    writeFileSync(join(where.final, 'disk.img'), 'not a disk');
+    await pullVersion(store, helper, r, [], where);
+    expect(sha(join(where.final, 'disk.img'))).toBe(sha(v));
   });
 
   it('a corrupted pack fails every pull loudly; the partial disk is never cached nor a seed', async () => {
