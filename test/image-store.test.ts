@@ -9,7 +9,13 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { DEV_S3_CREDENTIALS } from '../src/emulator/s3-server';
 import { ChunkedStore } from '../src/images/chunked/store';
 import { localHelper, type HelperRunner } from '../src/images/chunked/helper';
@@ -255,6 +261,28 @@ describe('chunked image store', () => {
     writeFileSync(join(where.final, 'disk.img'), 'not a disk');
     await pullVersion(store, helper, r, [], where);
     expect(sha(join(where.final, 'disk.img'))).toBe(sha(v));
+  });
+
+  it('never trusts a digest or a manifest read back from the store', async () => {
+    const { bucket, prefix } = store.location;
+    const put = (Key: string, body: unknown) =>
+      s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body: JSON.stringify(body) }));
+    await put(`${prefix}v2/tags/img/evil.json`, { digest: 'sha256:../../../escape' });
+    await expect(store.resolve('img:evil')).rejects.toMatchObject({
+      name: 'ManifestIntegrityError',
+      message: expect.stringMatching(/tag img:evil: .* is not a version digest/),
+    });
+    // A manifest stored under a digest it does not hash to (edited, or damaged).
+    const v = join(dir, 'forged.raw');
+    makeDisk(v, 4, 13);
+    const p = await push('img:forged', v);
+    const m = (await store.version(p.digest))!;
+    await put(keys.version(prefix, p.digest), { ...m, size: m.size - 1 });
+    await expect(store.resolve('img:forged')).rejects.toMatchObject({ name: 'ManifestIntegrityError' });
+    // gc, which reads every tag, would stop at the bad one (as it should): both are put right for the next test's gc.
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}v2/tags/img/evil.json` }));
+    await put(keys.version(prefix, p.digest), m);
+    expect((await store.resolve('img:forged'))!.digest).toBe(p.digest);
   });
 
   it('a corrupted pack fails every pull loudly; the partial disk is never cached nor a seed', async () => {

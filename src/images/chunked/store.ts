@@ -53,6 +53,15 @@ export class ManifestIntegrityError extends Error {
   override name = 'ManifestIntegrityError';
 }
 
+/** A digest read back from the store (a tag file): malformed means the store is damaged, not that the caller erred. */
+function storedDigest(digest: unknown, where: string): string {
+  try {
+    return assertDigest(digest, where);
+  } catch (e) {
+    throw new ManifestIntegrityError((e as Error).message);
+  }
+}
+
 export interface PushResult {
   ref: string;
   digest: string;
@@ -181,7 +190,7 @@ export class ChunkedStore {
     const { name, tag } = assertImageRef(ref);
     const t = await this.getJson<{ digest: string }>(keys.tag(this.prefix, name, tag));
     if (!t) return undefined;
-    const digest = assertDigest(t.digest, `tag ${name}:${tag}`);
+    const digest = storedDigest(t.digest, `tag ${name}:${tag}`);
     const manifest = await this.version(digest);
     if (!manifest) throw new Error(`tag ${name}:${tag} names version ${digest}, which is missing from the store`);
     return { ref: formatImageRef({ name, tag }), digest, manifest };
@@ -283,8 +292,8 @@ export class ChunkedStore {
       if (t)
         out.push({
           ref: `${rest.slice(0, slash)}:${rest.slice(slash + 1)}`,
-          digest: assertDigest(t.digest, o.key),
-          history: (t.history ?? []).map((h) => ({ ...h, digest: assertDigest(h.digest, o.key) })),
+          digest: storedDigest(t.digest, o.key),
+          history: (t.history ?? []).map((h) => ({ ...h, digest: storedDigest(h.digest, o.key) })),
         });
     }
     return out.sort((a, b) => a.ref.localeCompare(b.ref));

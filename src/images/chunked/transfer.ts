@@ -295,7 +295,7 @@ export async function pullVersion(
   for (let attempt = 1; ; attempt++) {
     const place = { digest, dir: where.final ?? where.dir, disk: where.disk };
     const [state] = await inspectPlaces(runner, [place], opts.signal);
-    if (state === 'verified') return { plan: planPull(target.manifest, new Map()), stats: ALREADY_COMPLETE };
+    if (state === 'verified') return { plan: NOTHING_TO_DO, stats: ALREADY_COMPLETE };
     const others = candidates.filter((c) => c.digest !== digest);
     const cached = await verifiedVersions(opts.manifests ?? ((d) => store.version(d)), runner, others, opts.signal);
     const plan = planPull(target.manifest, new Map([...cached].map(([d, c]) => [d, c.manifest])), opts.merge);
@@ -326,6 +326,8 @@ export async function pullVersion(
     return { plan, stats: stats! };
   }
 }
+
+const NOTHING_TO_DO: PullPlan = { kept: 0, zero: [], local: [], patched: [], fetch: [], fetchBytes: 0 };
 
 const ALREADY_COMPLETE: PullStats = {
   fetchedBytes: 0,
