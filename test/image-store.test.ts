@@ -310,6 +310,15 @@ describe('chunked image store', () => {
         'verified',
       ]);
     }
+    // The CLI, on this store's prefix: the integrity exit code (3), twice, and never "already cached".
+    const own = fileConfig('images-badpack', (raw) => {
+      raw.imageStore.prefix = store.location.prefix;
+    });
+    const cache = join(dir, 'bad-cache');
+    for (let attempt = 0; attempt < 2; attempt++)
+      await expect(
+        run('./bin/marina', ['-c', own.path, 'image', 'pull', 'img:badpack', '--cache-dir', cache]),
+      ).rejects.toMatchObject({ code: 3, stderr: expect.stringMatching(/does not match its hash/) });
     // v2 no longer holds the damaged chunk; the partial v1 beside it seeds nothing.
     const disk = readFileSync(v1);
     disk.fill('rewritten\n', k * MiB, (k + 1) * MiB);
