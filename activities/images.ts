@@ -8,10 +8,12 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { ChunkedStore, type ResolvedImage } from '../src/images/chunked/store';
 import { eventLines, helperBinary, HelperError, platformOf, type HelperRunner } from '../src/images/chunked/helper';
-import { pullVersion, type CachedDisk, type PullStats } from '../src/images/chunked/transfer';
-import { planEviction, type CacheEntry } from '../src/images/cache';
+import { pullVersion, type PullStats } from '../src/images/chunked/transfer';
+import { inspectPlaces, type Candidate } from '../src/images/chunked/integrity';
+import { planEviction, RECENT_USE_MS, type CacheEntry } from '../src/images/cache';
 import { VM_DISK } from '../src/images/chunked/vm-files';
 import { imageCacheName } from '../src/domain/job';
+import { assertDigest } from '../src/domain/image-ref';
 import type { VersionManifest } from '../src/images/chunked/format';
 import { shq, type SshConnection } from './ssh/connection';
 import type { ActivityContext, HostRef } from './context';
@@ -30,7 +32,7 @@ export interface HostPaths {
   vms: string;
 }
 
-const hex = (digest: string) => digest.replace(/^sha256:/, '');
+const hex = (digest: string) => assertDigest(digest).slice('sha256:'.length);
 const GiB = 1024 ** 3;
 const MANIFEST_CACHE = 16;
 
@@ -80,7 +82,7 @@ export async function hostHelper(
 }
 
 /** The host's cache index: one `<hex>.json` per cached version, its mtime the last use. */
-async function readCache(
+export async function readCache(
   conn: SshConnection,
   paths: HostPaths,
   vmsPresent: ReadonlySet<string>,
@@ -94,13 +96,23 @@ async function readCache(
     const space = line.indexOf(' ');
     try {
       const e = JSON.parse(line.slice(space + 1)) as Omit<CacheEntry, 'usedAt'>;
-      if (vmsPresent.has(e.vm)) entries.push({ ...e, usedAt: Number(line.slice(0, space)) * 1000 });
+      // An entry is a file on the host: its digest names paths, so it is checked like one read from the store.
+      assertDigest(e.digest);
+      if (e.vm === imageCacheName(e.digest) && vmsPresent.has(e.vm))
+        entries.push({ ...e, usedAt: Number(line.slice(0, space)) * 1000 });
     } catch {
       // A half-written index entry: its version is pulled again if wanted.
     }
   }
   return entries;
 }
+
+/** Where a host keeps a cached version: Tart's VM directory `marina-img-<hex16>`, its disk inside. */
+export const cachedPlace = (paths: HostPaths, digest: string): Candidate => ({
+  digest,
+  dir: `${paths.vms}/${imageCacheName(digest)}`,
+  disk: VM_DISK,
+});
 
 /** What a pull's heartbeat shows (the Web UI lists it on the pending activity): plain figures, no URLs. */
 function pullProgress(image: ResolvedImage, s: PullStats | undefined): Record<string, string> {
@@ -200,9 +212,24 @@ export function imageActivities(ctx: ActivityContext) {
       const paths = await hostPaths(conn);
       const vm = cachedImageName(image);
       const vmsPresent = new Set((await driver.list()).map((v) => v.name));
-      if (vmsPresent.has(vm)) {
+      const runner = await hostHelper(conn, paths);
+      const entries = await readCache(conn, paths, vmsPresent);
+      const place = (digest: string) => cachedPlace(paths, digest);
+      // One rule with the CLI's cache (integrity.ts): only a VM the helper verified whole is cached or a seed.
+      const [state, ...states] = await inspectPlaces(runner, [
+        place(image.digest),
+        ...entries.map((e) => place(e.digest)),
+      ]);
+      if (state === 'verified') {
         await recordCacheEntry(conn, paths, image.digest);
         return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
+      }
+      const verified = entries.filter((_, i) => states[i] === 'verified');
+      for (const e of entries.filter((x, i) => states[i] !== 'verified' && x.digest !== image.digest)) {
+        // Unverified (a pull by an older helper, or damaged): dropped, unless a job may be cloning it right now.
+        if (Date.now() - e.usedAt < RECENT_USE_MS) continue;
+        await driver.destroy(e.vm);
+        await conn.run(`rm -f ${shq(`${paths.home}/.marina/images/${hex(e.digest)}.json`)}`);
       }
       const store = imageStore(ctx);
       const wanted = await manifest(store, image.digest);
@@ -212,13 +239,6 @@ export function imageActivities(ctx: ActivityContext) {
           type: 'ImageNotFound',
           nonRetryable: true,
         });
-      const entries = await readCache(conn, paths, vmsPresent);
-      const cached = new Map<string, CachedDisk>();
-      for (const e of entries) {
-        const m = await manifest(store, e.digest);
-        if (m) cached.set(e.digest, { manifest: m, disk: `${paths.vms}/${e.vm}/${VM_DISK}` });
-      }
-      const runner = await hostHelper(conn, paths);
       let last: PullStats | undefined;
       const beat = setInterval(() => actx.heartbeat(pullProgress(image, last)), 1000);
       let stats: PullStats;
@@ -227,11 +247,12 @@ export function imageActivities(ctx: ActivityContext) {
           store,
           runner,
           { digest: image.digest, manifest: wanted },
-          cached,
+          verified.map((e) => place(e.digest)),
           { dir: `${paths.home}/.marina/pulls/${hex(image.digest)}`, disk: VM_DISK, final: `${paths.vms}/${vm}` },
           {
             onProgress: (s) => (last = s),
             signal: actx.cancellationSignal,
+            manifests: (d) => manifest(store, d),
             maxBytesPerSecond: (pool.imageCache.pullMBps ?? 0) * 1e6,
           },
         ));
@@ -246,7 +267,7 @@ export function imageActivities(ctx: ActivityContext) {
       }
       const entry = await recordCacheEntry(conn, paths, image.digest);
       const budget = pool.imageCache.budgetGiB * GiB;
-      const evict = planEviction([...entries, entry], budget, new Set([image.digest]), Date.now());
+      const evict = planEviction([...verified, entry], budget, new Set([image.digest]), Date.now());
       for (const e of evict) {
         await driver.destroy(e.vm);
         await conn.run(`rm -f ${shq(`${paths.home}/.marina/images/${hex(e.digest)}.json`)}`);

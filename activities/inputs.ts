@@ -6,10 +6,10 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { JOB_ID_PATTERN } from '../src/domain/job';
+import { DIGEST_PATTERN } from '../src/domain/image-ref';
 
 /** `marina-<job id>`, `marina-standby-…`, `marina-img-…`: what Marina names VMs. */
 const VM_NAME_PATTERN = /^marina-[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
 const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 /** What names a job's directory in the VM: a job id, or a standby VM's name without its `marina-` (longer). */
 const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -3,7 +3,7 @@ import { Context } from '@temporalio/activity';
 import { pushDisk } from '../src/images/chunked/transfer';
 import { VM_DISK, vmFilesTarCommand } from '../src/images/chunked/vm-files';
 import { shq } from './ssh/connection';
-import { helperFailure, hostHelper, hostPaths, imageStore } from './images';
+import { cachedPlace, helperFailure, hostHelper, hostPaths, imageStore, readCache } from './images';
 import type { ActivityContext, VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 import { ApplicationFailure } from '@temporalio/common';
@@ -58,6 +58,9 @@ export function snapshotActivities(ctx: ActivityContext) {
       const host = await ctx.hostConnection(target);
       const paths = await hostPaths(host);
       const runner = await hostHelper(host, paths);
+      // The image the job's VM was cloned from is in the host's cache: changed chunks go up as patches against it.
+      const present = new Set((await driver.list()).map((v) => v.name));
+      const candidates = (await readCache(host, paths, present)).map((e) => cachedPlace(paths, e.digest));
       const dir = `${paths.vms}/${target.vm}`;
       const parts: Buffer[] = [];
       const tar = await host.exec(vmFilesTarCommand(shq(dir)), { onStdout: (d) => parts.push(Buffer.from(d)) });
@@ -67,6 +70,7 @@ export function snapshotActivities(ctx: ActivityContext) {
           extras: Buffer.concat(parts),
           // The snapshot's guest is the same guest: it answers with the key the job's VM was pinned to.
           ...(target.vmHostKey ? { vmHostKey: target.vmHostKey } : {}),
+          candidates,
           onProgress: (p) =>
             actx.heartbeat({
               stage: p.stage,

@@ -2,9 +2,12 @@
  * The chunked image store on loopback S3 with a generated image: tens of GB logical in a
  * full run, mostly zeros, some compressible, some random. Prints, side by side from one run:
  * cold pull throughput next to this disk's raw write speed and a single-stream download of the
- * same bytes; a new version with 5 % of its data changed in scattered places (bytes moved to push
+ * same bytes; a new version made by an OS update (bytes moved to push
  * and pull it next to the changed bytes); and the same change in Tart-style 512 MiB layers.
+ * The new version is an OS update (os-update.ts), stored once with whole chunks (the format before
+ * patches) and once with patches against the first version, each pulled warm and cold.
  *   node --import tsx bench/image-store.ts [logicalGiB=16] [chunkKiB=256] [gofakes3|moto]
+ *   env: MARINA_BENCH_UPDATE_SHARE (0.03), MARINA_BENCH_META_PER_FILE (4), MARINA_BENCH_SKIP_S3_SHAPED=1
  * S3 is gofakes3 (a Go S3 server, built through the Go module proxy, files on this disk) by
  * default: moto, the suite's S3, is one Python process that tops out near 100 MB/s.
  */
@@ -21,7 +24,11 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { keys, type VersionManifest } from '../src/images/chunked/format';
+import { applyOsUpdate, planOsUpdate } from './os-update';
 import { deflateRawSync } from 'node:zlib';
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -202,7 +209,7 @@ async function s3Shaped(endpoint: string, r1: Resolved, dataBytes: number): Prom
         store,
         localHelper(),
         r1,
-        new Map(),
+        [],
         { dir: out, disk: 'disk.img' },
         { concurrency },
       );
@@ -219,6 +226,29 @@ async function s3Shaped(endpoint: string, r1: Resolved, dataBytes: number): Prom
     rmSync(ram, { recursive: true, force: true });
   }
 }
+
+/** The OS update v2 makes (os-update.ts): share of the data rewritten as files, 4 KiB writes per file. */
+const UPDATE_SHARE = Number(process.env.MARINA_BENCH_UPDATE_SHARE ?? 0.03);
+const META_PER_FILE = Number(process.env.MARINA_BENCH_META_PER_FILE ?? 4);
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const part of createReadStream(path)) h.update(part as Buffer);
+  return h.digest('hex');
+}
+
+/**
+ * Deletes the indexes of the packs only `m` uses (not `keep`): the version still pulls (its manifest
+ * says where its chunks are), but a push no longer finds them and uploads the same disk afresh.
+ */
+async function hidePacks(s3: S3Client, store: ChunkedStore, m: VersionManifest, keep: ReadonlySet<string>) {
+  const { bucket, prefix } = store.location;
+  for (const pack of new Set(m.chunks.flatMap((c) => (c && !keep.has(c.pack) ? [c.pack] : []))))
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: keys.packIndex(prefix, pack) }));
+}
+
+/** Cold pulls of each v2, alternated. */
+const COLD_ROUNDS = Number(process.env.MARINA_BENCH_COLD_ROUNDS ?? 3);
 
 const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
 const mbps = (b: number, ms: number) => `${(b / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
@@ -272,7 +302,7 @@ async function main() {
       store,
       helper,
       r1,
-      new Map(),
+      [],
       { dir: out1, disk: 'disk.img' },
       {
         concurrency: 8,
@@ -298,33 +328,74 @@ async function main() {
     const disk1 = statSync(join(out1, 'disk.img'));
     console.log(`  pulled disk: ${gb(disk1.size)} logical, ${gb(disk1.blocks * 512)} allocated`);
 
-    // v2: 5 % of the data chunks changed, scattered.
+    // v2: an OS update, pushed and pulled twice from the same v1: chunks whole (the format before
+    // patches, `marina-chunked/1`) and with patches against v1's chunks; then the cold pulls of both.
     const dataIdx = kinds.flatMap((k, i) => (k === 'zero' ? [] : [i]));
-    const changed = new Set<number>();
-    const stride = Math.round(1 / 0.05);
-    for (let j = 3; j < dataIdx.length; j += stride) changed.add(dataIdx[j]!);
+    const update = planOsUpdate(dataIdx, UPDATE_SHARE, META_PER_FILE);
     const v2 = join(dir, 'v2.raw');
-    writeDisk(v2, kinds, 1, changed);
-    const changedBytes = changed.size * MiB;
-    const p2 = await pushDisk(store, helper, 'bench:2', v2, { chunkSize });
-    const r2 = (await store.resolve('bench:2'))!;
-    const cached = new Map([[r1.digest, { manifest: r1.manifest, disk: join(out1, 'disk.img') }]]);
-    const { stats: s2 } = await pullVersion(store, helper, r2, cached, {
-      dir: join(dir, 'pulled-v2'),
-      disk: 'disk.img',
-    });
+    applyOsUpdate(v1, v2, update);
+    const changedBytes = update.changedBytes;
+    const v2sha = await sha256File(v2);
     console.log(
-      `v2: ${changed.size} MiB changed in scattered places (${gb(changedBytes)}, random bytes: incompressible)`,
+      `v2: an OS update: ${update.files} files rewritten (64 KiB-8 MiB runs, ${(UPDATE_SHARE * 100).toFixed(0)} % of the data) and ${update.scattered} scattered 4 KiB writes (${META_PER_FILE} per file); ${gb(changedBytes)} changed in distinct 4 KiB blocks, random bytes`,
     );
-    console.log(
-      `  push moved ${gb(p2.bytesUploaded)} = ${(p2.bytesUploaded / changedBytes).toFixed(3)}x the changed bytes`,
-    );
-    console.log(
-      `  pull moved ${gb(s2.fetchedBytes)} = ${(s2.fetchedBytes / changedBytes).toFixed(3)}x the changed bytes (${gb(s2.copiedBytes)} copied locally from v1)`,
-    );
+    const cached = [{ digest: r1.digest, dir: out1, disk: 'disk.img' }];
+    const modes = [
+      { name: 'whole chunks (before)', tag: 'bench:2-whole', candidates: [] },
+      { name: 'with patches (after) ', tag: 'bench:2', candidates: cached },
+    ];
+    const v1Packs = new Set(r1.manifest.chunks.flatMap((c) => (c ? [c.pack] : [])));
+    const versions: Resolved[] = [];
+    for (const mode of modes) {
+      t = performance.now();
+      const p2 = await pushDisk(store, helper, mode.tag, v2, { chunkSize, candidates: mode.candidates });
+      const pushMs2 = performance.now() - t;
+      const r2 = (await store.resolve(mode.tag))!;
+      versions.push(r2);
+      const warmDir = join(dir, 'pulled-v2-warm');
+      const { stats: s2 } = await pullVersion(store, helper, r2, cached, { dir: warmDir, disk: 'disk.img' });
+      const warmOk = (await sha256File(join(warmDir, 'disk.img'))) === v2sha;
+      rmSync(warmDir, { recursive: true, force: true });
+      console.log(
+        `  ${mode.name}: ${r2.manifest.format}, ${p2.chunks.uploaded} chunks uploaded, ${p2.chunks.patched} as patches`,
+      );
+      console.log(
+        `    delta push: ${gb(p2.bytesUploaded)} in ${(pushMs2 / 1000).toFixed(1)} s = ${(p2.bytesUploaded / changedBytes).toFixed(3)}x the changed bytes`,
+      );
+      console.log(
+        `    delta pull: ${gb(s2.fetchedBytes)} = ${(s2.fetchedBytes / changedBytes).toFixed(3)}x the changed bytes (${s2.ranges} GETs, ${gb(s2.copiedBytes)} copied locally from v1, bit-identical: ${warmOk})`,
+      );
+      // The whole-chunk version stays pullable, but the next push must not find its chunks.
+      if (mode.candidates.length === 0) await hidePacks(s3, store, r2.manifest, v1Packs);
+    }
+    // Cold pulls of both, alternated, so this shared machine's load weighs on both alike.
+    const coldMs: number[][] = versions.map(() => []);
+    for (let round = 0; round < COLD_ROUNDS; round++)
+      for (const [k, r2] of versions.entries()) {
+        execFileSync('sync');
+        const coldDir = join(dir, 'pulled-v2-cold');
+        t = performance.now();
+        const { stats: c2 } = await pullVersion(store, helper, r2, [], { dir: coldDir, disk: 'disk.img' });
+        coldMs[k]!.push(performance.now() - t);
+        if (round === 0) {
+          const ok = (await sha256File(join(coldDir, 'disk.img'))) === v2sha;
+          console.log(
+            `  cold pull of v2, ${modes[k]!.name}: ${gb(c2.fetchedBytes)} fetched in ${c2.ranges} GETs, bit-identical: ${ok}`,
+          );
+        }
+        rmSync(coldDir, { recursive: true, force: true });
+      }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    for (const [k, ms] of coldMs.entries())
+      console.log(
+        `  cold pull of v2, ${modes[k]!.name}: median ${(median(ms) / 1000).toFixed(1)} s = ${mbps(dataBytes, median(ms))} of disk data (runs: ${ms.map((x) => (x / 1000).toFixed(1)).join(', ')} s)`,
+      );
+    console.log(`  cold pull after / before: ${(median(coldMs[0]!) / median(coldMs[1]!)).toFixed(2)}x the speed`);
 
     // Tart-style: 512 MiB layers, each compressed whole; a layer with any change ships again.
-    const layersChanged = new Set([...changed].map((i) => Math.floor((i * MiB) / LAYER)));
+    const layersChanged = new Set(
+      update.writes.flatMap((w) => [Math.floor(w.offset / LAYER), Math.floor((w.offset + w.length - 1) / LAYER)]),
+    );
     let tartBytes = 0;
     const fdv2 = openSync(v2, 'r');
     const layerBuf = Buffer.alloc(LAYER);
@@ -338,7 +409,7 @@ async function main() {
     );
     s3.destroy();
 
-    await s3Shaped(s3srv.endpoint, r1, dataBytes);
+    if (process.env.MARINA_BENCH_SKIP_S3_SHAPED !== '1') await s3Shaped(s3srv.endpoint, r1, dataBytes);
   } finally {
     await s3srv.stop();
     rmSync(dir, { recursive: true, force: true });

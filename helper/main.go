@@ -6,6 +6,7 @@
 //
 //	marina-image-helper version
 //	marina-image-helper pull  < order   # chunks into a sparse disk, hash-checked, resumable
+//	marina-image-helper inspect < order # which directories hold a verified version (cached), which resume
 //	marina-image-helper hash  < order   # the SHA-256 of every chunk of a disk (null: all zero)
 //	marina-image-helper push  < order   # the named chunks, compressed into packs, PUT
 package main
@@ -21,7 +22,7 @@ import (
 )
 
 // Version is what the worker compares before it trusts an installed helper.
-const Version = "1"
+const Version = "2"
 
 // Exit codes the activity maps to failures: 2 for a bad order, 3 for data that never verified.
 const (
@@ -76,7 +77,7 @@ func ticker(every time.Duration, report func()) (stop func()) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(exitBadOrder, "usage: marina-image-helper version|pull|hash|push < order.json")
+		fail(exitBadOrder, "usage: marina-image-helper version|pull|inspect|hash|push < order.json")
 	}
 	// A CPU profile of one run, for benchmarks on a developer's machine (never set on hosts).
 	if path := os.Getenv("MARINA_HELPER_CPUPROFILE"); path != "" {
@@ -93,6 +94,10 @@ func main() {
 		var o PullOrder
 		readOrder(&o)
 		runPull(&o)
+	case "inspect":
+		var o InspectOrder
+		readOrder(&o)
+		runInspect(&o)
 	case "hash":
 		var o HashOrder
 		readOrder(&o)
@@ -102,6 +107,6 @@ func main() {
 		readOrder(&o)
 		runPush(&o)
 	default:
-		fail(exitBadOrder, "unknown command %q: use version, pull, hash or push", os.Args[1])
+		fail(exitBadOrder, "unknown command %q: use version, pull, inspect, hash or push", os.Args[1])
 	}
 }

@@ -26,22 +26,41 @@ import (
 type PullOrder struct {
 	// Dir receives the VM: Disk inside it, and the extras archive unpacked into it. When whole it
 	// is renamed to Final (if given), under the lock, so a second pull of the version finds it there.
-	Dir       string `json:"dir"`
-	Final     string `json:"final"`
+	Dir   string `json:"dir"`
+	Final string `json:"final"`
+	// Digest is the version's; it goes into the completion marker once every chunk is verified.
+	Digest    string `json:"digest"`
 	Disk      string `json:"disk"`
 	Size      int64  `json:"size"`
 	ChunkSize int64  `json:"chunkSize"`
 	// Copies are chunks a cached disk on this host already holds (the seed's and others').
+	// Each is checked against Hash before it is written: a cached disk may have rotted since.
 	Copies []struct {
 		Index     int64  `json:"index"`
 		From      string `json:"from"`
 		FromIndex int64  `json:"fromIndex"`
+		Hash      string `json:"hash"`
+		// Base: the chunk a patch applies to, not the chunk itself (journalled only once patched).
+		Base bool `json:"base"`
 	} `json:"copies"`
 	// SelfCopies repeat a chunk fetched for another place of the same disk.
 	SelfCopies []struct {
-		Index     int64 `json:"index"`
-		FromIndex int64 `json:"fromIndex"`
+		Index     int64  `json:"index"`
+		FromIndex int64  `json:"fromIndex"`
+		Hash      string `json:"hash"`
 	} `json:"selfCopies"`
+	// Patched chunks are stored as zstd patches against an earlier chunk (the base, put at Index by
+	// a copy or a range first); Steps apply in order, each checked against its hash.
+	Patched []struct {
+		Index int64  `json:"index"`
+		Hash  string `json:"hash"`
+		Base  string `json:"base"`
+		Steps []struct {
+			Hash   string `json:"hash"`
+			Pack   string `json:"pack"`
+			Offset int64  `json:"offset"`
+		} `json:"steps"`
+	} `json:"patched"`
 	URLs   map[string]string `json:"urls"`
 	Ranges []FetchRange      `json:"ranges"`
 	Extras *struct {
@@ -76,6 +95,24 @@ func (l *limiter) take(n int64) {
 	time.Sleep(wait)
 }
 
+// paced reads through a limiter, a slice at a time, so one large range is spread over time too.
+type paced struct {
+	r io.Reader
+	l *limiter
+}
+
+func (p paced) Read(b []byte) (int, error) {
+	if p.l == nil || p.l.rate <= 0 {
+		return p.r.Read(b)
+	}
+	if len(b) > 256<<10 {
+		b = b[:256<<10]
+	}
+	n, err := p.r.Read(b)
+	p.l.take(int64(n))
+	return n, err
+}
+
 // FetchRange is one ranged GET of a pack, carrying chunks to write.
 type FetchRange struct {
 	Pack   string `json:"pack"`
@@ -86,6 +123,10 @@ type FetchRange struct {
 		Hash   string `json:"hash"`
 		At     int64  `json:"at"`
 		Length int64  `json:"length"`
+		// Base: a patch's base, written at Index but journalled only once patched. Patch: a patch
+		// frame, kept compressed in memory until the bases are down.
+		Base  bool `json:"base"`
+		Patch bool `json:"patch"`
 	} `json:"chunks"`
 }
 
@@ -182,18 +223,27 @@ func runPull(o *PullOrder) {
 			fail(exitFailed, "%v", err)
 		}
 	}
+	if !digestPattern.MatchString(o.Digest) {
+		fail(exitBadOrder, "order needs the version's digest (sha256:<64 hex>), got %q", o.Digest)
+	}
 	defer lockDir(o.Dir)()
 	if o.Final != "" {
-		if _, err := os.Stat(filepath.Join(o.Final, o.Disk)); err == nil {
+		if stateOf(o.Final, o.Disk, o.Digest) == stateVerified {
 			emit(map[string]any{"event": "done", "alreadyComplete": true})
 			return
 		}
+		// Whatever is there without a verified marker is not this version: never renamed over, never used.
+		if err := os.RemoveAll(o.Final); err != nil {
+			fail(exitFailed, "cannot remove the unverified %s: %v", o.Final, err)
+		}
 	}
-	if _, err := os.Stat(filepath.Join(o.Dir, ".complete")); err == nil {
+	if stateOf(o.Dir, o.Disk, o.Digest) == stateVerified {
 		finish(o)
 		emit(map[string]any{"event": "done", "alreadyComplete": true})
 		return
 	}
+	// A marker for another digest, or an old empty one, must not survive into this pull.
+	os.Remove(filepath.Join(o.Dir, markerFile))
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		fail(exitFailed, "%v", err)
 	}
@@ -203,7 +253,7 @@ func runPull(o *PullOrder) {
 	if err != nil {
 		fail(exitFailed, "cannot open journal: %v", err)
 	}
-	stats := &pullStats{ResumedChunks: int64(len(j.done))}
+	want := o.hashes()
 	fresh := len(j.done) == 0
 	flags := os.O_RDWR | os.O_CREATE
 	if fresh {
@@ -219,7 +269,10 @@ func runPull(o *PullOrder) {
 		if err := out.Truncate(o.Size); err != nil {
 			fail(exitFailed, "cannot size %s: %v", diskPath, err)
 		}
+	} else {
+		j.recheck(out, o, want)
 	}
+	stats := &pullStats{ResumedChunks: int64(len(j.done))}
 
 	if o.Extras != nil {
 		if err := fetchExtras(o.Extras.URL, o.Extras.SHA256, o.Dir, max(o.Attempts, 1)); err != nil {
@@ -244,14 +297,15 @@ func runPull(o *PullOrder) {
 			}
 			sources[c.From] = src
 		}
-		cp.copy(src, c.FromIndex, c.Index)
+		cp.copy(src, c.FromIndex, c.Index, c.Hash, !c.Base)
 	}
 	cp.flush()
 	for _, s := range sources {
 		s.Close()
 	}
 
-	if err := fetchAll(o, out, j, stats); err != nil {
+	patches := &patchStash{frames: map[string][]byte{}}
+	if err := fetchAll(o, out, j, stats, patches); err != nil {
 		code := exitFailed
 		if errors.Is(err, errCorrupt) {
 			code = exitCorrupt
@@ -259,10 +313,13 @@ func runPull(o *PullOrder) {
 		fail(code, "%v", err)
 	}
 
+	if err := applyPatches(o, out, j, stats, patches); err != nil {
+		fail(exitCorrupt, "%v", err)
+	}
 	// A chunk repeated in the disk was fetched once; its other places copy it now.
 	for _, c := range o.SelfCopies {
 		if !j.has(c.Index) {
-			cp.copy(out, c.FromIndex, c.Index)
+			cp.copy(out, c.FromIndex, c.Index, c.Hash, true)
 		}
 	}
 	cp.flush()
@@ -272,7 +329,8 @@ func runPull(o *PullOrder) {
 	stop()
 	j.f.Close()
 	os.Remove(diskPath + ".journal")
-	if err := os.WriteFile(filepath.Join(o.Dir, ".complete"), nil, 0o644); err != nil {
+	// Last: the marker names the digest whose every chunk was checked into this disk.
+	if err := writeMarker(o.Dir, o.Digest); err != nil {
 		fail(exitFailed, "%v", err)
 	}
 	finish(o)
@@ -290,15 +348,27 @@ type copier struct {
 	batch []int64
 }
 
-func (c *copier) copy(src *os.File, fromIndex, index int64) {
+func (c *copier) copy(src *os.File, fromIndex, index int64, hash string, final bool) {
 	n := min(c.o.ChunkSize, c.o.Size-index*c.o.ChunkSize)
 	if _, err := src.ReadAt(c.buf[:n], fromIndex*c.o.ChunkSize); err != nil && err != io.EOF {
 		fail(exitFailed, "reading %s: %v", src.Name(), err)
+	}
+	if sum := sha256.Sum256(c.buf[:n]); hex.EncodeToString(sum[:]) != hash {
+		c.flush()
+		if src != c.out {
+			// The cached version is damaged: it stops counting as cached, so no pull seeds from it again.
+			os.Remove(filepath.Join(filepath.Dir(src.Name()), markerFile))
+			emit(map[string]any{"event": "badSource", "disk": src.Name(), "index": fromIndex})
+		}
+		fail(exitCorrupt, "chunk %d copied from %s (its chunk %d): %v; it no longer counts as cached, pull again", index, src.Name(), fromIndex, errCorrupt)
 	}
 	if _, err := c.out.WriteAt(c.buf[:n], index*c.o.ChunkSize); err != nil {
 		fail(exitFailed, "writing %s: %v", c.out.Name(), err)
 	}
 	c.stats.CopiedBytes.Add(n)
+	if !final {
+		return
+	}
 	if c.batch = append(c.batch, index); len(c.batch) >= 64 {
 		c.flush()
 	}
@@ -313,7 +383,7 @@ func (c *copier) flush() {
 
 // fetchAll runs N lanes over the ranges still needed, each range retried on its own; the first
 // range that fails for good stops the lanes.
-func fetchAll(o *PullOrder, out *os.File, j *journal, stats *pullStats) error {
+func fetchAll(o *PullOrder, out *os.File, j *journal, stats *pullStats, patches *patchStash) error {
 	var queue []*FetchRange
 	for i := range o.Ranges {
 		for _, c := range o.Ranges[i].Chunks {
@@ -355,8 +425,7 @@ func fetchAll(o *PullOrder, out *os.File, j *journal, stats *pullStats) error {
 				if k >= int64(len(queue)) || failed.Load() {
 					return
 				}
-				limit.take(queue[k].Length)
-				if err := fetchRange(client, dec, buf, o, queue[k], out, j, stats, attempts); err != nil {
+				if err := fetchRange(client, dec, buf, o, queue[k], out, j, stats, patches, limit, attempts); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					failed.Store(true)
 					return
@@ -368,7 +437,7 @@ func fetchAll(o *PullOrder, out *os.File, j *journal, stats *pullStats) error {
 	return firstErr
 }
 
-// finish moves a whole pull to its final place; .complete marks it whole until then.
+// finish moves a whole, verified pull to its final place.
 func finish(o *PullOrder) {
 	if o.Final == "" {
 		return
@@ -376,7 +445,7 @@ func finish(o *PullOrder) {
 	if err := os.Rename(o.Dir, o.Final); err != nil {
 		fail(exitFailed, "cannot move %s to %s: %v", o.Dir, o.Final, err)
 	}
-	os.Remove(filepath.Join(o.Final, ".complete"))
+	// The marker moves with the VM: it is what makes the VM count as cached (integrity.go).
 	os.Remove(o.Dir + ".lock")
 }
 
@@ -386,7 +455,7 @@ type laneBuffers struct {
 	body, chunk []byte
 }
 
-func fetchRange(client *http.Client, dec *zstd.Decoder, buf *laneBuffers, o *PullOrder, r *FetchRange, out *os.File, j *journal, stats *pullStats, attempts int) error {
+func fetchRange(client *http.Client, dec *zstd.Decoder, buf *laneBuffers, o *PullOrder, r *FetchRange, out *os.File, j *journal, stats *pullStats, patches *patchStash, limit *limiter, attempts int) error {
 	url, ok := o.URLs[r.Pack]
 	if !ok {
 		return fmt.Errorf("no URL for pack %s", r.Pack)
@@ -397,7 +466,7 @@ func fetchRange(client *http.Client, dec *zstd.Decoder, buf *laneBuffers, o *Pul
 			stats.Retries.Add(1)
 			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
 		}
-		body, err := getRange(client, url, r.Offset, r.Length, buf.body)
+		body, err := getRange(client, url, r.Offset, r.Length, buf.body, limit)
 		if cap(body) > cap(buf.body) {
 			buf.body = body[:0]
 		}
@@ -416,6 +485,11 @@ func fetchRange(client *http.Client, dec *zstd.Decoder, buf *laneBuffers, o *Pul
 				lastErr = fmt.Errorf("pack %s: short range", r.Pack)
 				break
 			}
+			if c.Patch {
+				// Checked once applied: the result's hash covers the frame.
+				patches.put(r.Pack, r.Offset+c.At, body[c.At:c.At+c.Length])
+				continue
+			}
 			data, err := dec.DecodeAll(body[c.At:c.At+c.Length], buf.chunk[:0])
 			if cap(data) > cap(buf.chunk) {
 				buf.chunk = data[:0]
@@ -429,7 +503,9 @@ func fetchRange(client *http.Client, dec *zstd.Decoder, buf *laneBuffers, o *Pul
 				return fmt.Errorf("writing chunk %d: %w", c.Index, err)
 			}
 			stats.WrittenBytes.Add(int64(len(data)))
-			written = append(written, c.Index)
+			if !c.Base {
+				written = append(written, c.Index)
+			}
 		}
 		// What verified is kept even when a later chunk of the range did not.
 		if err := j.record(written); err != nil {
@@ -444,7 +520,7 @@ func fetchRange(client *http.Client, dec *zstd.Decoder, buf *laneBuffers, o *Pul
 }
 
 // getRange reads bytes offset..offset+length-1 of url into into (grown if it is too small).
-func getRange(client *http.Client, url string, offset, length int64, into []byte) ([]byte, error) {
+func getRange(client *http.Client, url string, offset, length int64, into []byte, limit *limiter) ([]byte, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -474,7 +550,7 @@ func getRange(client *http.Client, url string, offset, length int64, into []byte
 		body = make([]byte, 0, length)
 	}
 	body = body[:length]
-	n, err := io.ReadFull(res.Body, body)
+	n, err := io.ReadFull(paced{res.Body, limit}, body)
 	if err != nil {
 		return body[:n], err
 	}

@@ -34,7 +34,21 @@ type PushOrder struct {
 	PackTarget  int64 `json:"packTarget"`
 	Level       int   `json:"level"`
 	Concurrency int   `json:"concurrency"`
+	// BaseDisk holds an earlier version (verified); Bases name, for chunks to upload, the chunk
+	// there (and its hash) a patch may be made against.
+	BaseDisk string `json:"baseDisk"`
+	Bases    []struct {
+		Index     int64  `json:"index"`
+		BaseIndex int64  `json:"baseIndex"`
+		Hash      string `json:"hash"`
+	} `json:"bases"`
+	// MaxBytesPerSecond caps the upload (0: no cap).
+	MaxBytesPerSecond int64 `json:"maxBytesPerSecond"`
 }
+
+// patchWorthIt: a patch replaces the whole chunk only when it saves at least half: a bigger one
+// saves few bytes and costs a cold pull its base as well.
+func patchWorthIt(patch, full int) bool { return patch*2 <= full }
 
 func isZero(b []byte) bool {
 	for _, x := range b {
@@ -130,7 +144,23 @@ func runPush(o *PushOrder) {
 	})
 	defer stop()
 
+	var base *os.File
+	bases := map[int64]int{}
+	if o.BaseDisk != "" && len(o.Bases) > 0 {
+		if base, err = os.Open(o.BaseDisk); err != nil {
+			fail(exitFailed, "cannot open the base disk %s: %v", o.BaseDisk, err)
+		}
+		defer base.Close()
+		for k, b := range o.Bases {
+			bases[b.Index] = k
+		}
+	}
+	patcher := newPatchEncoder(o.ChunkSize)
+	baseBuf := make([]byte, o.ChunkSize)
+	var patched atomic.Int64
+
 	client := &http.Client{Timeout: 10 * time.Minute}
+	limit := &limiter{rate: float64(o.MaxBytesPerSecond)}
 	lanes := max(1, o.Concurrency)
 	if o.Concurrency <= 0 {
 		lanes = 4
@@ -146,7 +176,7 @@ func runPush(o *PushOrder) {
 		go func() {
 			defer wg.Done()
 			for p := range uploads {
-				if err := putWithRetries(client, p.url, p.body.Bytes()); err != nil {
+				if err := putWithRetries(client, p.url, p.body.Bytes(), limit); err != nil {
 					errOnce.Do(func() { upErr = fmt.Errorf("PUT pack %s: %w", p.id, err) })
 					failed.Store(true)
 					continue
@@ -180,12 +210,25 @@ func runPush(o *PushOrder) {
 		read.Add(n)
 		sum := sha256.Sum256(buf[:n])
 		z := enc.EncodeAll(buf[:n], nil)
+		entry := map[string]any{"index": i, "hash": hex.EncodeToString(sum[:])}
+		if k, ok := bases[i]; ok {
+			b := o.Bases[k]
+			// The base is read back and checked: a patch against the wrong bytes would never apply.
+			if m, err := base.ReadAt(baseBuf[:n], b.BaseIndex*o.ChunkSize); (err == nil || err == io.EOF) && int64(m) == n {
+				if bs := sha256.Sum256(baseBuf[:n]); hex.EncodeToString(bs[:]) == b.Hash && worthTrying(baseBuf[:n], buf[:n]) {
+					if p, err := patcher.patch(baseBuf[:n], buf[:n]); err == nil && patchWorthIt(len(p), len(z)) {
+						z = p
+						entry["base"] = b.Hash
+						patched.Add(1)
+					}
+				}
+			}
+		}
 		if cur == nil {
 			open()
 		}
-		cur.chunks = append(cur.chunks, map[string]any{
-			"index": i, "hash": hex.EncodeToString(sum[:]), "offset": cur.body.Len(), "length": len(z),
-		})
+		entry["offset"], entry["length"] = cur.body.Len(), len(z)
+		cur.chunks = append(cur.chunks, entry)
 		cur.body.Write(z)
 		if int64(cur.body.Len()) >= o.PackTarget {
 			uploads <- cur
@@ -201,17 +244,17 @@ func runPush(o *PushOrder) {
 		fail(exitFailed, "%v", upErr)
 	}
 	stop()
-	emit(map[string]any{"event": "done", "uploadedBytes": uploaded.Load(), "seconds": time.Since(started).Seconds()})
+	emit(map[string]any{"event": "done", "uploadedBytes": uploaded.Load(), "patched": patched.Load(), "seconds": time.Since(started).Seconds()})
 }
 
-func putWithRetries(client *http.Client, url string, body []byte) error {
+func putWithRetries(client *http.Client, url string, body []byte, limit *limiter) error {
 	var err error
 	for attempt := 0; attempt < 4; attempt++ {
 		if attempt > 0 {
 			time.Sleep(time.Duration(200<<attempt) * time.Millisecond)
 		}
 		var req *http.Request
-		if req, err = http.NewRequest(http.MethodPut, url, bytes.NewReader(body)); err != nil {
+		if req, err = http.NewRequest(http.MethodPut, url, paced{bytes.NewReader(body), limit}); err != nil {
 			return err
 		}
 		req.ContentLength = int64(len(body))

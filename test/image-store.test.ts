@@ -4,17 +4,25 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import { DEV_S3_CREDENTIALS } from '../src/emulator/s3-server';
 import { ChunkedStore } from '../src/images/chunked/store';
-import { localHelper } from '../src/images/chunked/helper';
-import { pullVersion, pushDisk, type CachedDisk } from '../src/images/chunked/transfer';
+import { localHelper, type HelperRunner } from '../src/images/chunked/helper';
+import { pullVersion, pushDisk, type Candidate } from '../src/images/chunked/transfer';
 import { GC_GRACE_MS } from '../src/images/chunked/gc';
+import { FORMAT_PATCHED, keys } from '../src/images/chunked/format';
+import { inspectPlaces } from '../src/images/chunked/integrity';
 import { fileConfig, uniqueId } from './helpers';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -68,16 +76,19 @@ async function pull(
   cached: Record<string, string> = {},
   extra: Parameters<typeof pullVersion>[5] = {},
   from = store,
+  runner = helper,
 ) {
   const r = (await from.resolve(ref))!;
-  const disks = new Map<string, CachedDisk>();
-  for (const [d, path] of Object.entries(cached))
-    disks.set(d, { manifest: (await from.version(d))!, disk: join(path, 'disk.img') });
+  const candidates: Candidate[] = Object.entries(cached).map(([digest, path]) => ({
+    digest,
+    dir: path,
+    disk: 'disk.img',
+  }));
   const { plan, stats } = await pullVersion(
     from,
-    helper,
+    runner,
     r,
-    disks,
+    candidates,
     { dir: out, disk: 'disk.img' },
     {
       merge: { maxGap: 64 * 1024, maxRange: 2 * MiB },
@@ -94,9 +105,12 @@ async function pull(
 async function s3Proxy(target: string, opts: { damageNth?: number; delayMs?: number }) {
   const up = new URL(target);
   let gets = 0;
+  let served = 0;
+  let inFlight = 0;
   const damaged: number[] = [];
   const server: Server = createServer((req, res) => {
     const n = req.method === 'GET' && req.headers.range ? ++gets : 0;
+    inFlight++;
     const fwd = request(
       { host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers },
       (upRes) => {
@@ -109,6 +123,8 @@ async function s3Proxy(target: string, opts: { damageNth?: number; delayMs?: num
             damaged.push(n);
           }
           setTimeout(() => {
+            if (n) served += body.length;
+            inFlight--;
             res.writeHead(upRes.statusCode ?? 502, upRes.headers);
             res.end(body);
           }, opts.delayMs ?? 0);
@@ -123,6 +139,14 @@ async function s3Proxy(target: string, opts: { damageNth?: number; delayMs?: num
   return {
     store: new ChunkedStore(client, store.location),
     damaged,
+    /** Bytes of ranged GET bodies sent to the helper so far. */
+    served: () => served,
+    /** Resolves once no request is being held back (a killed client's last one included). */
+    idle: () =>
+      new Promise<void>((done) => {
+        const check = () => (inFlight === 0 ? done() : setTimeout(check, 20));
+        check();
+      }),
     close: () => [client.destroy(), server.close()],
   };
 }
@@ -173,11 +197,11 @@ describe('chunked image store', () => {
     }
   });
 
-  it('resumes a pull whose helper was killed, without fetching again what it already wrote', async () => {
+  it('resumes a pull whose helper was SIGKILLed halfway: bit-identical, fetching only what was missing', async () => {
     const v = join(dir, 'r.raw');
     makeDisk(v, 24, 3);
     await push('img:resume', v);
-    // Each GET held back 250 ms, one at a time: the helper is killed (SIGTERM) a few ranges in.
+    // Each GET held back 250 ms, one at a time: the helper is SIGKILLed a few ranges in, as a crash would leave it.
     const slow = await s3Proxy(config.imageStore.endpoint!, { delayMs: 250 });
     try {
       const out = join(dir, 'r.out');
@@ -195,17 +219,181 @@ describe('chunked image store', () => {
             },
           },
           slow.store,
+          localHelper(undefined, 'SIGKILL'),
         ),
       ).rejects.toThrow();
-      expect(readdirSync(out)).toContain('disk.img.journal');
-      const resumed = await pull('img:resume', out, {}, { concurrency: 1 });
+      const digest = (await store.resolve('img:resume'))!.digest;
+      expect(await inspectPlaces(helper, [{ digest, dir: out, disk: 'disk.img' }])).toEqual(['partial']);
+      await slow.idle(); // the response the killed helper was waiting for is counted as the first run's
+      const beforeResume = slow.served();
+      const resumed = await pull('img:resume', out, {}, { concurrency: 1 }, slow.store);
+      const resumedBytes = slow.served() - beforeResume;
       const whole = await pull('img:resume', join(dir, 'r2.out'), {}, { concurrency: 1 });
-      expect(resumed.stats.resumedChunks).toBeGreaterThan(0);
-      expect(resumed.stats.fetchedBytes).toBeLessThan(whole.stats.fetchedBytes);
       expect(sha(join(out, 'disk.img'))).toBe(sha(v));
+      expect(resumed.stats.resumedChunks).toBeGreaterThan(0);
+      expect(resumedBytes).toBe(resumed.stats.fetchedBytes);
+      expect(resumedBytes).toBeLessThan(whole.stats.fetchedBytes);
+      // Over both runs, at most the range in flight at the kill (≤ 2 MiB here) crossed the wire twice.
+      expect(beforeResume + resumedBytes).toBeLessThanOrEqual(whole.stats.fetchedBytes + 2 * MiB);
+      expect(await inspectPlaces(helper, [{ digest, dir: out, disk: 'disk.img' }])).toEqual(['verified']);
+      // Verified: a third pull moves nothing.
+      expect((await pull('img:resume', out)).stats.alreadyComplete).toBe(true);
     } finally {
       slow.close();
     }
+  });
+
+  it('a pull renamed into its final place (as into Tart on a host) stays verified there: the next pull moves nothing', async () => {
+    const v = join(dir, 'final.raw');
+    makeDisk(v, 8, 12);
+    const p = await push('img:final', v);
+    const where = { dir: join(dir, 'final.pulling'), disk: 'disk.img', final: join(dir, 'final.vm') };
+    const r = (await store.resolve('img:final'))!;
+    const first = await pullVersion(store, helper, r, [], where);
+    expect(first.stats.alreadyComplete).toBeUndefined();
+    expect(sha(join(where.final, 'disk.img'))).toBe(sha(v));
+    expect(await inspectPlaces(helper, [{ digest: p.digest, dir: where.final, disk: 'disk.img' }])).toEqual([
+      'verified',
+    ]);
+    expect((await pullVersion(store, helper, r, [], where)).stats.alreadyComplete).toBe(true);
+    // A stray directory at the final place without the marker is replaced, never taken for the version.
+    rmSync(join(where.final, '.complete'));
+    writeFileSync(join(where.final, 'disk.img'), 'not a disk');
+    await pullVersion(store, helper, r, [], where);
+    expect(sha(join(where.final, 'disk.img'))).toBe(sha(v));
+  });
+
+  it('never trusts a digest or a manifest read back from the store', async () => {
+    const { bucket, prefix } = store.location;
+    const put = (Key: string, body: unknown) =>
+      s3.send(new PutObjectCommand({ Bucket: bucket, Key, Body: JSON.stringify(body) }));
+    await put(`${prefix}v2/tags/img/evil.json`, { digest: 'sha256:../../../escape' });
+    await expect(store.resolve('img:evil')).rejects.toMatchObject({
+      name: 'ManifestIntegrityError',
+      message: expect.stringMatching(/tag img:evil: .* is not a version digest/),
+    });
+    // A manifest stored under a digest it does not hash to (edited, or damaged).
+    const v = join(dir, 'forged.raw');
+    makeDisk(v, 4, 13);
+    const p = await push('img:forged', v);
+    const m = (await store.version(p.digest))!;
+    await put(keys.version(prefix, p.digest), { ...m, size: m.size - 1 });
+    await expect(store.resolve('img:forged')).rejects.toMatchObject({ name: 'ManifestIntegrityError' });
+    // gc, which reads every tag, would stop at the bad one (as it should): both are put right for the next test's gc.
+    await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}v2/tags/img/evil.json` }));
+    await put(keys.version(prefix, p.digest), m);
+    expect((await store.resolve('img:forged'))!.digest).toBe(p.digest);
+  });
+
+  it('a corrupted pack fails every pull loudly; the partial disk is never cached nor a seed', async () => {
+    const v1 = join(dir, 'bad1.raw');
+    makeDisk(v1, 8, 8);
+    const p1 = await push('img:badpack', v1);
+    const m1 = (await store.version(p1.digest))!;
+    const k = m1.chunks.findIndex((c) => c !== null && c.length > 4096);
+    const c = m1.chunks[k]!;
+    const key = keys.pack(store.location.prefix, c.pack);
+    const body = Buffer.from(
+      await (
+        await s3.send(new GetObjectCommand({ Bucket: store.location.bucket, Key: key }))
+      ).Body!.transformToByteArray(),
+    );
+    body[c.offset + (c.length >> 1)]! ^= 0xff;
+    await s3.send(new PutObjectCommand({ Bucket: store.location.bucket, Key: key, Body: body }));
+    const out = join(dir, 'bad1.out');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      await expect(pull('img:badpack', out, {}, { attempts: 2 })).rejects.toMatchObject({
+        code: 3,
+        message: expect.stringMatching(/does not match its hash/),
+      });
+      expect(await inspectPlaces(helper, [{ digest: p1.digest, dir: out, disk: 'disk.img' }])).not.toEqual([
+        'verified',
+      ]);
+    }
+    // The CLI, on this store's prefix: the integrity exit code (3), twice, and never "already cached".
+    const own = fileConfig('images-badpack', (raw) => {
+      raw.imageStore.prefix = store.location.prefix;
+    });
+    const cache = join(dir, 'bad-cache');
+    for (let attempt = 0; attempt < 2; attempt++)
+      await expect(
+        run('./bin/marina', ['-c', own.path, 'image', 'pull', 'img:badpack', '--cache-dir', cache]),
+      ).rejects.toMatchObject({ code: 3, stderr: expect.stringMatching(/does not match its hash/) });
+    // v2 no longer holds the damaged chunk; the partial v1 beside it seeds nothing.
+    const disk = readFileSync(v1);
+    disk.fill('rewritten\n', k * MiB, (k + 1) * MiB);
+    const v2 = join(dir, 'bad2.raw');
+    writeFileSync(v2, disk);
+    await push('img:badpack2', v2);
+    const out2 = join(dir, 'bad2.out');
+    const second = await pull('img:badpack2', out2, { [p1.digest]: out });
+    expect(second.plan.seed).toBeUndefined();
+    expect(second.stats.copiedBytes).toBe(0);
+    expect(sha(join(out2, 'disk.img'))).toBe(sha(v2));
+  });
+
+  it('a cached disk that rotted is caught by the hash of each chunk it seeds, loses its marker, and the pull ends right', async () => {
+    const v3 = join(dir, 'rot3.raw');
+    makeDisk(v3, 8, 9);
+    const p3 = await push('img:rot3', v3);
+    const out3 = join(dir, 'rot3.out');
+    await pull('img:rot3', out3);
+    const disk = readFileSync(v3);
+    const k = (await store.version(p3.digest))!.chunks.findIndex((c) => c !== null);
+    // Damage v3's pulled disk where v4 will copy from it.
+    const rotten = readFileSync(join(out3, 'disk.img'));
+    rotten[k * MiB + 100]! ^= 0xff;
+    writeFileSync(join(out3, 'disk.img'), rotten);
+    disk.fill('v4\n', 7 * MiB, 8 * MiB);
+    const v4 = join(dir, 'rot4.raw');
+    writeFileSync(v4, disk);
+    await push('img:rot4', v4);
+    const out4 = join(dir, 'rot4.out');
+    const r = await pull('img:rot4', out4, { [p3.digest]: out3 });
+    expect(sha(join(out4, 'disk.img'))).toBe(sha(v4));
+    expect(r.plan.seed).toBeUndefined(); // planned again without the rotten seed
+    expect(await inspectPlaces(helper, [{ digest: p3.digest, dir: out3, disk: 'disk.img' }])).toEqual(['unusable']);
+  });
+
+  it('stores a chunk changed in a few 4 KiB blocks as a patch: small to push and pull, right cold and warm', async () => {
+    const v1 = join(dir, 'patch1.raw');
+    makeDisk(v1, 16, 10);
+    const p1 = await push('img:patch1', v1);
+    const out1 = join(dir, 'patch1.out');
+    await pull('img:patch1', out1);
+    const base = [{ digest: p1.digest, dir: out1, disk: 'disk.img' }];
+    const m1 = (await store.version(p1.digest))!;
+    // Incompressible chunks: there a whole chunk costs its full size, and a patch its changed blocks.
+    const data = m1.chunks.flatMap((c, i) => (c && c.length > MiB / 2 ? [i] : []));
+    // v2: one random 4 KiB block in each of two data chunks; v3 (from v2): another block in the first.
+    const d2 = readFileSync(v1);
+    randomBytes(4096).copy(d2, data[0]! * MiB + 8192);
+    randomBytes(4096).copy(d2, data[1]! * MiB + 65536);
+    const v2 = join(dir, 'patch2.raw');
+    writeFileSync(v2, d2);
+    const p2 = await pushDisk(store, helper, 'img:patch2', v2, { chunkSize: MiB, candidates: base });
+    expect(p2.chunks).toMatchObject({ uploaded: 2, patched: 2 });
+    expect(p2.bytesUploaded).toBeLessThan(3 * 4096);
+    expect((await store.version(p2.digest))!.format).toBe(FORMAT_PATCHED);
+    const warm = await pull('img:patch2', join(dir, 'patch2.warm'), { [p1.digest]: out1 });
+    expect(warm.stats.fetchedBytes).toBeLessThan(3 * 4096 + 64 * 1024 * warm.stats.ranges);
+    expect(sha(join(dir, 'patch2.warm', 'disk.img'))).toBe(sha(v2));
+    const cold = await pull('img:patch2', join(dir, 'patch2.cold'));
+    expect(sha(join(dir, 'patch2.cold', 'disk.img'))).toBe(sha(v2));
+    expect(cold.plan.patched.map((p) => p.index)).toEqual([data[0], data[1]]); // bases fetched whole, then patched
+    const d3 = Buffer.from(d2);
+    randomBytes(4096).copy(d3, data[0]! * MiB + 500_000);
+    const v3 = join(dir, 'patch3.raw');
+    writeFileSync(v3, d3);
+    const p3 = await pushDisk(store, helper, 'img:patch3', v3, {
+      chunkSize: MiB,
+      candidates: [{ digest: p2.digest, dir: join(dir, 'patch2.warm'), disk: 'disk.img' }],
+    });
+    expect(p3.chunks.patched).toBe(1);
+    const chain = (await store.version(p3.digest))!.chunks[data[0]!]!;
+    expect(chain.base?.base?.hash).toBe(m1.chunks[data[0]!]!.hash); // a patch of a patch of v1's chunk
+    await pull('img:patch3', join(dir, 'patch3.cold'));
+    expect(sha(join(dir, 'patch3.cold', 'disk.img'))).toBe(sha(v3));
   });
 
   it('loses nothing when gc runs during a push, and deletes unreferenced packs only a grace period after condemning them', async () => {
@@ -248,7 +436,7 @@ describe('chunked image store', () => {
     const v1 = join(dir, 'cli1.raw');
     makeDisk(v1, 8, 6);
     expect(await marina('push', `${name}:1`, '--disk', v1, '--chunk-size', '1M')).toMatch(
-      /8 chunks \(4 zero, 0 already stored, 4 uploaded\)/,
+      /8 chunks \(4 zero, 0 already stored, 4 uploaded, 0 of them as patches\)/,
     );
     const disk = readFileSync(v1);
     disk.fill('new\n', 6 * MiB, 7 * MiB);
@@ -260,6 +448,7 @@ describe('chunked image store', () => {
     expect(await marina('ls')).toMatch(new RegExp(`${name}:1\tchunked\tsha256:[0-9a-f]{64}`));
     const cache = join(dir, 'cache');
     expect(await marina('pull', `${name}:1`, '--cache-dir', cache)).toMatch(/0 chunks resumed/);
+    expect(await marina('pull', `${name}:1`, '--cache-dir', cache)).toMatch(/already cached \(verified\)/);
     const second = await marina('pull', `${name}:2`, '--cache-dir', cache);
     expect(second).toMatch(/fetched in 1 GETs/); // only the changed chunk; the rest copied from v1
     const pulled = readdirSync(cache).filter((f) => /^[0-9a-f]{64}$/.test(f));
@@ -279,5 +468,57 @@ describe('chunked image store', () => {
     await expect(marina('push', `${name}:3`, '--disk', v1, '--chunk-size', '3M')).rejects.toMatchObject({
       stderr: expect.stringMatching(/--chunk-size: "3M" must be a power of two from 256K to 4M/),
     });
+    // Exit codes by class: not found 4, usage 2 (integrity 3 is the corrupted-pack test's).
+    await expect(marina('pull', `${name}-nosuch:1`, '--cache-dir', cache)).rejects.toMatchObject({ code: 4 });
+    await expect(marina('rm', `${name}-nosuch:1`)).rejects.toMatchObject({ code: 4 });
+    await expect(marina('pull', `${name}:1`, '--cache-dir', cache, '--max-rate', 'fast')).rejects.toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/--max-rate: "fast" must be a positive number of MB\/s/),
+    });
+    // --max-rate 0.5 (MB/s): v2 holds a 1 MiB incompressible chunk, so a cold pull takes at least ~1.6 s.
+    const started = Date.now();
+    await marina('pull', `${name}:2`, '--cache-dir', join(dir, 'cache-capped'), '--max-rate', '0.5');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+  });
+
+  it('refuses every bad image name before anything reaches S3, at each entry point', async () => {
+    const marina = (...args: string[]) =>
+      run('./bin/marina', ['-c', config.path, 'image', ...args], { encoding: 'utf8' }).then((r) => r.stdout);
+    const listBucket = async () => {
+      const found: string[] = [];
+      let token: string | undefined;
+      do {
+        const out = await s3.send(
+          new ListObjectsV2Command({ Bucket: config.imageStore.bucket, ContinuationToken: token }),
+        );
+        found.push(...(out.Contents ?? []).map((o) => `${o.Key} ${o.ETag}`));
+        token = out.NextContinuationToken;
+      } while (token);
+      return found.sort();
+    };
+    const v = join(dir, 'names.raw');
+    makeDisk(v, 4, 11);
+    const good = `${uniqueId('names').toLowerCase()}:1`;
+    await marina('push', good, '--disk', v);
+    const before = await listBucket();
+    for (const bad of ['test/../../escape:1', 'test/vm:..', 'Test/VM:1', 'a//b:1', 'a/./b:1']) {
+      await expect(marina('push', bad, '--disk', v), bad).rejects.toMatchObject({
+        code: 2,
+        stderr: expect.stringMatching(/segment|not an image reference/),
+      });
+      await expect(marina('retag', good, bad), bad).rejects.toMatchObject({ code: 2 });
+      // The snapshot path (activities/snapshot.ts) goes through pushDisk: refused before the helper runs.
+      const seen: string[] = [];
+      const spy: HelperRunner = {
+        run: (cmd) => {
+          seen.push(cmd);
+          return Promise.resolve();
+        },
+      };
+      await expect(pushDisk(store, spy, bad, v)).rejects.toThrow(/segment|not an image reference/);
+      expect(seen).toEqual([]);
+      await expect(store.resolve(bad)).rejects.toThrow(/segment|not an image reference/);
+    }
+    expect(await listBucket()).toEqual(before);
   });
 });

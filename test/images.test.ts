@@ -1,7 +1,11 @@
 /** The chunked image format's pure plans: digest, pull (seed, local copies, merged ranges), push, gc. */
 import { describe, expect, it } from 'vitest';
+import { assertDigest, assertImageRef } from '../src/domain/image-ref';
+import { validateJobSpec } from '../src/domain/job';
 import {
   FORMAT,
+  FORMAT_PATCHED,
+  keys,
   manifestError,
   versionDigest,
   type ChunkEntry,
@@ -46,7 +50,7 @@ describe('chunked image format', () => {
     expect(plan.fetch).toHaveLength(1); // 4 distinct chunks, adjacent in one pack: one GET
     expect(plan.fetch[0]!.chunks.map((c) => c.index)).toEqual([0, 1, 2, 5]);
     expect(plan.fetchBytes).toBe(4 * 400 * 1024);
-    expect(plan.local).toEqual([{ index: 6, from: 'self', fromIndex: 0 }]);
+    expect(plan.local).toEqual([{ index: 6, from: 'self', fromIndex: 0, hash: hash(1) }]);
     expect(plan.zero).toEqual([]);
     // A GET never exceeds maxRange; a wide gap splits.
     const split = planPull(v, new Map(), { maxGap: 0, maxRange: 900 * 1024 });
@@ -91,7 +95,7 @@ describe('chunked image format', () => {
       ]),
     );
     expect(plan.seed).toBe('sha256:a');
-    expect(plan.local).toEqual([{ index: 1, from: 'sha256:b', fromIndex: 1 }]);
+    expect(plan.local).toEqual([{ index: 1, from: 'sha256:b', fromIndex: 1, hash: hash(8) }]);
     expect(plan.fetch).toEqual([]);
   });
 
@@ -136,7 +140,7 @@ describe('pull orders, host cache and pre-pull (pure)', () => {
     ]);
     const plan = planPull(target, new Map([...cached].map(([d, c]) => [d, c.manifest])));
     const order = pullOrder(
-      target,
+      { digest: `sha256:${hash(77)}`, manifest: target },
       plan,
       cached,
       { dir: '/p', disk: 'disk.img', final: '/vms/new' },
@@ -144,12 +148,18 @@ describe('pull orders, host cache and pre-pull (pure)', () => {
       null,
     );
     expect(order.copies).toEqual([
-      { index: 0, from: '/vms/seed/disk.img', fromIndex: 0 },
-      { index: 2, from: '/vms/other/disk.img', fromIndex: 0 },
+      { index: 0, from: '/vms/seed/disk.img', fromIndex: 0, hash: hash(1) },
+      { index: 2, from: '/vms/other/disk.img', fromIndex: 0, hash: hash(9) },
     ]);
     expect(order.ranges.flatMap((r) => r.chunks.map((c) => c.index))).toEqual([1]);
-    expect(order.selfCopies).toEqual([{ index: 3, fromIndex: 1 }]);
-    expect(order).toMatchObject({ size: 4 * MiB, chunkSize: MiB, urls: { p3: 'https://u' }, final: '/vms/new' });
+    expect(order.selfCopies).toEqual([{ index: 3, fromIndex: 1, hash: hash(5) }]);
+    expect(order).toMatchObject({
+      digest: `sha256:${hash(77)}`,
+      size: 4 * MiB,
+      chunkSize: MiB,
+      urls: { p3: 'https://u' },
+      final: '/vms/new',
+    });
   });
 
   it('evicts least recently used versions until the cache fits its budget, never the one just pulled or one in use', () => {
@@ -235,5 +245,50 @@ describe('pull orders, host cache and pre-pull (pure)', () => {
     expect(prePullsDue(idleWithBoth, [], ['a:1', 'b:1'], landed, now + PREPULL_RECHECK_MS)).toEqual([
       { host: 'idle', image: 'a:1' },
     ]);
+  });
+});
+
+describe('image names, digests and patched chunks (pure)', () => {
+  it('refuses dot segments, empty segments, upper case and malformed digests, naming the fix', () => {
+    for (const bad of ['test/../../escape:1', 'test/vm:..', 'Test/VM:1', 'a//b:1', './a:1', 'a/:1', 'a/.:2', 'a:.'])
+      expect(() => assertImageRef(bad), bad).toThrow(/e\.g\. "macos-xcode:16"/);
+    expect(assertImageRef('team/macos-base:15.1')).toEqual({ name: 'team/macos-base', tag: '15.1' });
+    expect(assertImageRef('macos-base')).toEqual({ name: 'macos-base', tag: 'latest' });
+    // A job spec refuses what the store refuses.
+    expect(validateJobSpec({ id: 'j', pool: 'p', image: 'a/../b:1', script: 'x', timeoutSeconds: 1 })).toEqual([
+      { field: 'image', message: expect.stringMatching(/"\.\." segment/) },
+    ]);
+    expect(assertDigest(`sha256:${hash(1)}`)).toBe(`sha256:${hash(1)}`);
+    for (const bad of ['sha256:../../x', `sha256:${hash(0xabc).toUpperCase()}`, hash(1), `sha256:${hash(1)}/`, 7])
+      expect(() => assertDigest(bad)).toThrow(/is not a version digest/);
+    expect(() => keys.version('images/', 'sha256:../../etc')).toThrow(/not a version digest/);
+    expect(() => keys.tag('images/', 'a/..', 'x')).toThrow(/segment/);
+  });
+
+  it('plans a patched chunk: its base copied from the seed on a delta pull, fetched whole on a cold one', () => {
+    const v1 = version([1, 2, 3], 'p1');
+    const patch = { hash: hash(22), pack: 'p2', offset: 0, length: 5000, base: v1.chunks[1]! };
+    const v2: VersionManifest = { ...v1, format: FORMAT_PATCHED, chunks: [v1.chunks[0]!, patch, v1.chunks[2]!] };
+    expect(manifestError(v2)).toBeUndefined();
+    expect(manifestError({ ...v2, format: FORMAT })).toMatch(/is a patch/);
+    const delta = planPull(v2, new Map([['sha256:v1', v1]]));
+    expect(delta.kept).toBe(2);
+    expect(delta.local).toEqual([{ index: 1, from: 'sha256:v1', fromIndex: 1, hash: hash(2), base: true }]);
+    expect(delta.patched).toEqual([
+      { index: 1, hash: hash(22), base: hash(2), steps: [{ hash: hash(22), pack: 'p2', offset: 0 }] },
+    ]);
+    expect(delta.fetchBytes).toBe(5000); // the patch only
+    const cold = planPull(v2, new Map());
+    expect(
+      cold.fetch.flatMap((r) => r.chunks.map(({ index, hash: h, base, patch: p }) => ({ index, h, base, p }))),
+    ).toEqual(
+      expect.arrayContaining([
+        { index: 1, h: hash(2), base: true, p: undefined },
+        { index: 1, h: hash(22), base: undefined, p: true },
+      ]),
+    );
+    // gc keeps the base's pack as long as the patch is referenced.
+    const gc = planGc([v2], [{ pack: 'p1', chunks: [], writtenAt: 0, bytes: 1 }], {}, 10 * GC_GRACE_MS);
+    expect(gc.condemned).toEqual({});
   });
 });

@@ -231,7 +231,7 @@ describe('the CLI says what is wrong and what to do', () => {
     const r = await runCli(config, runArgs(uniqueId('snap'), 'true', '--snapshot', 'ci/My-Cache:PR-1'));
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(
-      'snapshot.image: must be an image reference like "my-cache:pr-42": the name is lower-case',
+      'snapshot.image: "ci/My-Cache:PR-1" is not an image reference: lower-case letters, digits, ".", "_", "-" and "/" in the name',
     );
     expect(r.stderr).toContain('did you mean "ci/my-cache:PR-1"?');
   });

@@ -8,6 +8,7 @@ import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
 import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
 import { unwrapJobResult } from '../client/job-result';
+import { ExitError } from './exit-codes';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
 import {
   controlPoolUpdate,
@@ -427,5 +428,5 @@ program.parseAsync(process.argv).catch((e: unknown) => {
   else if (e instanceof JobSpecError)
     console.error(`marina: job refused:\n${e.errors.map((x) => `  - ${x.field}: ${x.message}`).join('\n')}`);
   else console.error(`marina: ${e instanceof Error ? e.message : String(e)}`);
-  process.exitCode = 2;
+  process.exitCode = e instanceof ExitError ? e.exitCode : 2;
 });

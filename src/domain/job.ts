@@ -60,9 +60,12 @@ export class JobSpecError extends Error {
   }
 }
 
+import { formatImageRef, imageRefError, parseImageRef } from './image-ref';
+
+export { formatImageRef, parseImageRef, type ImageRef } from './image-ref';
+
 export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const IMAGE_PATTERN = /^[a-z0-9][a-z0-9._/-]{0,127}(:[A-Za-z0-9._-]{1,64})?$/;
 const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
 const MAX_SCRIPT_BYTES = 256 * 1024;
@@ -73,23 +76,8 @@ function lowerCaseName(ref: string): string {
   return at < 0 ? ref.toLowerCase() : ref.slice(0, at).toLowerCase() + ref.slice(at);
 }
 
-/** An image reference as jobs may name one (`name:tag`, lower-case name). */
-export const isImageRef = (ref: string): boolean => IMAGE_PATTERN.test(ref);
-
-export interface ImageRef {
-  name: string;
-  tag: string;
-}
-
-export function parseImageRef(ref: string): ImageRef {
-  const at = ref.lastIndexOf(':');
-  if (at <= 0) return { name: ref, tag: 'latest' };
-  return { name: ref.slice(0, at), tag: ref.slice(at + 1) };
-}
-
-export function formatImageRef(ref: ImageRef): string {
-  return `${ref.name}:${ref.tag}`;
-}
+/** An image reference as jobs may name one (`name:tag`, lower-case name, no dot segments). */
+export const isImageRef = (ref: string): boolean => imageRefError(ref) === undefined;
 
 /** Returns every problem with the spec at once, so a caller fixes them in one go. */
 export function validateJobSpec(spec: unknown): FieldError[] {
@@ -105,9 +93,8 @@ export function validateJobSpec(spec: unknown): FieldError[] {
   if (typeof s.pool !== 'string' || !NAME_PATTERN.test(s.pool)) {
     err('pool', 'must name a configured pool (lower-case letters, digits, ".", "_", "-")');
   }
-  if (typeof s.image !== 'string' || !IMAGE_PATTERN.test(s.image)) {
-    err('image', 'must be an image reference like "macos-base:15" (lower-case name, optional :tag)');
-  }
+  const imageError = imageRefError(s.image);
+  if (imageError) err('image', imageError);
   if (typeof s.script !== 'string' || s.script.trim() === '') {
     err('script', 'must be a non-empty bash script');
   } else if (new TextEncoder().encode(s.script).length > MAX_SCRIPT_BYTES) {
@@ -135,20 +122,17 @@ export function validateJobSpec(spec: unknown): FieldError[] {
   }
   if (s.snapshot !== undefined) {
     const snap = s.snapshot as Record<string, unknown> | null;
-    if (
-      typeof snap !== 'object' ||
-      snap === null ||
-      typeof snap.image !== 'string' ||
-      !IMAGE_PATTERN.test(snap.image)
-    ) {
-      const given = typeof snap?.image === 'string' ? snap.image : undefined;
-      // Upper case in the name is the usual slip (a branch name); say so and offer the fix.
+    if (typeof snap !== 'object' || snap === null) err('snapshot', 'must be { image: "name:tag" }');
+    else {
+      const snapError = imageRefError(snap.image);
+      // Upper case in the name is the usual slip (a branch name); offer the fix.
+      const given = typeof snap.image === 'string' ? snap.image : undefined;
       const lower = given ? lowerCaseName(given) : undefined;
-      err(
-        'snapshot.image',
-        'must be an image reference like "my-cache:pr-42": the name is lower-case letters, digits, ".", "_", "/", "-" ' +
-          `(the tag after ":" may use upper case)${lower && lower !== given && IMAGE_PATTERN.test(lower) ? `; did you mean "${lower}"?` : ''}`,
-      );
+      if (snapError)
+        err(
+          'snapshot.image',
+          `${snapError}${lower && lower !== given && imageRefError(lower) === undefined ? `; did you mean "${lower}"?` : ''}`,
+        );
     }
   }
   if (s.client !== undefined && (typeof s.client !== 'string' || s.client.length > 64)) {

@@ -46,7 +46,8 @@ export function planGc(
 ): GcPlan {
   const marked = new Set<string>();
   for (const m of kept) {
-    for (const c of m.chunks) if (c) marked.add(c.pack);
+    // A patch is useless without its base: the packs of the whole chain are kept.
+    for (const c of m.chunks) for (let l = c ?? undefined; l; l = l.base) marked.add(l.pack);
     if (m.extras) marked.add(blobEntry(m.extras.sha256));
   }
   const plan: GcPlan = { deletePacks: [], freedBytes: 0, condemned: {} };

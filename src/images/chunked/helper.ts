@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-export type HelperCommand = 'pull' | 'hash' | 'push';
+export type HelperCommand = 'pull' | 'inspect' | 'hash' | 'push';
 export type HelperEvent = { event: string } & Record<string, unknown>;
 
 export interface HelperRunner {
@@ -18,7 +18,7 @@ export interface HelperRunner {
   run(cmd: HelperCommand, order: object, onEvent: (e: HelperEvent) => void, signal?: AbortSignal): Promise<void>;
 }
 
-/** Exit codes (helper/main.go): 2 a bad order, 3 data that never matched its hash. */
+/** Exit codes (helper/main.go): 1 I/O or transport, 2 a bad order, 3 data (fetched or cached) that never matched its hash. */
 export class HelperError extends Error {
   override name = 'HelperError';
   constructor(
@@ -74,11 +74,18 @@ export function eventLines(onEvent: (e: HelperEvent) => void): (d: Buffer) => vo
   };
 }
 
-/** Runs the helper as a local process: the CLI, tests and benchmarks. */
-export const localHelper = (binary = helperBinary()): HelperRunner => ({
+/**
+ * Runs the helper as a local process: the CLI, tests and benchmarks. `killSignal` is what an abort
+ * sends (SIGTERM by default; tests use SIGKILL to leave a pull exactly as a crash would).
+ */
+export const localHelper = (binary = helperBinary(), killSignal: NodeJS.Signals = 'SIGTERM'): HelperRunner => ({
   run: (cmd, order, onEvent, signal) =>
     new Promise((done, fail) => {
-      const child = spawn(binary.path, [cmd], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+      const child = spawn(binary.path, [cmd], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+        killSignal,
+        ...(signal ? { signal } : {}),
+      });
       let stderr = '';
       child.stdout.on('data', eventLines(onEvent));
       child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));

@@ -13,8 +13,15 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { S3Location } from '../../config/schema';
-import { formatImageRef, parseImageRef } from '../../domain/job';
-import { keys, manifestError, versionDigest, type ChunkLocation, type VersionManifest } from './format';
+import { assertDigest, assertImageRef, formatImageRef } from '../../domain/image-ref';
+import {
+  MAX_PATCH_DEPTH,
+  keys,
+  manifestError,
+  versionDigest,
+  type ChunkLocation,
+  type VersionManifest,
+} from './format';
 import {
   DEFAULT_RETENTION,
   blobEntry,
@@ -43,10 +50,25 @@ export interface ResolvedImage {
   vmHostKey?: string;
 }
 
+/** A manifest that does not match its digest or cannot be right: an integrity failure, not a missing image. */
+export class ManifestIntegrityError extends Error {
+  override name = 'ManifestIntegrityError';
+}
+
+/** A digest read back from the store (a tag file): malformed means the store is damaged, not that the caller erred. */
+function storedDigest(digest: unknown, where: string): string {
+  try {
+    return assertDigest(digest, where);
+  } catch (e) {
+    throw new ManifestIntegrityError((e as Error).message);
+  }
+}
+
 export interface PushResult {
   ref: string;
   digest: string;
-  chunks: { total: number; zero: number; reused: number; uploaded: number };
+  /** `patched`: uploaded as zstd patches against the base version's chunk at the same place. */
+  chunks: { total: number; zero: number; reused: number; uploaded: number; patched: number };
   /** Compressed bytes uploaded in packs, and the disk's logical size. */
   bytesUploaded: number;
   size: number;
@@ -63,7 +85,8 @@ interface TagFile {
 
 interface PackIndex {
   pack: string;
-  chunks: Array<{ hash: string; offset: number; length: number }>;
+  /** `base`: the hash of the chunk this one is a patch against (format.ts). */
+  chunks: Array<{ hash: string; offset: number; length: number; base?: string }>;
 }
 
 export class ChunkedStore {
@@ -132,29 +155,63 @@ export class ChunkedStore {
     return `${this.prefix}v2/gc/condemned.json`;
   }
 
-  /** Where each stored chunk lives, by hash (read from the pack indexes), leaving out condemned packs (gc.ts). */
+  /**
+   * Where each stored chunk lives, by hash (read from the pack indexes), leaving out condemned packs (gc.ts).
+   * A patch comes with its chain of bases, and is left out when a base is (a patch cannot be read alone).
+   */
   async storedChunks(): Promise<Map<string, ChunkLocation>> {
-    const stored = new Map<string, ChunkLocation>();
+    const raw = new Map<string, PackIndex['chunks'][number] & { pack: string }>();
     const condemned = (await this.getJson<Record<string, number>>(this.condemnedKey())) ?? {};
     for (const o of (await this.list(`${this.prefix}v2/packs/`)).filter((x) => x.key.endsWith('.idx.json'))) {
       const idx = await this.getJson<PackIndex>(o.key);
-      if (idx && condemned[idx.pack] !== undefined) continue;
-      for (const c of idx?.chunks ?? []) if (!stored.has(c.hash)) stored.set(c.hash, { ...c, pack: idx!.pack });
+      if (!idx || condemned[idx.pack] !== undefined) continue;
+      // A whole copy beats a patch of the same chunk: nothing to fetch first.
+      for (const c of idx.chunks)
+        if (!raw.has(c.hash) || (raw.get(c.hash)!.base && !c.base)) raw.set(c.hash, { ...c, pack: idx.pack });
     }
+    const stored = new Map<string, ChunkLocation>();
+    const locate = (hash: string, depth: number): ChunkLocation | undefined => {
+      const done = stored.get(hash);
+      if (done) return done;
+      const c = raw.get(hash);
+      if (!c || depth > MAX_PATCH_DEPTH) return undefined;
+      const loc: ChunkLocation = { hash, pack: c.pack, offset: c.offset, length: c.length };
+      if (c.base) {
+        const base = locate(c.base, depth + 1);
+        if (!base) return undefined;
+        loc.base = base;
+      }
+      stored.set(hash, loc);
+      return loc;
+    };
+    for (const hash of raw.keys()) locate(hash, 0);
     return stored;
   }
 
   async resolve(ref: string): Promise<{ ref: string; digest: string; manifest: VersionManifest } | undefined> {
-    const { name, tag } = parseImageRef(ref);
+    const { name, tag } = assertImageRef(ref);
     const t = await this.getJson<{ digest: string }>(keys.tag(this.prefix, name, tag));
     if (!t) return undefined;
-    const manifest = await this.getJson<VersionManifest>(keys.version(this.prefix, t.digest));
-    if (!manifest) throw new Error(`tag ${name}:${tag} names version ${t.digest}, which is missing from the store`);
-    return { ref: formatImageRef({ name, tag }), digest: t.digest, manifest };
+    const digest = storedDigest(t.digest, `tag ${name}:${tag}`);
+    const manifest = await this.version(digest);
+    if (!manifest) throw new Error(`tag ${name}:${tag} names version ${digest}, which is missing from the store`);
+    return { ref: formatImageRef({ name, tag }), digest, manifest };
   }
 
+  /**
+   * A version's manifest, checked against its digest: a manifest that does not hash to the digest it
+   * is stored under (damaged, or written by hand) would make a host write a disk nobody pushed.
+   */
   async version(digest: string): Promise<VersionManifest | undefined> {
-    return this.getJson<VersionManifest>(keys.version(this.prefix, digest));
+    const m = await this.getJson<VersionManifest>(keys.version(this.prefix, assertDigest(digest)));
+    if (!m) return undefined;
+    const error = manifestError(m);
+    if (error) throw new ManifestIntegrityError(`version ${digest}: ${error}`);
+    if (versionDigest(m) !== digest)
+      throw new ManifestIntegrityError(
+        `version ${digest}: its manifest hashes to ${versionDigest(m)}; the store is damaged`,
+      );
+    return m;
   }
 
   /** Short-lived GET URLs for the packs a pull plan names: all a host needs, no credentials. */
@@ -187,7 +244,10 @@ export class ChunkedStore {
 
   /** Records what a stored pack holds: from then on pushes reuse its chunks. */
   writePackIndex(pack: string, chunks: PackIndex['chunks']): Promise<void> {
-    const index: PackIndex = { pack, chunks: chunks.map(({ hash, offset, length }) => ({ hash, offset, length })) };
+    const index: PackIndex = {
+      pack,
+      chunks: chunks.map(({ hash, offset, length, base }) => ({ hash, offset, length, ...(base ? { base } : {}) })),
+    };
     return this.put(keys.packIndex(this.prefix, pack), JSON.stringify(index));
   }
 
@@ -213,9 +273,9 @@ export class ChunkedStore {
   async publishVersion(ref: string, manifest: VersionManifest, now = Date.now()): Promise<string> {
     const error = manifestError(manifest);
     if (error) throw new Error(`refusing to publish ${ref}: ${error}`);
+    const { name, tag } = assertImageRef(ref);
     const digest = versionDigest(manifest);
     await this.put(keys.version(this.prefix, digest), JSON.stringify(manifest));
-    const { name, tag } = parseImageRef(ref);
     const before = await this.getJson<TagFile>(keys.tag(this.prefix, name, tag));
     const history = before
       ? [{ digest: before.digest, at: now }, ...(before.history ?? [])].filter((h) => h.digest !== digest).slice(0, 20)
@@ -234,15 +294,22 @@ export class ChunkedStore {
       if (t)
         out.push({
           ref: `${rest.slice(0, slash)}:${rest.slice(slash + 1)}`,
-          digest: t.digest,
-          history: t.history ?? [],
+          digest: storedDigest(t.digest, o.key),
+          history: (t.history ?? []).map((h) => ({ ...h, digest: storedDigest(h.digest, o.key) })),
         });
     }
     return out.sort((a, b) => a.ref.localeCompare(b.ref));
   }
 
+  /** Points tag `to` at the version `from` names (history kept as on a push); nothing is copied. */
+  async retag(from: string, to: string, now = Date.now()): Promise<string | undefined> {
+    assertImageRef(to);
+    const r = await this.resolve(from);
+    return r && this.publishVersion(to, r.manifest, now);
+  }
+
   async removeTag(ref: string): Promise<void> {
-    const { name, tag } = parseImageRef(ref);
+    const { name, tag } = assertImageRef(ref);
     await this.s3.send(
       new DeleteObjectCommand({ Bucket: this.location.bucket, Key: keys.tag(this.prefix, name, tag) }),
     );
