@@ -61,7 +61,8 @@ export async function hostHelper(
   const path = `${host.home}/.marina/bin/${name}`;
   if (!host.helpers.includes(name)) {
     await conn.run(
-      `mkdir -p ${shq(`${host.home}/.marina/bin`)} && cat > ${shq(`${path}.tmp`)} && chmod 755 ${shq(`${path}.tmp`)} && mv ${shq(`${path}.tmp`)} ${shq(path)}`,
+      // A temporary name per session: two activities installing on one host at once must not share it.
+      `mkdir -p ${shq(`${host.home}/.marina/bin`)} && t=${shq(`${path}.tmp`)}.$$ && cat > "$t" && chmod 755 "$t" && mv "$t" ${shq(path)}`,
       { stdin: readFileSync(binary.path) },
     );
   }
