@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
-import { DEFAULT_TIMINGS, billedSeconds, releaseVerdict, type MacTimings } from '../src/ec2mac/model';
+import { DEFAULT_TIMINGS, billedSeconds, type MacTimings } from '../src/ec2mac/model';
+import { releaseVerdict } from '../src/ec2mac/machine';
 import { simulate, type FleetPolicy, type SimConfig } from '../src/sim/engine';
 import { lowerBound } from '../src/sim/lower-bound';
 import { POLICY_NAMES, naivePolicy, policyByName } from '../src/sim/policies';
@@ -24,9 +25,11 @@ const instant: MacTimings = {
   sshReadySeconds: 0,
   prepareSeconds: 0,
   vmBootSeconds: 0,
+  stoppingSeconds: 0,
+  occupiedSeconds: 0,
   scrubSeconds: [HOUR, HOUR],
+  settleSeconds: 0,
   rootVolumeReplacementSeconds: 0,
-  emptyInstanceSeconds: 0,
 };
 const config = (over: Partial<SimConfig> = {}): SimConfig => ({
   timings: DEFAULT_TIMINGS,
@@ -156,7 +159,7 @@ describe('root-volume replacement', () => {
     expect(r.wait.max).toBe(60 + 900 - 120);
     expect(r.scrubs).toBe(0);
     expect(r.phaseHours.replacing).toBeCloseTo(0.25, 9);
-    expect(r.phaseHours.pending).toBe(0);
+    expect(r.phaseHours.scrubbing).toBe(0);
   });
 
   it("prices Marina's cleaning rule: replacement where the host is wanted, scrubs without it", () => {

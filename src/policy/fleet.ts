@@ -61,6 +61,15 @@ export function paidUp(h: FleetHostView, now: number, billing: BillingMode): boo
   return billing !== 'minimum-of-metered' || meteredSeconds(h, now, billing) >= MIN_AGE;
 }
 
+/**
+ * Whether parking this host saves anything now. Under `minimum-of-metered` hours under the 24 h
+ * minimum are paid whatever the host does, so parking a host metered under 24 h only adds a stop,
+ * a settling and a relaunch (all billed) to its life.
+ */
+export function parkSaves(h: FleetHostView, now: number, billing: BillingMode): boolean {
+  return billing !== 'minimum-of-metered' || meteredSeconds(h, now, billing) >= MIN_AGE;
+}
+
 // A module-level copy: exported bindings are getters under CJS, and this sits in the tick loop.
 const MIN_AGE = MIN_ALLOCATION_SECONDS;
 
@@ -83,6 +92,8 @@ export interface FleetPolicyConfig {
   combine: 'max' | 'mean';
   /** Which scrub length a parked host is assumed to take: the documented worst or the midpoint. */
   scrubAssumption: 'max' | 'mid';
+  /** Where parking pays, hosts are kept (parked) up to the peak of this many past days; beyond it they go. */
+  peakLookbackDays?: number;
 }
 
 export const DEFAULT_FLEET_POLICY: FleetPolicyConfig = {
@@ -137,7 +148,9 @@ export function forecastHorizons(
 ): { soon: number; parkWindow: number } {
   const launch = t.allocationSeconds + launchToServeSeconds(t);
   const [lo, hi] = t.scrubSeconds;
-  return { soon: launch, parkWindow: (scrub === 'max' ? hi : (lo + hi) / 2) + launch };
+  // A parked host serves again only after its instance stops, the scrub, the settling and a launch.
+  const away = t.stoppingSeconds + (scrub === 'max' ? hi : (lo + hi) / 2) + t.settleSeconds;
+  return { soon: launch, parkWindow: away + launch };
 }
 
 function serving(p: FleetHostPhase): boolean {
@@ -180,7 +193,7 @@ function retire<H extends FleetHostView>(
     reason,
     busy: h.busy,
     releasable: releasable(s, h),
-    parkPays: s.park,
+    parkPays: s.park && parkSaves(h, input.now, input.billing),
     wanted,
     rootVolumeReplacement: input.config.rootVolumeReplacement,
   });
