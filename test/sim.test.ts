@@ -191,7 +191,7 @@ describe('every policy, on generated traces', () => {
   for (const t of traces) {
     for (const billing of ['minimum-of-metered', 'minimum-then-pause', 'scrub-billed'] as const) {
       it(`${t.name}, ${billing}: no early release, no job lost or run twice, cost ≥ the lower bound`, () => {
-        const lb0 = lowerBound(t.jobs);
+        const lb0 = lowerBound(t.jobs, 0, billing);
         for (const name of POLICY_NAMES) {
           const r = simulate(t.jobs, policyByName(name), config({ billing }));
           expect(r.earlyReleaseAttempts, name).toBe(0);
@@ -199,7 +199,7 @@ describe('every policy, on generated traces', () => {
           expect(r.startedOnce, name).toBe(true);
           expect(r.finishedOnce, name).toBe(true);
           // Proven: no fleet whose waits stay ≤ w bills less than LB(w).
-          expect(r.hostHours, name).toBeGreaterThanOrEqual(lowerBound(t.jobs, r.maxWaitSeconds).hostHours);
+          expect(r.hostHours, name).toBeGreaterThanOrEqual(lowerBound(t.jobs, r.maxWaitSeconds, billing).hostHours);
           // The zero-wait bound holds on these traces too (policies wait, so this is measured, not proven).
           expect(r.hostHours, name).toBeGreaterThanOrEqual(lb0.hostHours);
           // Monthly rows add up to the totals.

@@ -62,7 +62,7 @@ export function compare(trace: readonly TraceJob[], opts: CompareOptions): Compa
     hourlyPriceUsd: opts.hourlyPriceUsd,
     seed: opts.seed,
   };
-  const lb = lowerBound(trace, 0);
+  const lb = lowerBound(trace, 0, opts.billing);
   const results = opts.policies.map((p) => simulate(trace, policyByName(p, opts.marina), config));
   const aquarium = results.find((r) => r.policy === 'aquarium');
   const aquarium2 = results.find((r) => r.policy === 'aquarium-2slot');
@@ -71,7 +71,7 @@ export function compare(trace: readonly TraceJob[], opts: CompareOptions): Compa
     vsLowerBound: r.hostHours / lb.hostHours,
     ...(aquarium ? { vsAquarium: r.hostHours / aquarium.hostHours } : {}),
     ...(aquarium2 ? { vsAquarium2Slot: r.hostHours / aquarium2.hostHours } : {}),
-    lowerBoundAtItsMaxWait: lowerBound(trace, r.maxWaitSeconds),
+    lowerBoundAtItsMaxWait: lowerBound(trace, r.maxWaitSeconds, opts.billing),
   }));
   const window = forecastHorizons(opts.timings).parkWindow;
   const work = trace.reduce((s, j) => s + j.duration, 0) / 3600;
