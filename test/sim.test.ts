@@ -435,9 +435,40 @@ describe('traces', () => {
     ['startTime,executionTime,jobName,stageName,colour\n1,1,a,s,red\n', /line 1: unknown column\(s\) colour/],
     ['startTime,executionTime,jobName,stageName\n1,1,a\n', /Invalid Record Length/],
     ['startTime,executionTime,jobName,stageName\n', /no jobs/],
+    // Out of range: each names its line, the bound and the likely fix.
+    [
+      'startTime,executionTime,jobName,stageName\n100,60,a,s\n1000000000000000000,60,b,s\n',
+      /line 3: startTime 1000000000000000000 is out of range \(at most 7258118400\): Unix epoch seconds before 2200 \(milliseconds\? divide by 1000\)/,
+    ],
+    [
+      'startTime,executionTime,jobName,stageName\n8640000000000,60,a,s\n',
+      /line 2: startTime 8640000000000 is out of range/,
+    ],
+    [
+      'startTime,executionTime,jobName,stageName\n100,31708800,a,s\n',
+      /line 2: executionTime 31708800 is out of range \(at most 31622400\)/,
+    ],
+    [
+      'startTime,executionTime,jobName,stageName\n100,60,a,s\n316310500,60,b,s\n',
+      /line 3: startTime 316310500 is 3661 days after the first row's; a trace may span at most 3660 days: split it/,
+    ],
+    [
+      `startTime,executionTime,jobName,stageName\n100,60,${'x'.repeat(1025)},s\n`,
+      /line 2: jobName is longer than 1024 characters/,
+    ],
+    ['startTime,executionTime,jobName,stageName\n100,60,"a,s\n', /line 2: a quoted field is never closed/],
   ])('refuses a malformed trace with its line: %#', (text, message) => {
     expect(() => parseTrace(text, 'my.csv')).toThrow(TraceError);
     expect(() => parseTrace(text, 'my.csv')).toThrow(message);
+  });
+
+  it('runs a job longer than 30 days without a false starvation error', () => {
+    const t0 = Date.parse('2026-01-05T09:00:00Z') / 1000;
+    const long = [job(t0, 40 * 24 * HOUR), job(t0 + 60, 600, 1)];
+    for (const name of POLICY_NAMES) {
+      const r = simulate(long, policyByName(name), config());
+      expect(r.finishedOnce, name).toBe(true);
+    }
   });
 
   it('generates the same trace from the same seed, with working days busier than weekends', () => {
