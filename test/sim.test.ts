@@ -374,11 +374,33 @@ describe("Marina's fleet policy (pure)", () => {
     expect(r({ reason: 'dirty', parkPays: false })).toBe('park');
   });
 
+  // Pools started before the EC2 Mac machine plan as they did (their histories replay): parking under the literal reading.
+  const legacy = { ...base, config: { ...base.config, ec2Machine: false } };
+
   it('parks idle hosts the scrub window does not need, and never touches a busy one', () => {
     const hosts = [host({ id: 1, busy: 1 }), host({ id: 2 }), host({ id: 3 })];
-    const plan = planFleet({ ...base, hosts, busySlots: 1, forecast: { soon: 1, parkWindow: 2, week: 6 } });
+    const plan = planFleet({ ...legacy, hosts, busySlots: 1, forecast: { soon: 1, parkWindow: 2, week: 6 } });
     expect(plan.park.map((h) => h.id)).toEqual([2, 3]);
     expect(plan.release).toEqual([]);
+    // With the machine's whole park cycle billed, parking pays only under minimum-then-pause.
+    const now = planFleet({ ...base, hosts, busySlots: 1, forecast: { soon: 1, parkWindow: 2, week: 6 } });
+    expect(now.park).toEqual([]);
+    const pause = planFleet({
+      ...base,
+      billing: 'minimum-then-pause',
+      hosts,
+      busySlots: 1,
+      forecast: { soon: 1, parkWindow: 2, week: 6 },
+    });
+    expect(pause.park.map((h) => h.id)).toEqual([2, 3]);
+  });
+
+  it('under the literal reading, keeps young idle hosts warm and releases paid-up ones', () => {
+    const old = { allocatedAt: now - 50 * HOUR, phaseSince: now - 50 * HOUR };
+    const hosts = [host({ id: 1, ...old }), host({ id: 2 })];
+    const plan = planFleet({ ...base, hosts, forecast: { soon: 0, parkWindow: 0, week: 6 } });
+    expect(plan.release.map((h) => h.id)).toEqual([1]);
+    expect(plan.park).toEqual([]);
   });
 
   it('releases only hosts whose 24 h are paid, beyond what last week needed', () => {
@@ -388,11 +410,11 @@ describe("Marina's fleet policy (pure)", () => {
       host({ id: 2, ...old, pendingSeconds: 40 * HOUR }), // 10 h metered: keeping it costs nothing yet
       host({ id: 3 }), // young
     ];
-    const plan = planFleet({ ...base, hosts, forecast: { soon: 0, parkWindow: 0, week: 0 } });
+    const plan = planFleet({ ...legacy, hosts, forecast: { soon: 0, parkWindow: 0, week: 0 } });
     expect(plan.release.map((h) => h.id)).toEqual([1]);
     expect(plan.park.map((h) => h.id).sort()).toEqual([2, 3]);
     // Last week needed 3 hosts: nothing is released.
-    const kept = planFleet({ ...base, hosts, forecast: { soon: 0, parkWindow: 0, week: 6 } });
+    const kept = planFleet({ ...legacy, hosts, forecast: { soon: 0, parkWindow: 0, week: 6 } });
     expect(kept.release).toEqual([]);
   });
 

@@ -23,7 +23,7 @@ export interface FleetStepInput<H extends FleetHostView> {
 export function fleetStep<H extends FleetHostView>(history: DemandHistory, i: FleetStepInput<H>): FleetPlan<H> {
   const need = i.busySlots + i.queued;
   history.record(i.now, need);
-  const horizons = forecastHorizons(i.timings, i.config.scrubAssumption);
+  const horizons = forecastHorizons(i.timings, i.config.scrubAssumption, i.config.ec2Machine !== false);
   return planFleet({
     now: i.now,
     busySlots: i.busySlots,

@@ -66,8 +66,8 @@ export function paidUp(h: FleetHostView, now: number, billing: BillingMode): boo
  * minimum are paid whatever the host does, so parking a host metered under 24 h only adds a stop,
  * a settling and a relaunch (all billed) to its life.
  */
-export function parkSaves(h: FleetHostView, now: number, billing: BillingMode): boolean {
-  return billing !== 'minimum-of-metered' || meteredSeconds(h, now, billing) >= MIN_AGE;
+export function parkSaves(h: FleetHostView, now: number, billing: BillingMode, machine = true): boolean {
+  return !machine || billing !== 'minimum-of-metered' || meteredSeconds(h, now, billing) >= MIN_AGE;
 }
 
 // A module-level copy: exported bindings are getters under CJS, and this sits in the tick loop.
@@ -94,6 +94,12 @@ export interface FleetPolicyConfig {
   scrubAssumption: 'max' | 'mid';
   /** Where parking pays, hosts are kept (parked) up to the peak of this many past days; beyond it they go. */
   peakLookbackDays?: number;
+  /**
+   * Plan with the EC2 Mac machine's whole park cycle (src/ec2mac/machine.ts): a parked host is away for the
+   * stop, the scrub and the settling, and those stops and relaunches are billed, so parking pays only under
+   * `minimum-then-pause`. False: the plan of pools started before (their histories must replay).
+   */
+  ec2Machine?: boolean;
 }
 
 export const DEFAULT_FLEET_POLICY: FleetPolicyConfig = {
@@ -145,11 +151,12 @@ export interface FleetPlan<H extends FleetHostView> {
 export function forecastHorizons(
   t: MacTimings,
   scrub: FleetPolicyConfig['scrubAssumption'] = 'max',
+  machine = true,
 ): { soon: number; parkWindow: number } {
   const launch = t.allocationSeconds + launchToServeSeconds(t);
   const [lo, hi] = t.scrubSeconds;
   // A parked host serves again only after its instance stops, the scrub, the settling and a launch.
-  const away = t.stoppingSeconds + (scrub === 'max' ? hi : (lo + hi) / 2) + t.settleSeconds;
+  const away = (machine ? t.stoppingSeconds + t.settleSeconds : 0) + (scrub === 'max' ? hi : (lo + hi) / 2);
   return { soon: launch, parkWindow: away + launch };
 }
 
@@ -193,7 +200,7 @@ function retire<H extends FleetHostView>(
     reason,
     busy: h.busy,
     releasable: releasable(s, h),
-    parkPays: s.park && parkSaves(h, input.now, input.billing),
+    parkPays: s.park && parkSaves(h, input.now, input.billing, input.config.ec2Machine !== false),
     wanted,
     rootVolumeReplacement: input.config.rootVolumeReplacement,
   });
@@ -230,7 +237,11 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
   const need = input.busySlots + input.queued;
   const soon = withHeadroom(Math.max(need, input.forecast.soon), c);
   const later = withHeadroom(Math.max(need, input.forecast.parkWindow), c);
-  const park = c.park && scrubPausesBilling(input.billing);
+  // Measured (README, "Parking"): under `minimum-of-metered` hours below the 24 h minimum are paid anyway, and
+  // past it a parked host's stop, settling and relaunch (billed) and the hosts kept parked for last week's peak
+  // cost more than releasing paid-up hosts. Parking pays only under `minimum-then-pause`.
+  const park =
+    c.park && scrubPausesBilling(input.billing) && (c.ec2Machine === false || input.billing === 'minimum-then-pause');
   // Under `minimum-then-pause` the 24 h minimum is met by hours spent parked, so a fresh
   // host costs only the hours it serves: allocate on demand instead of keeping parked
   // hosts in reserve for the scrub + launch window.

@@ -182,6 +182,7 @@ export class PoolFleet {
       headroomSlots: aws.headroomSlots,
       refreshAfterJobs: aws.refreshAfterJobs,
       rootVolumeReplacement: aws.rootVolumeReplacement,
+      ec2Machine: this.env.ec2Machine === true,
     };
     const plan = fleetStep(this.history, {
       now,
