@@ -31,6 +31,7 @@ function simHost(id: number, busy: number): SimHost {
     retiring: false,
     launchOnAvailable: false,
     timer: 0,
+    phaseIndex: 0,
     boundJob: -1,
     index: id,
   };

@@ -193,7 +193,8 @@ function retire<H extends FleetHostView>(
   h: H,
   reason: RetireInput['reason'],
   wanted: boolean,
-  why: string,
+  // Built only for a decision: the simulator asks about every quiet host every virtual minute.
+  whyOf: () => string,
 ): HostAction {
   const { plan, input } = s;
   const d = retireAction({
@@ -210,20 +211,20 @@ function retire<H extends FleetHostView>(
       s.live--;
       plan.reasons.push(
         s.park && !s.cheapAllocation
-          ? `release host ${h.id}: ${why}; ${d.why} (${s.live + 1} hosts > ${s.weekHosts} that last week's peak of ${input.forecast.week} slots needed)`
-          : `release host ${h.id}: ${why}; ${d.why}`,
+          ? `release host ${h.id}: ${whyOf()}; ${d.why} (${s.live + 1} hosts > ${s.weekHosts} that last week's peak of ${input.forecast.week} slots needed)`
+          : `release host ${h.id}: ${whyOf()}; ${d.why}`,
       );
       break;
     case 'park':
       plan.park.push(h);
       plan.reasons.push(
-        `park host ${h.id}: ${why}; ${d.why}` +
+        `park host ${h.id}: ${whyOf()}; ${d.why}` +
           (wanted ? '' : ` (${s.later} slots within the scrub + launch window need ${s.keepHosts} hosts)`),
       );
       break;
     case 'replace-root':
       plan.replaceRoot.push(h);
-      plan.reasons.push(`replace the root volume of host ${h.id}: ${why}; ${d.why}`);
+      plan.reasons.push(`replace the root volume of host ${h.id}: ${whyOf()}; ${d.why}`);
       break;
     case 'keep':
       break;
@@ -282,7 +283,7 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
   dirty.sort((a, b) => b.allocatedAt - a.allocatedAt);
   for (const h of dirty) {
     const wanted = active <= keepHosts;
-    const action = retire(s, h, 'dirty', wanted, dirtyWhy(h, c));
+    const action = retire(s, h, 'dirty', wanted, () => dirtyWhy(h, c));
     if (action === 'park' || action === 'release') {
       active--;
       servingSlots -= h.slots;
@@ -335,14 +336,14 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     quietReady.sort((a, b) => a.allocatedAt - b.allocatedAt);
     for (const h of quietReady) {
       if (active <= keepHosts) break;
-      if (retire(s, h, 'surplus', false, `idle ${Math.round((now - h.idleSince) / 60)} min`) !== 'keep') active--;
+      if (retire(s, h, 'surplus', false, () => `idle ${Math.round((now - h.idleSince) / 60)} min`) !== 'keep') active--;
     }
   }
   // Idle hosts without an instance are billed and serve nobody: keep those the park
   // window needs as a reserve (a launch away), park or release the rest.
   for (const h of idle) {
     if (active < keepHosts) active++;
-    else retire(s, h, 'surplus', false, 'available without an instance');
+    else retire(s, h, 'surplus', false, () => 'available without an instance');
   }
   // Scrubbing hosts are free, but old ones the week does not justify go for good.
   for (const h of pending) {

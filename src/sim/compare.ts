@@ -53,8 +53,8 @@ export interface Comparison {
   rows: PolicyRow[];
 }
 
-export function compare(trace: readonly TraceJob[], opts: CompareOptions): Comparison {
-  const config: SimConfig = {
+export function simConfig(opts: CompareOptions): SimConfig {
+  return {
     timings: opts.timings,
     billing: opts.billing,
     maxHosts: opts.maxHosts,
@@ -62,8 +62,21 @@ export function compare(trace: readonly TraceJob[], opts: CompareOptions): Compa
     hourlyPriceUsd: opts.hourlyPriceUsd,
     seed: opts.seed,
   };
+}
+
+/** Every policy, one after the other, in this thread (src/sim/parallel.ts runs them in worker threads). */
+export function compare(trace: readonly TraceJob[], opts: CompareOptions): Comparison {
+  const config = simConfig(opts);
+  return assemble(
+    trace,
+    opts,
+    opts.policies.map((p) => simulate(trace, policyByName(p, opts.marina), config)),
+  );
+}
+
+/** Sets the policies' results side by side, against the bound and the baselines. */
+export function assemble(trace: readonly TraceJob[], opts: CompareOptions, results: SimResult[]): Comparison {
   const lb = lowerBound(trace, 0, opts.billing);
-  const results = opts.policies.map((p) => simulate(trace, policyByName(p, opts.marina), config));
   const aquarium = results.find((r) => r.policy === 'aquarium');
   const aquarium2 = results.find((r) => r.policy === 'aquarium-2slot');
   const rows: PolicyRow[] = results.map((r) => ({

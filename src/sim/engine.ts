@@ -99,9 +99,34 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     events.enqueue({ t: at, seq: seq++, kind, host, job });
   };
 
-  /** The planner's phase changed: counts, free slots and the phase clock follow. */
+  // Hosts by phase: policies and one-instance-per-job dispatch look at a few phases of hundreds of hosts.
+  const byPhase: Record<SimHost['phase'], SimHost[]> = {
+    allocating: [],
+    idle: [],
+    launching: [],
+    ready: [],
+    pending: [],
+    replacing: [],
+    released: [],
+  };
+  const leavePhase = (h: SimHost): void => {
+    const list = byPhase[h.phase];
+    const last = list.pop()!;
+    if (last !== h) {
+      list[h.phaseIndex] = last;
+      last.phaseIndex = h.phaseIndex;
+    }
+  };
+  const enterPhase = (h: SimHost, p: SimHost['phase']): void => {
+    h.phaseIndex = byPhase[p].length;
+    byPhase[p].push(h);
+  };
+
+  /** The planner's phase changed: counts, lists, free slots and the phase clock follow. */
   const setPhase = (h: SimHost, p: SimHost['phase']): void => {
     if (h.phase === p) return;
+    leavePhase(h);
+    enterPhase(h, p);
     if (h.phase === 'ready') freeReady -= h.slots - h.busy;
     if (p === 'ready') freeReady += h.slots - h.busy;
     phaseCount[h.phase]--;
@@ -199,6 +224,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     },
     random,
     count: (p) => phaseCount[p],
+    inPhase: (p) => byPhase[p],
     allocate(k, launch) {
       let made = 0;
       for (let i = 0; i < k; i++) {
@@ -229,10 +255,12 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
           retiring: false,
           launchOnAvailable: launch,
           timer: 0,
+          phaseIndex: 0,
           boundJob: -1,
           index: live.length,
         };
         phaseCount.allocating++;
+        enterPhase(h, 'allocating');
         live.push(h);
         billedSince.set(h.id, now);
         hostsAllocated++;
@@ -279,6 +307,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   /** Books a host's life and drops it. `atEnd`: the trace is over; the host is billed as if released now. */
   function closeHost(h: SimHost, from: MacState, fromSince: number, atEnd = false): void {
     if (h.phase === 'ready') freeReady -= h.slots - h.busy;
+    leavePhase(h);
     if (from === 'scrubbing') {
       scrubbingNow--;
       bookScrub(fromSince);
@@ -359,7 +388,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
       if (slotModel === 'nested') {
         for (const h of live) if (h.phase === 'ready' && h.busy < h.slots) candidates.push(h);
       } else {
-        for (const h of live) if (h.phase === 'idle') candidates.push(h);
+        for (const h of byPhase.idle) candidates.push(h);
       }
       if (candidates.length === 0) return;
       const h = policy.pickHost(candidates, fleet);
@@ -473,6 +502,8 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     m.costUsd = m.hostHours * config.hourlyPriceUsd;
     instanceHours += m.instanceHours;
   }
+  // Every nested job boots a VM after it gets its slot, so each wait is at least the boot.
+  const boot = slotModel === 'nested' ? t.vmBootSeconds : 0;
   const span = Math.max(1, lastEnd - (n > 0 ? trace[0]!.start : 0));
   return {
     policy: policy.name,
@@ -501,6 +532,10 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
       p99: percentile(sortedWaits, 0.99),
       max: sortedWaits.length ? sortedWaits[sortedWaits.length - 1]! : 0,
       mean: n ? waitSum / n : 0,
+    },
+    waitForSlot: {
+      p50: Math.max(0, percentile(sortedWaits, 0.5) - boot),
+      p95: Math.max(0, percentile(sortedWaits, 0.95) - boot),
     },
     months,
     series,

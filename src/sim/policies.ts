@@ -102,15 +102,15 @@ export function aquariumPolicy(
     onTick(fleet) {
       acquire(fleet);
       const now = fleet.now;
-      // Backwards: release() moves the last host into the released one's place.
-      for (let i = fleet.hosts.length - 1; i >= 0; i--) {
-        const h = fleet.hosts[i]!;
+      // Only hosts that can be released or parked: a copy, since each action moves hosts between the lists.
+      const look = [...fleet.inPhase('pending'), ...fleet.inPhase('idle')];
+      if (slotModel === 'nested') look.push(...fleet.inPhase('ready'));
+      for (const h of look) {
         if (h.phase === 'pending') {
           if (!young(h, now)) fleet.release(h);
           continue;
         }
-        const unused = h.busy === 0 && (h.phase === 'idle' || (h.phase === 'ready' && slotModel === 'nested'));
-        if (!unused) continue;
+        if (h.busy > 0) continue;
         if (!young(h, now)) fleet.release(h);
         else if (now - h.idleSince >= cfg.scrubbingDelaySeconds) fleet.park(h);
       }
@@ -134,11 +134,8 @@ export function naivePolicy(): FleetPolicy {
     onQueued: act,
     onTick(fleet) {
       act(fleet);
-      for (let i = fleet.hosts.length - 1; i >= 0; i--) {
-        const h = fleet.hosts[i]!;
-        if (h.busy === 0 && (h.phase === 'ready' || h.phase === 'idle') && fleet.now - h.allocatedAt >= DAY)
-          fleet.release(h);
-      }
+      for (const h of [...fleet.inPhase('ready'), ...fleet.inPhase('idle')])
+        if (h.busy === 0 && fleet.now - h.allocatedAt >= DAY) fleet.release(h);
     },
     pickHost(candidates) {
       let best = candidates[0]!;

@@ -45,6 +45,8 @@ export interface SimHost {
   timer: number;
   /** instance-per-job: the job this host's instance is booting for. */
   boundJob: number;
+  /** Index in the engine's list of hosts in its phase. */
+  phaseIndex: number;
   /** Index in the engine's live-host list. */
   index: number;
 }
@@ -76,6 +78,8 @@ export interface Fleet {
   readonly busySlots: number;
   /** Hosts per phase, kept current. */
   count(phase: HostPhase): number;
+  /** The hosts in a phase, kept current (copy before acting on them: an action moves hosts between lists). */
+  inPhase(phase: HostPhase): readonly SimHost[];
   /** AllocateHosts, zones in order. `launch`: start the instance as soon as it is available. */
   allocate(n: number, launch: boolean): number;
   /** RunInstances on an idle host. */
@@ -153,7 +157,10 @@ export interface SimResult {
   earlyReleaseAttempts: number;
   releasedYoungerThan24h: number;
   allocationFailures: number;
+  /** Submit → script start, seconds: the VM boot (nested) or the instance launch (one per job) included. */
   wait: { p50: number; p95: number; p99: number; max: number; mean: number };
+  /** The same without the VM boot (nested policies boot a VM for every job; 0 otherwise): waiting for a slot. */
+  waitForSlot: { p50: number; p95: number };
   months: MonthFigures[];
   series: SimSeries;
   /** Longest wait any job had, seconds: what the lower bound at that wait allows. */
