@@ -29,6 +29,8 @@ export class DemandHistory {
   private readonly blockPeaks: Float64Array;
   /** The newest bucket recorded: no bucket within SPAN_BUCKETS of it has been reused. */
   private latest = -1;
+  /** Peaks of ranges that end before the newest bucket: they change only if an older bucket is written. */
+  private readonly settled = new Map<number, number>();
 
   constructor(state?: DemandHistoryState) {
     this.stamps = new Float64Array(SPAN_BUCKETS).fill(-1);
@@ -45,6 +47,7 @@ export class DemandHistory {
   record(now: number, slots: number): void {
     const b = Math.floor(now / BUCKET_SECONDS);
     if (b > this.latest) this.latest = b;
+    else if (b < this.latest && this.settled.size > 0) this.settled.clear();
     const i = b % SPAN_BUCKETS;
     if (this.stamps[i] !== b) {
       this.stamps[i] = b;
@@ -64,9 +67,28 @@ export class DemandHistory {
 
   /** The highest demand recorded in [from, to), 0 where nothing was recorded. */
   peak(from: number, to: number): number {
-    let best = 0;
     const last = Math.floor((to - 1) / BUCKET_SECONDS);
-    let b = Math.floor(from / BUCKET_SECONDS);
+    const first = Math.floor(from / BUCKET_SECONDS);
+    // The forecast asks for the same past windows every minute for five: remember those already closed,
+    // and read only the buckets still open.
+    if (last < this.latest) return this.closed(first, last);
+    if (first < this.latest) return Math.max(this.closed(first, this.latest - 1), this.scan(this.latest, last));
+    return this.scan(first, last);
+  }
+
+  private closed(first: number, last: number): number {
+    const key = first * 65536 + (last - first);
+    let p = this.settled.get(key);
+    if (p === undefined) {
+      if (this.settled.size > 256) this.settled.clear();
+      this.settled.set(key, (p = this.scan(first, last)));
+    }
+    return p;
+  }
+
+  private scan(first: number, last: number): number {
+    let best = 0;
+    let b = first;
     // A block counts only while its buckets are all still held (the 8-day ring has not reused any of them).
     const oldest = Math.max(last, this.latest) - SPAN_BUCKETS + 1;
     while (b <= last) {

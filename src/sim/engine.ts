@@ -384,14 +384,14 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   const dispatch = (): void => {
     while (qHead < queue.length) {
       if (slotModel === 'nested' ? freeReady === 0 : phaseCount.idle === 0) break;
-      candidates.length = 0;
+      let pool: readonly SimHost[] = byPhase.idle; // one instance per job: any idle host (read, not copied)
       if (slotModel === 'nested') {
-        for (const h of live) if (h.phase === 'ready' && h.busy < h.slots) candidates.push(h);
-      } else {
-        for (const h of byPhase.idle) candidates.push(h);
+        candidates.length = 0;
+        for (const h of byPhase.ready) if (h.busy < h.slots) candidates.push(h);
+        pool = candidates;
       }
-      if (candidates.length === 0) return;
-      const h = policy.pickHost(candidates, fleet);
+      if (pool.length === 0) return;
+      const h = policy.pickHost(pool, fleet);
       const job = queue[qHead++]!;
       busySlots++;
       if (h.phase === 'ready') freeReady--;

@@ -102,17 +102,21 @@ export function aquariumPolicy(
     onTick(fleet) {
       acquire(fleet);
       const now = fleet.now;
-      // Only hosts that can be released or parked: a copy, since each action moves hosts between the lists.
-      const look = [...fleet.inPhase('pending'), ...fleet.inPhase('idle')];
-      if (slotModel === 'nested') look.push(...fleet.inPhase('ready'));
-      for (const h of look) {
-        if (h.phase === 'pending') {
-          if (!young(h, now)) fleet.release(h);
-          continue;
-        }
-        if (h.busy > 0) continue;
+      // Only hosts that can be released or parked, each list backwards: an action moves the host out of
+      // its list and the list's last host (already seen) into its place.
+      const pending = fleet.inPhase('pending');
+      for (let i = pending.length - 1; i >= 0; i--) {
+        const h = pending[i]!;
         if (!young(h, now)) fleet.release(h);
-        else if (now - h.idleSince >= cfg.scrubbingDelaySeconds) fleet.park(h);
+      }
+      const lists = slotModel === 'nested' ? [fleet.inPhase('idle'), fleet.inPhase('ready')] : [fleet.inPhase('idle')];
+      for (const list of lists) {
+        for (let i = list.length - 1; i >= 0; i--) {
+          const h = list[i]!;
+          if (h.busy > 0) continue;
+          if (!young(h, now)) fleet.release(h);
+          else if (now - h.idleSince >= cfg.scrubbingDelaySeconds) fleet.park(h);
+        }
       }
     },
     pickHost(candidates, fleet) {
