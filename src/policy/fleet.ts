@@ -347,6 +347,8 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
   }
   // Scrubbing hosts are free, but old ones the week does not justify go for good.
   for (const h of pending) {
+    // Under `minimum-then-pause` a scrub costs nothing even past 24 h: let it end, and decide when the host is back.
+    if (cheapAllocation && c.ec2Machine !== false) continue;
     if (!releasable(s, h)) continue;
     plan.release.push(h);
     s.live--;
