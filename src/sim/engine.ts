@@ -5,7 +5,6 @@
  * (allocate, launch, park, release, where a job goes). Time is whole seconds since the
  * epoch, as in the trace.
  */
-import { PriorityQueue } from '@datastructures-js/priority-queue';
 import {
   MIN_ALLOCATION_SECONDS as MIN_AGE,
   VM_SLOTS_PER_HOST,
@@ -26,6 +25,7 @@ import { fleetPhaseOfMac } from '../ec2mac/lifecycle';
 import type { TraceJob } from './trace';
 import { seeded } from '../ec2mac/random';
 import { MonthBook, percentile } from './books';
+import { EventHeap } from './event-heap';
 import type { Fleet, FleetPolicy, SimConfig, SimHost, SimResult, SimSeries } from './types';
 
 export type * from './types';
@@ -67,7 +67,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   const ends = new Uint8Array(n);
   const waits = new Float64Array(n);
   const book = new MonthBook();
-  const events = new PriorityQueue<Event>((a, b) => a.t - b.t || a.seq - b.seq);
+  const events = new EventHeap<Event>();
   let seq = 0;
   const live: SimHost[] = [];
   const phaseCount = { allocating: 0, idle: 0, launching: 0, ready: 0, pending: 0, replacing: 0, released: 0 };
@@ -96,7 +96,8 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   let freeReady = 0;
 
   const schedule = (at: number, kind: Ev, host: SimHost, job = -1): void => {
-    events.enqueue({ t: at, seq: seq++, kind, host, job });
+    const s = seq++;
+    events.push(at, s, { t: at, seq: s, kind, host, job });
   };
 
   // Hosts by phase: policies and one-instance-per-job dispatch look at a few phases of hundreds of hosts.
@@ -457,7 +458,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   let finished = 0;
   while (true) {
     const tArr = nextArrival < n ? trace[nextArrival]!.start : Infinity;
-    const tEv = events.isEmpty() ? Infinity : events.front()!.t;
+    const tEv = events.peekTime();
     if (nextArrival >= n && finished === n) break;
     const tNext = Math.min(tArr, tEv, nextTick);
     // Stuck, not slow: jobs wait, none runs, and nothing has started or ended for a month.
@@ -468,7 +469,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     }
     now = tNext;
     if (tEv === tNext) {
-      const e = events.dequeue()!;
+      const e = events.pop();
       handle(e);
       if (e.kind === Ev.JobEnd) finished++;
       dispatch();
