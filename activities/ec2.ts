@@ -244,7 +244,9 @@ export function ec2Activities(ctx: ActivityContext) {
           if (isHostNotFound(code)) throw hostNotFound(ref.hostId, 'DescribeHosts', code);
           if (classifyEc2Error(code) === 'fatal') ec2Failure(e, 'DescribeHosts');
         }
-        if (h?.State === 'available') {
+        // A host whose instance is still stopping is listed `available` with the instance on it: the scrub
+        // has not even begun (src/ec2mac/machine.ts, `stopping`). Available means available and empty.
+        if (h?.State === 'available' && !(h.Instances?.length ?? 0)) {
           return {
             hostId: ref.hostId,
             state: 'available',

@@ -269,7 +269,7 @@ describe('instances on a Mac host', () => {
       CurrentState: { Code: 32, Name: 'shutting-down' },
       PreviousState: { Code: 16, Name: 'running' },
     });
-    emu.clock.advance(120);
+    emu.clock.advance(16 * 60); // the instance stops (about 15 min on Mac), then the host scrubs
     expect((await ec2.send(new DescribeHostsCommand({ HostIds: [host] }))).Hosts![0]!.State).toBe('pending');
     expect((await failure(launch(host, 'conf-term-2'))).name).toBe('InsufficientCapacityOnHost');
     expect((await failure(launch(host, 'conf-term-1'))).name).toBe('IdempotentInstanceTerminated');

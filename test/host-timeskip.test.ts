@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker, Runtime, DefaultLogger } from '@temporalio/worker';
-import { releaseVerdict, MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
+import { MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
+import { releaseVerdict } from '../src/ec2mac/machine';
 import { temporalTestServer } from '../src/tools/binaries';
 import type { Activities } from '../activities/types';
 import { hostStateQuery, retireHostSignal, type HostLife, type hostWorkflow } from '../workflows/host';

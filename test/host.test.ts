@@ -102,7 +102,14 @@ beforeAll(async () => {
     raw.pools.push({
       ...raw.pools[0],
       name: FLEET,
-      aws: { ...raw.pools[0].aws, park: true, refreshAfterJobs: 1, rootVolumeReplacement: true },
+      // Parking pays only where the scrub also counts towards the 24 h minimum (README, "Parking").
+      aws: {
+        ...raw.pools[0].aws,
+        park: true,
+        billing: 'minimum-then-pause',
+        refreshAfterJobs: 1,
+        rootVolumeReplacement: true,
+      },
     });
   });
   client = new Client({ connection: await Connection.connect({ address: config.temporal.address }) });

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
-import { DEFAULT_TIMINGS, billedSeconds, releaseVerdict, type MacTimings } from '../src/ec2mac/model';
+import { DEFAULT_TIMINGS, billedSeconds, type MacTimings } from '../src/ec2mac/model';
+import { releaseVerdict } from '../src/ec2mac/machine';
 import { simulate, type FleetPolicy, type SimConfig } from '../src/sim/engine';
 import { lowerBound } from '../src/sim/lower-bound';
 import { POLICY_NAMES, naivePolicy, policyByName } from '../src/sim/policies';
@@ -24,9 +25,11 @@ const instant: MacTimings = {
   sshReadySeconds: 0,
   prepareSeconds: 0,
   vmBootSeconds: 0,
+  stoppingSeconds: 0,
+  occupiedSeconds: 0,
   scrubSeconds: [HOUR, HOUR],
+  settleSeconds: 0,
   rootVolumeReplacementSeconds: 0,
-  emptyInstanceSeconds: 0,
 };
 const config = (over: Partial<SimConfig> = {}): SimConfig => ({
   timings: DEFAULT_TIMINGS,
@@ -156,7 +159,7 @@ describe('root-volume replacement', () => {
     expect(r.wait.max).toBe(60 + 900 - 120);
     expect(r.scrubs).toBe(0);
     expect(r.phaseHours.replacing).toBeCloseTo(0.25, 9);
-    expect(r.phaseHours.pending).toBe(0);
+    expect(r.phaseHours.scrubbing).toBe(0);
   });
 
   it("prices Marina's cleaning rule: replacement where the host is wanted, scrubs without it", () => {
@@ -188,7 +191,7 @@ describe('every policy, on generated traces', () => {
   for (const t of traces) {
     for (const billing of ['minimum-of-metered', 'minimum-then-pause', 'scrub-billed'] as const) {
       it(`${t.name}, ${billing}: no early release, no job lost or run twice, cost ≥ the lower bound`, () => {
-        const lb0 = lowerBound(t.jobs);
+        const lb0 = lowerBound(t.jobs, 0, billing);
         for (const name of POLICY_NAMES) {
           const r = simulate(t.jobs, policyByName(name), config({ billing }));
           expect(r.earlyReleaseAttempts, name).toBe(0);
@@ -196,7 +199,7 @@ describe('every policy, on generated traces', () => {
           expect(r.startedOnce, name).toBe(true);
           expect(r.finishedOnce, name).toBe(true);
           // Proven: no fleet whose waits stay ≤ w bills less than LB(w).
-          expect(r.hostHours, name).toBeGreaterThanOrEqual(lowerBound(t.jobs, r.maxWaitSeconds).hostHours);
+          expect(r.hostHours, name).toBeGreaterThanOrEqual(lowerBound(t.jobs, r.maxWaitSeconds, billing).hostHours);
           // The zero-wait bound holds on these traces too (policies wait, so this is measured, not proven).
           expect(r.hostHours, name).toBeGreaterThanOrEqual(lb0.hostHours);
           // Monthly rows add up to the totals.
@@ -371,11 +374,33 @@ describe("Marina's fleet policy (pure)", () => {
     expect(r({ reason: 'dirty', parkPays: false })).toBe('park');
   });
 
+  // Pools started before the EC2 Mac machine plan as they did (their histories replay): parking under the literal reading.
+  const legacy = { ...base, config: { ...base.config, ec2Machine: false } };
+
   it('parks idle hosts the scrub window does not need, and never touches a busy one', () => {
     const hosts = [host({ id: 1, busy: 1 }), host({ id: 2 }), host({ id: 3 })];
-    const plan = planFleet({ ...base, hosts, busySlots: 1, forecast: { soon: 1, parkWindow: 2, week: 6 } });
+    const plan = planFleet({ ...legacy, hosts, busySlots: 1, forecast: { soon: 1, parkWindow: 2, week: 6 } });
     expect(plan.park.map((h) => h.id)).toEqual([2, 3]);
     expect(plan.release).toEqual([]);
+    // With the machine's whole park cycle billed, parking pays only under minimum-then-pause.
+    const now = planFleet({ ...base, hosts, busySlots: 1, forecast: { soon: 1, parkWindow: 2, week: 6 } });
+    expect(now.park).toEqual([]);
+    const pause = planFleet({
+      ...base,
+      billing: 'minimum-then-pause',
+      hosts,
+      busySlots: 1,
+      forecast: { soon: 1, parkWindow: 2, week: 6 },
+    });
+    expect(pause.park.map((h) => h.id)).toEqual([2, 3]);
+  });
+
+  it('under the literal reading, keeps young idle hosts warm and releases paid-up ones', () => {
+    const old = { allocatedAt: now - 50 * HOUR, phaseSince: now - 50 * HOUR };
+    const hosts = [host({ id: 1, ...old }), host({ id: 2 })];
+    const plan = planFleet({ ...base, hosts, forecast: { soon: 0, parkWindow: 0, week: 6 } });
+    expect(plan.release.map((h) => h.id)).toEqual([1]);
+    expect(plan.park).toEqual([]);
   });
 
   it('releases only hosts whose 24 h are paid, beyond what last week needed', () => {
@@ -385,11 +410,11 @@ describe("Marina's fleet policy (pure)", () => {
       host({ id: 2, ...old, pendingSeconds: 40 * HOUR }), // 10 h metered: keeping it costs nothing yet
       host({ id: 3 }), // young
     ];
-    const plan = planFleet({ ...base, hosts, forecast: { soon: 0, parkWindow: 0, week: 0 } });
+    const plan = planFleet({ ...legacy, hosts, forecast: { soon: 0, parkWindow: 0, week: 0 } });
     expect(plan.release.map((h) => h.id)).toEqual([1]);
     expect(plan.park.map((h) => h.id).sort()).toEqual([2, 3]);
     // Last week needed 3 hosts: nothing is released.
-    const kept = planFleet({ ...base, hosts, forecast: { soon: 0, parkWindow: 0, week: 6 } });
+    const kept = planFleet({ ...legacy, hosts, forecast: { soon: 0, parkWindow: 0, week: 6 } });
     expect(kept.release).toEqual([]);
   });
 
@@ -432,9 +457,40 @@ describe('traces', () => {
     ['startTime,executionTime,jobName,stageName,colour\n1,1,a,s,red\n', /line 1: unknown column\(s\) colour/],
     ['startTime,executionTime,jobName,stageName\n1,1,a\n', /Invalid Record Length/],
     ['startTime,executionTime,jobName,stageName\n', /no jobs/],
+    // Out of range: each names its line, the bound and the likely fix.
+    [
+      'startTime,executionTime,jobName,stageName\n100,60,a,s\n1000000000000000000,60,b,s\n',
+      /line 3: startTime 1000000000000000000 is out of range \(at most 7258118400\): Unix epoch seconds before 2200 \(milliseconds\? divide by 1000\)/,
+    ],
+    [
+      'startTime,executionTime,jobName,stageName\n8640000000000,60,a,s\n',
+      /line 2: startTime 8640000000000 is out of range/,
+    ],
+    [
+      'startTime,executionTime,jobName,stageName\n100,31708800,a,s\n',
+      /line 2: executionTime 31708800 is out of range \(at most 31622400\)/,
+    ],
+    [
+      'startTime,executionTime,jobName,stageName\n100,60,a,s\n316310500,60,b,s\n',
+      /line 3: startTime 316310500 is 3661 days after the first row's; a trace may span at most 3660 days: split it/,
+    ],
+    [
+      `startTime,executionTime,jobName,stageName\n100,60,${'x'.repeat(1025)},s\n`,
+      /line 2: jobName is longer than 1024 characters/,
+    ],
+    ['startTime,executionTime,jobName,stageName\n100,60,"a,s\n', /line 2: a quoted field is never closed/],
   ])('refuses a malformed trace with its line: %#', (text, message) => {
     expect(() => parseTrace(text, 'my.csv')).toThrow(TraceError);
     expect(() => parseTrace(text, 'my.csv')).toThrow(message);
+  });
+
+  it('runs a job longer than 30 days without a false starvation error', () => {
+    const t0 = Date.parse('2026-01-05T09:00:00Z') / 1000;
+    const long = [job(t0, 40 * 24 * HOUR), job(t0 + 60, 600, 1)];
+    for (const name of POLICY_NAMES) {
+      const r = simulate(long, policyByName(name), config());
+      expect(r.finishedOnce, name).toBe(true);
+    }
   });
 
   it('generates the same trace from the same seed, with working days busier than weekends', () => {

@@ -39,6 +39,7 @@ import {
 import { setDescribedHandler } from './handlers';
 import type { Activities } from '../activities/types';
 import { fleetPhaseOfHost } from '../src/policy/pool-fleet';
+import type { HostWorkflowLivePhase } from '../src/ec2mac/lifecycle';
 import { MIN_ALLOCATION_SECONDS } from '../src/ec2mac/model';
 import {
   HOST_NOT_FOUND,
@@ -73,16 +74,9 @@ import {
   type PendingReport,
 } from './host-reports';
 
+/** Live phases are named after the EC2 Mac machine state each waits in (src/ec2mac/lifecycle.ts). */
 export type HostPhase =
-  | 'allocating'
-  | 'waiting-available'
-  | 'launching'
-  | 'booting'
-  | 'ready'
-  | 'replacing-root'
-  | 'parking'
-  | 'scrubbing'
-  | 'parked'
+  | HostWorkflowLivePhase
   | 'retiring'
   | 'releasing'
   | 'released'

@@ -15,6 +15,7 @@ import {
   condition,
   continueAsNew,
   log,
+  patched,
   proxyActivities,
   ParentClosePolicy,
   setCurrentDetails,
@@ -104,8 +105,11 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
   /** Child workflow starts not yet confirmed: continue-as-new waits for them (they take milliseconds). */
   let starting = 0;
 
+  // Patch `fleet-ec2-machine`: EC2 fleets plan with the EC2 Mac machine's whole park cycle (stop, scrub,
+  // settling). Runs recorded before plan as they did, so their histories replay.
+  const ec2Machine = patched('fleet-ec2-machine');
   const feed = (event: PoolEvent): string | undefined => {
-    const { commands, reply } = step(state, event, { now: Date.now(), settings, newId: uuid4 });
+    const { commands, reply } = step(state, event, { now: Date.now(), settings, newId: uuid4, ec2Machine });
     for (const c of commands) carry(c);
     dirty = true;
     return reply;

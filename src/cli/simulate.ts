@@ -3,7 +3,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Command } from 'commander';
 import { BILLING_MODES, DEFAULT_TIMINGS, HOURLY_PRICE_USD, type BillingMode, type MacTimings } from '../ec2mac/model';
-import { compare, defaultCompareOptions, type CompareOptions } from '../sim/compare';
+import { compare, defaultCompareOptions, simConfig, type CompareOptions } from '../sim/compare';
+import { SWEEP_PARAMS, formatSweep, parseSweep, sweep } from '../sim/sweep';
+import { compareParallel } from '../sim/parallel';
 import { generateTrace, PRESETS, shapeFor } from '../sim/generate';
 import { POLICY_NAMES, type PolicyName } from '../sim/policies';
 import { fullReport, toJson } from '../sim/report';
@@ -164,12 +166,36 @@ export function registerSimulateCommands(program: Command): void {
     .option('--plots <dir>', 'write hosts.svg, queue.svg and cost.svg into this directory')
     .option('--refresh-after-jobs <n>', "Marina: clean a host's instance after this many jobs (0: never)", '0')
     .option('--no-root-volume-replacement', 'Marina: clean hosts by scrubbing only, never by root-volume replacement')
-    .action(async (files: string[], o: SimulateFlags) => {
+    .option(
+      '--sweep <name=from..to[:step]>',
+      `Marina only: sweep a setting (${Object.keys(SWEEP_PARAMS).join(', ')}; e.g. headroom=0..4 keepWarm=5m..60m) and print the cost/p95 frontier; repeatable`,
+      collect,
+    )
+    .option('--all', 'with --sweep: print every combination, not only the frontier')
+    .action(async (files: string[], o: SimulateFlags & { sweep?: string[]; all?: boolean }) => {
       const options = parseOptions(o);
       const traces = loadTraces(files, o.generate);
+      if (o.sweep) {
+        let axes;
+        try {
+          axes = o.sweep.map((v) => parseSweep(v, (d) => parseDuration('--sweep', d)));
+        } catch (e) {
+          throw e instanceof UsageError ? e : new UsageError((e as Error).message);
+        }
+        for (const t of traces) {
+          const points = sweep(t.jobs, axes, simConfig(options), options.marina);
+          process.stdout.write(
+            o.json
+              ? JSON.stringify({ trace: t.name, billing: options.billing, points }, null, 2) + '\n'
+              : `== ${t.name} (${options.billing})\n${formatSweep(points, o.all === true)}\n`,
+          );
+        }
+        return;
+      }
       const results = [];
       for (const t of traces) {
-        const c = compare(t.jobs, options);
+        // Each policy in its own worker thread: a year of jobs per policy takes seconds.
+        const c = options.policies.length > 1 ? await compareParallel(t.jobs, options) : compare(t.jobs, options);
         results.push({ trace: t.name, ...(toJson(c) as object) });
         if (!o.json) process.stdout.write(`== ${t.name}\n${fullReport(c, o.months)}\n`);
         if (o.plots) {

@@ -211,7 +211,9 @@ export function freeResources(host: HostSpec, leases: readonly Lease[]): Resourc
 }
 
 // Fractional resources accumulate rounding error; a tiny epsilon keeps 0.1 * 10 fitting into 1.
-const EPSILON = 1e-9;
+/** Resource amounts are compared with this slack (fractional cpu shares add up inexactly). */
+export const RESOURCE_EPSILON = 1e-9;
+const EPSILON = RESOURCE_EPSILON;
 
 export function fits(want: Resources, free: Resources): boolean {
   return Object.entries(want).every(([k, v]) => v <= (free[k] ?? 0) + EPSILON);

@@ -28,18 +28,24 @@ export interface MacTimings {
   prepareSeconds: number;
   /** A macOS VM clone + boot inside a prepared host (Tart, image cached). */
   vmBootSeconds: number;
-  /** Stop/terminate → the host is `available` again: the scrub (pending, unbilled). */
+  /** Stop/terminate → the instance is gone and the scrub begins: billed, the host still occupied. */
+  stoppingSeconds: number;
+  /** Terminate → ReleaseHosts stops answering `Client.InvalidHost.Occupied` (a scrubbing host is released at once). */
+  occupiedSeconds: number;
+  /** The scrub (`pending`, unbilled): instance gone → the host is listed `available` again. */
   scrubSeconds: [number, number];
+  /** Listed `available` after a scrub, yet launches still fail (billed). */
+  settleSeconds: number;
   /** CreateReplaceRootVolumeTask → SSH answers again; no scrub. */
   rootVolumeReplacementSeconds: number;
-  /** A launch that exists only to be terminated (the scrub trick's empty instance). */
-  emptyInstanceSeconds: number;
 }
 
 /**
- * Defaults. Boot: 2 + 8 min = 10 min to SSH, inside AWS's 6–20 min. Scrub: the issue's
- * "roughly 1–2 h" (observed 40 min – 3 h; Apple silicon "up to 4.5 h" on the current page:
- * configure `scrubSeconds` for the pessimistic case).
+ * Defaults. Boot: 2 + 8 min = 10 min to SSH, inside AWS's 6–20 min. Stopping: "about 15
+ * minutes" on Mac (mac-instance-stop). Occupied: ~20 min after a terminate (macOSWorld).
+ * Scrub: "roughly 1–2 h" (observed 40 min – 3 h; Apple silicon "up to 4.5 h" on the current
+ * page: configure `scrubSeconds` for the pessimistic case). Settling: "minutes" (Aquarium
+ * Fish added a configurable delay); 5 min here.
  */
 export const DEFAULT_TIMINGS: MacTimings = {
   allocationSeconds: 30,
@@ -47,9 +53,11 @@ export const DEFAULT_TIMINGS: MacTimings = {
   sshReadySeconds: 8 * 60,
   prepareSeconds: 3 * 60,
   vmBootSeconds: 45,
+  stoppingSeconds: 15 * 60,
+  occupiedSeconds: 20 * 60,
   scrubSeconds: [1 * HOUR, 2 * HOUR],
+  settleSeconds: 5 * 60,
   rootVolumeReplacementSeconds: 15 * 60,
-  emptyInstanceSeconds: 60,
 };
 
 /** On-Demand $/host-hour, us-east-1 (ec2-mac §3.1). mac-m4 is derived; others unknown. */
@@ -89,35 +97,6 @@ export function billedSeconds(allocatedSeconds: number, pendingSeconds: number, 
 
 /** Whether scrubbing pauses the bill at all under this reading. */
 export const scrubPausesBilling = (mode: BillingMode): boolean => mode !== 'scrub-billed';
-
-/** ReleaseHosts' per-host verdict, with the codes AWS returns in `unsuccessful`. */
-export type ReleaseVerdict =
-  | { ok: true }
-  | { ok: false; code: 'Client.HostMinAllocationPeriodUnexpired' | 'Client.InvalidHost.Occupied'; message: string };
-
-export function releaseVerdict(
-  host: { id: string; instanceType: string; allocatedAt: number; hasLiveInstance: boolean },
-  now: number,
-): ReleaseVerdict {
-  const releasableAt = host.allocatedAt + MIN_ALLOCATION_SECONDS;
-  if (now < releasableAt) {
-    return {
-      ok: false,
-      code: 'Client.HostMinAllocationPeriodUnexpired',
-      message:
-        `Unable to release Dedicated Host ${host.id}. ${host.instanceType} hosts must be allocated to your AWS ` +
-        `account for at least 24 hour(s). You can release this host any time after ${new Date(releasableAt * 1000).toISOString()}.`,
-    };
-  }
-  if (host.hasLiveInstance) {
-    return {
-      ok: false,
-      code: 'Client.InvalidHost.Occupied',
-      message: `Dedicated host '${host.id}' cannot be released as it is occupied.`,
-    };
-  }
-  return { ok: true };
-}
 
 /** Seconds from RunInstances until a host can take its first VM. */
 export function launchToServeSeconds(t: MacTimings): number {

@@ -61,6 +61,15 @@ export function paidUp(h: FleetHostView, now: number, billing: BillingMode): boo
   return billing !== 'minimum-of-metered' || meteredSeconds(h, now, billing) >= MIN_AGE;
 }
 
+/**
+ * Whether parking this host saves anything now. Under `minimum-of-metered` hours under the 24 h
+ * minimum are paid whatever the host does, so parking a host metered under 24 h only adds a stop,
+ * a settling and a relaunch (all billed) to its life.
+ */
+export function parkSaves(h: FleetHostView, now: number, billing: BillingMode, machine = true): boolean {
+  return !machine || billing !== 'minimum-of-metered' || meteredSeconds(h, now, billing) >= MIN_AGE;
+}
+
 // A module-level copy: exported bindings are getters under CJS, and this sits in the tick loop.
 const MIN_AGE = MIN_ALLOCATION_SECONDS;
 
@@ -83,6 +92,14 @@ export interface FleetPolicyConfig {
   combine: 'max' | 'mean';
   /** Which scrub length a parked host is assumed to take: the documented worst or the midpoint. */
   scrubAssumption: 'max' | 'mid';
+  /** Where parking pays, hosts are kept (parked) up to the peak of this many past days; beyond it they go. */
+  peakLookbackDays?: number;
+  /**
+   * Plan with the EC2 Mac machine's whole park cycle (src/ec2mac/machine.ts): a parked host is away for the
+   * stop, the scrub and the settling, and those stops and relaunches are billed, so parking pays only under
+   * `minimum-then-pause`. False: the plan of pools started before (their histories must replay).
+   */
+  ec2Machine?: boolean;
 }
 
 export const DEFAULT_FLEET_POLICY: FleetPolicyConfig = {
@@ -134,10 +151,13 @@ export interface FleetPlan<H extends FleetHostView> {
 export function forecastHorizons(
   t: MacTimings,
   scrub: FleetPolicyConfig['scrubAssumption'] = 'max',
+  machine = true,
 ): { soon: number; parkWindow: number } {
   const launch = t.allocationSeconds + launchToServeSeconds(t);
   const [lo, hi] = t.scrubSeconds;
-  return { soon: launch, parkWindow: (scrub === 'max' ? hi : (lo + hi) / 2) + launch };
+  // A parked host serves again only after its instance stops, the scrub, the settling and a launch.
+  const away = (machine ? t.stoppingSeconds + t.settleSeconds : 0) + (scrub === 'max' ? hi : (lo + hi) / 2);
+  return { soon: launch, parkWindow: away + launch };
 }
 
 function serving(p: FleetHostPhase): boolean {
@@ -173,14 +193,15 @@ function retire<H extends FleetHostView>(
   h: H,
   reason: RetireInput['reason'],
   wanted: boolean,
-  why: string,
+  // Built only for a decision: the simulator asks about every quiet host every virtual minute.
+  whyOf: () => string,
 ): HostAction {
   const { plan, input } = s;
   const d = retireAction({
     reason,
     busy: h.busy,
     releasable: releasable(s, h),
-    parkPays: s.park,
+    parkPays: s.park && parkSaves(h, input.now, input.billing, input.config.ec2Machine !== false),
     wanted,
     rootVolumeReplacement: input.config.rootVolumeReplacement,
   });
@@ -190,20 +211,20 @@ function retire<H extends FleetHostView>(
       s.live--;
       plan.reasons.push(
         s.park && !s.cheapAllocation
-          ? `release host ${h.id}: ${why}; ${d.why} (${s.live + 1} hosts > ${s.weekHosts} that last week's peak of ${input.forecast.week} slots needed)`
-          : `release host ${h.id}: ${why}; ${d.why}`,
+          ? `release host ${h.id}: ${whyOf()}; ${d.why} (${s.live + 1} hosts > ${s.weekHosts} that last week's peak of ${input.forecast.week} slots needed)`
+          : `release host ${h.id}: ${whyOf()}; ${d.why}`,
       );
       break;
     case 'park':
       plan.park.push(h);
       plan.reasons.push(
-        `park host ${h.id}: ${why}; ${d.why}` +
+        `park host ${h.id}: ${whyOf()}; ${d.why}` +
           (wanted ? '' : ` (${s.later} slots within the scrub + launch window need ${s.keepHosts} hosts)`),
       );
       break;
     case 'replace-root':
       plan.replaceRoot.push(h);
-      plan.reasons.push(`replace the root volume of host ${h.id}: ${why}; ${d.why}`);
+      plan.reasons.push(`replace the root volume of host ${h.id}: ${whyOf()}; ${d.why}`);
       break;
     case 'keep':
       break;
@@ -217,7 +238,11 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
   const need = input.busySlots + input.queued;
   const soon = withHeadroom(Math.max(need, input.forecast.soon), c);
   const later = withHeadroom(Math.max(need, input.forecast.parkWindow), c);
-  const park = c.park && scrubPausesBilling(input.billing);
+  // Measured (README, "Parking"): under `minimum-of-metered` hours below the 24 h minimum are paid anyway, and
+  // past it a parked host's stop, settling and relaunch (billed) and the hosts kept parked for last week's peak
+  // cost more than releasing paid-up hosts. Parking pays only under `minimum-then-pause`.
+  const park =
+    c.park && scrubPausesBilling(input.billing) && (c.ec2Machine === false || input.billing === 'minimum-then-pause');
   // Under `minimum-then-pause` the 24 h minimum is met by hours spent parked, so a fresh
   // host costs only the hours it serves: allocate on demand instead of keeping parked
   // hosts in reserve for the scrub + launch window.
@@ -258,7 +283,7 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
   dirty.sort((a, b) => b.allocatedAt - a.allocatedAt);
   for (const h of dirty) {
     const wanted = active <= keepHosts;
-    const action = retire(s, h, 'dirty', wanted, dirtyWhy(h, c));
+    const action = retire(s, h, 'dirty', wanted, () => dirtyWhy(h, c));
     if (action === 'park' || action === 'release') {
       active--;
       servingSlots -= h.slots;
@@ -311,17 +336,19 @@ export function planFleet<H extends FleetHostView>(input: FleetInput<H>): FleetP
     quietReady.sort((a, b) => a.allocatedAt - b.allocatedAt);
     for (const h of quietReady) {
       if (active <= keepHosts) break;
-      if (retire(s, h, 'surplus', false, `idle ${Math.round((now - h.idleSince) / 60)} min`) !== 'keep') active--;
+      if (retire(s, h, 'surplus', false, () => `idle ${Math.round((now - h.idleSince) / 60)} min`) !== 'keep') active--;
     }
   }
   // Idle hosts without an instance are billed and serve nobody: keep those the park
   // window needs as a reserve (a launch away), park or release the rest.
   for (const h of idle) {
     if (active < keepHosts) active++;
-    else retire(s, h, 'surplus', false, 'available without an instance');
+    else retire(s, h, 'surplus', false, () => 'available without an instance');
   }
   // Scrubbing hosts are free, but old ones the week does not justify go for good.
   for (const h of pending) {
+    // Under `minimum-then-pause` a scrub costs nothing even past 24 h: let it end, and decide when the host is back.
+    if (cheapAllocation && c.ec2Machine !== false) continue;
     if (!releasable(s, h)) continue;
     plan.release.push(h);
     s.live--;

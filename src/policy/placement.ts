@@ -3,6 +3,7 @@
  * simulator steps the same function.
  */
 import {
+  RESOURCE_EPSILON,
   fits,
   labelsMatch,
   type HostSpec,
@@ -71,19 +72,9 @@ export function placeQueue(
   opts: PlacementOptions = {},
 ): Grant[] {
   const slack = opts.affinitySlack ?? DEFAULT_AFFINITY_SLACK;
-  const weight = (c: string): number => Math.max(1e-9, opts.clientWeights?.[c] ?? 1);
-  // Per-host use and load, kept current as grants are planned.
-  const used = new Map<string, Resources>();
-  const load = new Map<string, number>();
-  const share = new Map<string, number>();
-  const take = (host: string, resources: Resources, client: string): void => {
-    const u = used.get(host) ?? {};
-    for (const [k, v] of Object.entries(resources)) u[k] = (u[k] ?? 0) + v;
-    used.set(host, u);
-    load.set(host, (load.get(host) ?? 0) + 1);
-    share.set(client, (share.get(client) ?? 0) + (resources.vm ?? 1));
-  };
-  for (const l of leases) take(l.host, l.resources, l.client ?? DEFAULT_CLIENT);
+  // Per-host use and load, and per-client share, kept current as grants are planned.
+  const books: Books = { used: new Map(), load: new Map(), share: new Map() };
+  for (const l of leases) take(books, l.host, l.resources, l.client ?? DEFAULT_CLIENT);
 
   const byClient = new Map<string, LeaseRequest[]>();
   for (const q of queue) {
@@ -99,12 +90,11 @@ export function placeQueue(
   // Grants only take capacity: a shape (resources and labels) that fitted no host fits none later in this
   // call. With a full pool and a deep queue this turns requests x hosts into shapes x hosts.
   const noFit = new Set<string>();
-  const shapeOf = (r: LeaseRequest): string => JSON.stringify([r.resources, r.labels]);
   while (open.size > 0) {
     let client = '';
     let best = Infinity;
     for (const c of open) {
-      const s = (share.get(c) ?? 0) / weight(c);
+      const s = (books.share.get(c) ?? 0) / weight(opts, c);
       if (s < best || (s === best && byClient.get(c)![0]!.requestedAt < byClient.get(client)![0]!.requestedAt)) {
         best = s;
         client = c;
@@ -116,13 +106,13 @@ export function placeQueue(
       const request = list[i]!;
       const shape = shapeOf(request);
       if (noFit.has(shape)) continue;
-      const host = pickHost(hosts, used, load, request, slack);
+      const host = pickHost(hosts, books, request, slack);
       if (!host) {
         noFit.add(shape);
         continue;
       }
       grants.push({ request, host: host.name });
-      take(host.name, request.resources, client);
+      take(books, host.name, request.resources, client);
       list.splice(i, 1);
       placed = true;
       break;
@@ -132,13 +122,46 @@ export function placeQueue(
   return grants;
 }
 
-function pickHost(
-  hosts: readonly HostState[],
-  used: ReadonlyMap<string, Resources>,
-  load: ReadonlyMap<string, number>,
-  request: LeaseRequest,
-  slack: number,
-): HostState | undefined {
+// Module-level helpers, not closures: the pool calls placeQueue on every change and the simulator for
+// every job of a year, so a call must allocate little.
+interface Books {
+  used: Map<string, Resources>;
+  load: Map<string, number>;
+  share: Map<string, number>;
+}
+
+function weight(opts: PlacementOptions, client: string): number {
+  return Math.max(1e-9, opts.clientWeights?.[client] ?? 1);
+}
+
+function take(b: Books, host: string, resources: Resources, client: string): void {
+  let u = b.used.get(host);
+  if (!u) b.used.set(host, (u = {}));
+  for (const k in resources) u[k] = (u[k] ?? 0) + resources[k]!;
+  b.load.set(host, (b.load.get(host) ?? 0) + 1);
+  b.share.set(client, (b.share.get(client) ?? 0) + (resources.vm ?? 1));
+}
+
+/** A request's shape, once per request object: thousands of queued requests share a few. */
+const shapes = new WeakMap<LeaseRequest, string>();
+function shapeOf(r: LeaseRequest): string {
+  let s = shapes.get(r);
+  if (s === undefined) shapes.set(r, (s = JSON.stringify([r.resources, r.labels])));
+  return s;
+}
+
+const NOTHING_USED: Resources = {};
+
+/** fits(want, what the host has left): a resource the host does not offer counts as 0. */
+function fitsLeft(want: Resources, has: Resources, used: Resources): boolean {
+  for (const k in want) {
+    const left = k in has ? has[k]! - (used[k] ?? 0) : 0;
+    if (!(want[k]! <= left + RESOURCE_EPSILON)) return false;
+  }
+  return true;
+}
+
+function pickHost(hosts: readonly HostState[], b: Books, request: LeaseRequest, slack: number): HostState | undefined {
   let best: HostState | undefined;
   let bestLoad = Infinity;
   let warm: HostState | undefined;
@@ -146,11 +169,8 @@ function pickHost(
   for (const host of hosts) {
     if (host.cordoned) continue;
     if (!labelsMatch(request.labels, host.labels)) continue;
-    const u = used.get(host.name) ?? {};
-    const free: Resources = {};
-    for (const [k, v] of Object.entries(host.resources)) free[k] = v - (u[k] ?? 0);
-    if (!fits(request.resources, free)) continue;
-    const n = load.get(host.name) ?? 0;
+    if (!fitsLeft(request.resources, host.resources, b.used.get(host.name) ?? NOTHING_USED)) continue;
+    const n = b.load.get(host.name) ?? 0;
     if (n < bestLoad) {
       best = host;
       bestLoad = n;

@@ -115,6 +115,11 @@ export interface PoolEnv {
   settings: PoolSettings;
   /** A fresh unique id (the workflow's deterministic uuid4). */
   newId: () => string;
+  /**
+   * Plan EC2 fleets with the EC2 Mac machine's whole park cycle (fleet.ts, `ec2Machine`). Pools started
+   * before it plan as they did, so their histories replay (the pool workflow's patch `fleet-ec2-machine`).
+   */
+  ec2Machine?: boolean;
 }
 
 export interface StepResult {

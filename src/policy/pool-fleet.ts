@@ -4,9 +4,11 @@
  * tick: allocate, launch a parked host, park, clean by root-volume replacement, or release.
  * Pure: it updates the pool state and emits commands; the pool workflow carries them out.
  */
-import { DAY, DEFAULT_TIMINGS } from '../ec2mac/model';
+import { DEFAULT_TIMINGS } from '../ec2mac/model';
+import { fleetPhaseOfWorkflow } from '../ec2mac/lifecycle';
 import { DemandHistory } from './forecast';
-import { DEFAULT_FLEET_POLICY, forecastHorizons, planFleet, type FleetHostView } from './fleet';
+import { DEFAULT_FLEET_POLICY, type FleetHostView } from './fleet';
+import { fleetStep } from './fleet-step';
 import type { FleetPhase, FleetRecord, HostSpec, PoolState } from '../domain/pool';
 import type { AwsPoolSettings } from '../../workflows/definitions';
 import type { PoolCommand, PoolEnv } from './pool-core';
@@ -133,8 +135,6 @@ export class PoolFleet {
     const dynamicHosts = new Set(this.records.map((r) => r.host).filter((h): h is string => h !== undefined));
     const busySlots = state.leases.filter((l) => dynamicHosts.has(l.host)).reduce((n, l) => n + vm(l), 0);
     const queued = state.queue.reduce((n, q) => n + vm(q), 0);
-    this.history.record(now, busySlots + queued);
-    this.state.demand = this.history.toState();
 
     for (const h of state.hosts) {
       if (!h.dynamic) continue;
@@ -182,24 +182,19 @@ export class PoolFleet {
       headroomSlots: aws.headroomSlots,
       refreshAfterJobs: aws.refreshAfterJobs,
       rootVolumeReplacement: aws.rootVolumeReplacement,
+      ec2Machine: this.env.ec2Machine === true,
     };
-    const horizons = forecastHorizons(DEFAULT_TIMINGS, config.scrubAssumption);
-    const need = busySlots + queued;
-    const plan = planFleet({
+    const plan = fleetStep(this.history, {
       now,
       busySlots,
       queued,
       hosts: views,
-      forecast: {
-        soon: this.history.forecast(now, horizons.soon, config.combine),
-        parkWindow: this.history.forecast(now, horizons.parkWindow, config.combine),
-        week: Math.max(this.history.peak(now - 7 * DAY, now + 1), need),
-      },
       maxHosts: aws.maxHosts - unseen,
       timings: DEFAULT_TIMINGS,
       billing: aws.billing,
       config,
     });
+    this.state.demand = this.history.toState();
     for (const why of plan.reasons) this.decide(why);
 
     for (let i = 0; i < plan.allocate; i++) this.allocate(aws, now, queued, busySlots);
@@ -266,24 +261,4 @@ export class PoolFleet {
 }
 
 /** How the fleet policy sees an EC2 host workflow's phase (workflows/host.ts reports it with this mapping). */
-export function fleetPhaseOfHost(phase: string, parkOnLaunch: boolean): FleetPhase | undefined {
-  switch (phase) {
-    case 'allocating':
-    case 'waiting-available':
-      return 'allocating';
-    case 'launching':
-    case 'booting':
-      return parkOnLaunch ? 'pending' : 'launching';
-    case 'ready':
-      return 'ready';
-    case 'replacing-root':
-      return 'replacing';
-    case 'parking':
-    case 'scrubbing':
-      return 'pending';
-    case 'parked':
-      return 'idle';
-    default:
-      return undefined;
-  }
-}
+export const fleetPhaseOfHost = fleetPhaseOfWorkflow;

@@ -53,8 +53,8 @@ export interface Comparison {
   rows: PolicyRow[];
 }
 
-export function compare(trace: readonly TraceJob[], opts: CompareOptions): Comparison {
-  const config: SimConfig = {
+export function simConfig(opts: CompareOptions): SimConfig {
+  return {
     timings: opts.timings,
     billing: opts.billing,
     maxHosts: opts.maxHosts,
@@ -62,8 +62,21 @@ export function compare(trace: readonly TraceJob[], opts: CompareOptions): Compa
     hourlyPriceUsd: opts.hourlyPriceUsd,
     seed: opts.seed,
   };
-  const lb = lowerBound(trace, 0);
-  const results = opts.policies.map((p) => simulate(trace, policyByName(p, opts.marina), config));
+}
+
+/** Every policy, one after the other, in this thread (src/sim/parallel.ts runs them in worker threads). */
+export function compare(trace: readonly TraceJob[], opts: CompareOptions): Comparison {
+  const config = simConfig(opts);
+  return assemble(
+    trace,
+    opts,
+    opts.policies.map((p) => simulate(trace, policyByName(p, opts.marina), config)),
+  );
+}
+
+/** Sets the policies' results side by side, against the bound and the baselines. */
+export function assemble(trace: readonly TraceJob[], opts: CompareOptions, results: SimResult[]): Comparison {
+  const lb = lowerBound(trace, 0, opts.billing);
   const aquarium = results.find((r) => r.policy === 'aquarium');
   const aquarium2 = results.find((r) => r.policy === 'aquarium-2slot');
   const rows: PolicyRow[] = results.map((r) => ({
@@ -71,7 +84,7 @@ export function compare(trace: readonly TraceJob[], opts: CompareOptions): Compa
     vsLowerBound: r.hostHours / lb.hostHours,
     ...(aquarium ? { vsAquarium: r.hostHours / aquarium.hostHours } : {}),
     ...(aquarium2 ? { vsAquarium2Slot: r.hostHours / aquarium2.hostHours } : {}),
-    lowerBoundAtItsMaxWait: lowerBound(trace, r.maxWaitSeconds),
+    lowerBoundAtItsMaxWait: lowerBound(trace, r.maxWaitSeconds, opts.billing),
   }));
   const window = forecastHorizons(opts.timings).parkWindow;
   const work = trace.reduce((s, j) => s + j.duration, 0) / 3600;

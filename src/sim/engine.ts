@@ -1,177 +1,43 @@
 /**
- * Discrete-event simulation of a pool of EC2 Mac hosts in virtual time. The engine owns
- * what AWS and the hosts do (src/ec2mac/model.ts: timings, the 24 h rule, scrubbing,
- * billing); a FleetPolicy owns every decision (allocate, launch, park, release, where a
- * job goes). Time is whole seconds since the epoch, as in the trace.
+ * Discrete-event simulation of a pool of EC2 Mac hosts in virtual time. Every host is an
+ * EC2 Mac machine (src/ec2mac/machine.ts, the one the emulator serves): the engine only
+ * schedules its timers, keeps the books and runs jobs; a FleetPolicy owns every decision
+ * (allocate, launch, park, release, where a job goes). Time is whole seconds since the
+ * epoch, as in the trace.
  */
-import { PriorityQueue } from '@datastructures-js/priority-queue';
 import {
   MIN_ALLOCATION_SECONDS as MIN_AGE,
   VM_SLOTS_PER_HOST,
-  BILLING_MODES,
   billedSeconds,
-  scrubDuration,
   scrubPausesBilling,
-  type BillingMode,
-  type MacTimings,
 } from '../ec2mac/model';
+import {
+  MAC_STATES,
+  allocateMac,
+  hasInstance,
+  macCommand,
+  macTimer,
+  releaseCheck,
+  type MacCommand,
+  type MacState,
+} from '../ec2mac/machine';
+import { fleetPhaseOfMac } from '../ec2mac/lifecycle';
 import type { TraceJob } from './trace';
-import { seeded, type Uniform } from '../ec2mac/random';
+import { seeded } from '../ec2mac/random';
+import { MonthBook, percentile } from './books';
+import { EventHeap } from './event-heap';
+import type { Fleet, FleetPolicy, SimConfig, SimHost, SimResult, SimSeries } from './types';
 
-/**
- * How jobs sit on hosts.
- * - `nested`: Marina's: a long-lived Mac instance runs up to 2 macOS VMs, one job each.
- * - `instance-per-job`: Aquarium Fish's: each job gets its own Mac instance, and its end
- *   terminates the instance, so AWS scrubs the host after every job.
- */
-export type SlotModel = 'nested' | 'instance-per-job';
-
-/**
- * Where a host is. `idle`: allocated and `available`, no instance. `launching`: an instance
- * is booting (for a job, to serve, or an empty one about to be terminated to park the
- * host). `ready`: the instance serves jobs. `pending`: AWS is scrubbing it (unbilled).
- * `replacing`: root-volume replacement (billed, no scrub).
- */
-export type HostPhase = 'allocating' | 'idle' | 'launching' | 'ready' | 'pending' | 'replacing' | 'released';
-
-export interface SimHost {
-  readonly id: number;
-  readonly zone: string;
-  readonly allocatedAt: number;
-  phase: HostPhase;
-  /** VM slots while `ready` (nested), or 1 (instance-per-job). */
-  readonly slots: number;
-  busy: number;
-  /** Since when it has had no job (valid when busy is 0). */
-  idleSince: number;
-  /** When the current phase started. */
-  phaseSince: number;
-  /** Seconds spent scrubbing, up to the start of the current phase. */
-  pendingSeconds: number;
-  jobsServed: number;
-  /** Jobs since its instance last started clean (launch or root-volume replacement). */
-  jobsSinceClean: number;
-  /** A launch that only exists to be terminated at once (park a host that has no instance). */
-  parkOnReady: boolean;
-  /** instance-per-job: the job this host's instance is booting for. */
-  boundJob: number;
-  /** Index in the engine's live-host list. */
-  index: number;
-}
-
-export interface ZoneCapacity {
-  name: string;
-  /** Mac hosts this zone can still give (InsufficientHostCapacity beyond). */
-  hosts: number;
-}
-
-export interface SimConfig {
-  timings: MacTimings;
-  billing: BillingMode;
-  maxHosts: number;
-  zones: ZoneCapacity[];
-  hourlyPriceUsd: number;
-  seed: number;
-}
-
-/** What a policy may read and do. Every action obeys EC2's rules or is refused. */
-export interface Fleet {
-  readonly now: number;
-  readonly config: SimConfig;
-  readonly slotModel: SlotModel;
-  /** Hosts not released, in allocation order. Do not mutate. */
-  readonly hosts: readonly SimHost[];
-  readonly queued: number;
-  /** Jobs whose slot is taken (booting VM/instance or running). */
-  readonly busySlots: number;
-  /** Hosts per phase, kept current. */
-  count(phase: HostPhase): number;
-  /** AllocateHosts, zones in order. `launch`: start the instance as soon as it is available. */
-  allocate(n: number, launch: boolean): number;
-  /** RunInstances on an idle host. */
-  launch(host: SimHost): boolean;
-  /** Terminate an idle host's instance (or launch an empty one and terminate it): AWS scrubs it, unbilled. */
-  park(host: SimHost): boolean;
-  /** CreateReplaceRootVolumeTask: the instance restarts clean without a scrub. */
-  replaceRoot(host: SimHost): boolean;
-  /** ReleaseHosts. Refused (and counted as a violation) before 24 h or with a job on it. */
-  release(host: SimHost): boolean;
-  readonly random: Uniform;
-}
-
-export interface FleetPolicy {
-  readonly name: string;
-  readonly slotModel: SlotModel;
-  /** How often onTick runs, in virtual seconds. */
-  readonly tickSeconds: number;
-  onTick(fleet: Fleet): void;
-  /** A job found no free slot and was queued. */
-  onQueued?(fleet: Fleet): void;
-  /** Chooses among hosts that can take a job now (never empty). */
-  pickHost(candidates: readonly SimHost[], fleet: Fleet): SimHost;
-}
-
-export interface MonthFigures {
-  month: string;
-  jobs: number;
-  instanceHours: number;
-  /** Billed host-hours (per `billing`), booked to the month they were spent in. */
-  hostHours: number;
-  /** Host-hours with scrubbing counted (as if `pending` were billed). */
-  hostHoursWithScrub: number;
-  queueHours: number;
-  waitedJobs: number;
-  meanWaitMinutes: number;
-  costUsd: number;
-}
-
-export interface SimSeries {
-  /** Seconds between samples. */
-  step: number;
-  t0: number;
-  hostsLive: number[];
-  hostsBilled: number[];
-  busySlots: number[];
-  queued: number[];
-}
-
-export interface SimResult {
-  policy: string;
-  slotModel: SlotModel;
-  jobs: number;
-  startedOnce: boolean;
-  finishedOnce: boolean;
-  /** Billed host-hours, default billing mode. */
-  hostHours: number;
-  hostHoursWithScrub: number;
-  /** Host-hours spent in each phase (pending = scrubbing). */
-  phaseHours: Record<HostPhase, number>;
-  /** Billed host-hours under each reading of how scrubbing meets the 24 h minimum. */
-  billedByMode: Record<BillingMode, number>;
-  scrubHours: number;
-  instanceHours: number;
-  costUsd: number;
-  peakHosts: number;
-  hostsAllocated: number;
-  hostsStillAllocated: number;
-  scrubs: number;
-  earlyReleaseAttempts: number;
-  releasedYoungerThan24h: number;
-  allocationFailures: number;
-  wait: { p50: number; p95: number; p99: number; max: number; mean: number };
-  months: MonthFigures[];
-  series: SimSeries;
-  /** Longest wait any job had, seconds: what the lower bound at that wait allows. */
-  maxWaitSeconds: number;
-  wallMs: number;
-}
+export type * from './types';
 
 const enum Ev {
-  Allocated,
-  Ready,
-  ScrubDone,
+  /** The host's machine timer (job: the timer's sequence number). */
+  Mac,
+  /** Marina has prepared a freshly booted instance (job: the timer sequence it belongs to). */
+  Prepared,
   JobEnd,
-  RootReplaced,
+  /** A retiring host's Occupied window is over: ReleaseHosts again. */
+  Retire,
 }
 
 interface Event {
@@ -182,74 +48,14 @@ interface Event {
   job: number;
 }
 
-/** A policy under which no job finishes for this long, with the trace over, is stuck, not slow. */
 // Module-level copies: exported bindings are getters in CJS, and these sit in hot loops.
 const MIN_AGE_SECONDS = MIN_AGE;
+/** Jobs queued, none running, nothing started or finished for this long: the policy is stuck, not slow. */
 const STARVATION_LIMIT_SECONDS = 30 * 86400;
+const YEAR_SECONDS = 365 * 86400;
 
-function monthKey(t: number): string {
-  return new Date(t * 1000).toISOString().slice(0, 7);
-}
-
-/** The first second of the month after the one holding t (UTC). */
-function nextMonthStart(t: number): number {
-  const d = new Date(t * 1000);
-  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000;
-}
-
-class MonthBook {
-  private readonly m = new Map<string, MonthFigures>();
-  // The month last looked up: nearly every lookup hits it.
-  private from = 1;
-  private to = 0;
-  private current: MonthFigures | undefined;
-  at(t: number): MonthFigures {
-    if (t >= this.from && t < this.to) return this.current!;
-    const k = monthKey(t);
-    let f = this.m.get(k);
-    if (!f) {
-      f = {
-        month: k,
-        jobs: 0,
-        instanceHours: 0,
-        hostHours: 0,
-        hostHoursWithScrub: 0,
-        queueHours: 0,
-        waitedJobs: 0,
-        meanWaitMinutes: 0,
-        costUsd: 0,
-      };
-      this.m.set(k, f);
-    }
-    const d = new Date(t * 1000);
-    this.from = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1) / 1000;
-    this.to = nextMonthStart(t);
-    this.current = f;
-    return f;
-  }
-  /** Books [a, b) split at month boundaries (Fish booked whole stretches to their end month). */
-  spread(a: number, b: number, add: (f: MonthFigures, hours: number) => void): void {
-    while (a < b) {
-      const f = this.at(a);
-      const edge = Math.min(b, this.to);
-      add(f, (edge - a) / 3600);
-      a = edge;
-    }
-  }
-  sorted(): MonthFigures[] {
-    return [...this.m.values()].sort((x, y) => x.month.localeCompare(y.month));
-  }
-}
-
-const PHASES: readonly HostPhase[] = ['allocating', 'idle', 'launching', 'ready', 'pending', 'replacing', 'released'];
-const perPhase = (): Record<HostPhase, number> =>
-  Object.fromEntries(PHASES.map((p) => [p, 0])) as Record<HostPhase, number>;
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return 0;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1));
-  return sorted[i]!;
-}
+const perState = (): Record<MacState, number> =>
+  Object.fromEntries(MAC_STATES.map((p) => [p, 0])) as Record<MacState, number>;
 
 export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config: SimConfig): SimResult {
   const wall = performance.now();
@@ -261,10 +67,11 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   const ends = new Uint8Array(n);
   const waits = new Float64Array(n);
   const book = new MonthBook();
-  const events = new PriorityQueue<Event>((a, b) => a.t - b.t || a.seq - b.seq);
+  const events = new EventHeap<Event>();
   let seq = 0;
   const live: SimHost[] = [];
-  const phaseCount = perPhase();
+  const phaseCount = { allocating: 0, idle: 0, launching: 0, ready: 0, pending: 0, replacing: 0, released: 0 };
+  const macHours = perState();
   const queue: number[] = [];
   let qHead = 0;
   let busySlots = 0;
@@ -272,6 +79,8 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   let nextId = 1;
   let peakHosts = 0;
   let scrubs = 0;
+  let parks = 0;
+  let occupiedRefusals = 0;
   let earlyReleaseAttempts = 0;
   let releasedYoung = 0;
   let allocationFailures = 0;
@@ -281,43 +90,125 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   let hostsAllocated = 0;
   const zoneUsed = new Map<string, number>();
   const pauses = scrubPausesBilling(config.billing);
-  const billedByMode = Object.fromEntries(BILLING_MODES.map((m) => [m, 0])) as Record<BillingMode, number>;
-  // When each host's current billed (non-pending) stretch began.
+  // When each host's current billed (non-scrubbing) stretch began.
   const billedSince = new Map<number, number>();
-
-  const schedule = (at: number, kind: Ev, host: SimHost, job = -1): void => {
-    events.enqueue({ t: at, seq: seq++, kind, host, job });
-  };
-  const phaseHours = perPhase();
   // Free slots on ready hosts, kept current so that dispatch skips its scan when there are none.
   let freeReady = 0;
-  const setPhase = (h: SimHost, p: HostPhase): void => {
+
+  const schedule = (at: number, kind: Ev, host: SimHost, job = -1): void => {
+    const s = seq++;
+    events.push(at, s, { t: at, seq: s, kind, host, job });
+  };
+
+  // Hosts by phase: policies and one-instance-per-job dispatch look at a few phases of hundreds of hosts.
+  const byPhase: Record<SimHost['phase'], SimHost[]> = {
+    allocating: [],
+    idle: [],
+    launching: [],
+    ready: [],
+    pending: [],
+    replacing: [],
+    released: [],
+  };
+  const leavePhase = (h: SimHost): void => {
+    const list = byPhase[h.phase];
+    const last = list.pop()!;
+    if (last !== h) {
+      list[h.phaseIndex] = last;
+      last.phaseIndex = h.phaseIndex;
+    }
+  };
+  const enterPhase = (h: SimHost, p: SimHost['phase']): void => {
+    h.phaseIndex = byPhase[p].length;
+    byPhase[p].push(h);
+  };
+
+  /** The planner's phase changed: counts, lists, free slots and the phase clock follow. */
+  const setPhase = (h: SimHost, p: SimHost['phase']): void => {
+    if (h.phase === p) return;
+    leavePhase(h);
+    enterPhase(h, p);
     if (h.phase === 'ready') freeReady -= h.slots - h.busy;
     if (p === 'ready') freeReady += h.slots - h.busy;
-    phaseHours[h.phase] += (now - h.phaseSince) / 3600;
     phaseCount[h.phase]--;
     phaseCount[p]++;
-    // A pending stretch is not billed: close the billed stretch on entry, reopen on exit.
-    if (p === 'pending' && h.phase !== 'pending') {
-      const since = billedSince.get(h.id)!;
-      book.spread(since, now, (f, hours) => (f.hostHours += hours));
-      book.spread(since, now, (f, hours) => (f.hostHoursWithScrub += hours));
-    } else if (h.phase === 'pending' && p !== 'pending') {
-      book.spread(h.phaseSince, now, (f, hours) => {
-        f.hostHoursWithScrub += hours;
-        if (!pauses) f.hostHours += hours;
-      });
-      h.pendingSeconds += now - h.phaseSince;
-      billedSince.set(h.id, now);
-    }
     h.phase = p;
     h.phaseSince = now;
   };
 
-  const launchSeconds = (): number =>
-    slotModel === 'nested'
-      ? t.instanceRunningSeconds + t.sshReadySeconds + t.prepareSeconds
-      : t.instanceRunningSeconds + t.sshReadySeconds;
+  const bookBilled = (since: number): void => {
+    book.spread(since, now, (f, hours) => {
+      f.hostHours += hours;
+      f.hostHoursWithScrub += hours;
+    });
+  };
+  const bookScrub = (since: number): void => {
+    book.spread(since, now, (f, hours) => {
+      f.hostHoursWithScrub += hours;
+      if (!pauses) f.hostHours += hours;
+    });
+  };
+
+  /** After the machine left `from` (entered at `fromSince`): books, the planner's view, and what follows. */
+  const moved = (h: SimHost, from: MacState, fromSince: number): void => {
+    const to = h.mac.state;
+    macHours[from] += (now - fromSince) / 3600;
+    if (to === 'scrubbing') {
+      scrubs++;
+      bookBilled(billedSince.get(h.id)!);
+    } else if (from === 'scrubbing') {
+      bookScrub(fromSince);
+      billedSince.set(h.id, now);
+    }
+    h.pendingSeconds = h.mac.scrubbedSeconds;
+    if (h.mac.until !== undefined) schedule(h.mac.until, Ev.Mac, h, ++h.timer);
+    // A freshly booted instance serves once Marina has prepared it (nested); a replaced root volume at once.
+    const serving = to === 'running' && (from === 'replacing' || slotModel === 'instance-per-job');
+    setPhase(h, to === 'running' && !serving ? 'launching' : fleetPhaseOfMac(to));
+    if (to === 'scrubbing') h.phaseSince = now; // the planner meters the scrub alone
+    if (h.retiring) {
+      tryRelease(h);
+      return;
+    }
+    if (to === 'available') {
+      h.idleSince = now;
+      if (h.launchOnAvailable) {
+        h.launchOnAvailable = false;
+        fleet.launch(h);
+      }
+    } else if (to === 'running' && from === 'booting') {
+      if (slotModel === 'instance-per-job') {
+        const job = h.boundJob;
+        startJob(job, now);
+        schedule(now + trace[job]!.duration, Ev.JobEnd, h, job);
+      } else {
+        schedule(now + t.prepareSeconds, Ev.Prepared, h, h.timer);
+      }
+    } else if (to === 'running') {
+      h.idleSince = now;
+      h.jobsSinceClean = 0;
+    }
+  };
+
+  /** A retiring host goes once AWS lets it (a scrubbing host at once; after a terminate, when Occupied ends). */
+  const tryRelease = (h: SimHost): void => {
+    if (hasInstance(h.mac.state)) return; // its stop ends in a machine timer
+    if (releaseCheck(h.mac, now, t).ok) command(h, 'release');
+    else if (h.mac.terminatedAt !== undefined) schedule(h.mac.terminatedAt + t.occupiedSeconds, Ev.Retire, h);
+  };
+
+  const command = (h: SimHost, c: MacCommand): boolean => {
+    const from = h.mac.state;
+    const since = h.mac.since;
+    const v = macCommand(h.mac, c, now, t);
+    if (!v.ok) {
+      if (v.code === 'Client.InvalidHost.Occupied') occupiedRefusals++;
+      return false;
+    }
+    if (c === 'release') closeHost(h, from, since);
+    else moved(h, from, since);
+    return true;
+  };
 
   const fleet: Fleet = {
     get now() {
@@ -334,6 +225,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     },
     random,
     count: (p) => phaseCount[p],
+    inPhase: (p) => byPhase[p],
     allocate(k, launch) {
       let made = 0;
       for (let i = 0; i < k; i++) {
@@ -347,11 +239,13 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
           break;
         }
         zoneUsed.set(zone.name, (zoneUsed.get(zone.name) ?? 0) + 1);
+        const mac = allocateMac(now, t);
         const h: SimHost = {
           id: nextId++,
           zone: zone.name,
           allocatedAt: now,
           phase: 'allocating',
+          mac,
           slots: slotModel === 'nested' ? VM_SLOTS_PER_HOST : 1,
           busy: 0,
           idleSince: now,
@@ -359,93 +253,84 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
           pendingSeconds: 0,
           jobsServed: 0,
           jobsSinceClean: 0,
-          parkOnReady: false,
+          retiring: false,
+          launchOnAvailable: launch,
+          timer: 0,
+          phaseIndex: 0,
           boundJob: -1,
           index: live.length,
         };
         phaseCount.allocating++;
+        enterPhase(h, 'allocating');
         live.push(h);
         billedSince.set(h.id, now);
         hostsAllocated++;
         made++;
-        // `launch` is remembered by scheduling the launch right after allocation.
-        schedule(now + t.allocationSeconds, Ev.Allocated, h, launch ? 1 : 0);
+        schedule(mac.until!, Ev.Mac, h, h.timer);
       }
       if (live.length > peakHosts) peakHosts = live.length;
       return made;
     },
     launch(h) {
-      if (h.phase !== 'idle') return false;
-      setPhase(h, 'launching');
-      schedule(now + launchSeconds(), Ev.Ready, h);
-      return true;
+      return h.mac.state === 'available' && command(h, 'run-instance');
     },
     park(h) {
       if (h.busy > 0) return false;
-      if (h.phase === 'ready') {
-        startScrub(h);
-        return true;
-      }
-      if (h.phase === 'idle') {
-        setPhase(h, 'launching');
-        h.parkOnReady = true;
-        schedule(now + t.emptyInstanceSeconds, Ev.Ready, h);
-        return true;
-      }
-      return false;
+      const s = h.mac.state;
+      if (s === 'running' || s === 'booting' || s === 'launching') {
+        if (!command(h, 'terminate')) return false;
+      } else if (s === 'available') {
+        // The scrub trick: an empty instance, terminated as soon as RunInstances answers.
+        if (!command(h, 'run-instance') || !command(h, 'terminate')) return false;
+      } else return false;
+      parks++;
+      return true;
     },
     replaceRoot(h) {
       if (h.phase !== 'ready' || h.busy > 0) return false;
-      setPhase(h, 'replacing');
-      schedule(now + t.rootVolumeReplacementSeconds, Ev.RootReplaced, h);
-      return true;
+      return command(h, 'replace-root');
     },
     release(h) {
-      if (h.phase === 'released' || h.phase === 'allocating') return false;
+      if (h.phase === 'released' || h.phase === 'allocating' || h.retiring) return false;
       if (now - h.allocatedAt < MIN_AGE_SECONDS) {
         earlyReleaseAttempts++;
         return false;
       }
-      if (h.busy > 0 || h.phase === 'launching' || h.phase === 'replacing') return false;
-      closeHost(h);
+      const s = h.mac.state;
+      if (h.busy > 0 || s === 'launching' || s === 'booting' || s === 'replacing') return false;
+      if ((s === 'running' && !command(h, 'terminate')) || s === 'released') return false;
+      h.retiring = true;
+      tryRelease(h);
       return true;
     },
   };
 
-  function startScrub(h: SimHost): void {
-    scrubs++;
-    setPhase(h, 'pending');
-    schedule(now + scrubDuration(t, random()), Ev.ScrubDone, h);
-  }
-
-  function closeHost(h: SimHost, atEnd = false): void {
+  /** Books a host's life and drops it. `atEnd`: the trace is over; the host is billed as if released now. */
+  function closeHost(h: SimHost, from: MacState, fromSince: number, atEnd = false): void {
     if (h.phase === 'ready') freeReady -= h.slots - h.busy;
-    if (h.phase === 'pending') {
-      book.spread(h.phaseSince, now, (f, hours) => {
-        f.hostHoursWithScrub += hours;
-        if (!pauses) f.hostHours += hours;
-      });
-      h.pendingSeconds += now - h.phaseSince;
-    } else {
-      const since = billedSince.get(h.id)!;
-      book.spread(since, now, (f, hours) => (f.hostHours += hours));
-      book.spread(since, now, (f, hours) => (f.hostHoursWithScrub += hours));
-    }
-    phaseHours[h.phase] += (now - h.phaseSince) / 3600;
+    leavePhase(h);
+    if (from === 'scrubbing') {
+      scrubbingNow--;
+      bookScrub(fromSince);
+      if (atEnd) h.mac.scrubbedSeconds += now - fromSince;
+    } else bookBilled(billedSince.get(h.id)!);
+    macHours[from] += (now - fromSince) / 3600;
     const life = now - h.allocatedAt;
+    const scrubbed = h.mac.scrubbedSeconds;
     if (!atEnd && life < MIN_AGE_SECONDS) releasedYoung++;
-    const billed = billedSeconds(life, h.pendingSeconds, config.billing);
-    const withScrub = billedSeconds(life, h.pendingSeconds, 'scrub-billed');
+    const billed = billedSeconds(life, scrubbed, config.billing);
+    const withScrub = billedSeconds(life, scrubbed, 'scrub-billed');
     // The 24 h minimum's top-up is booked to the month the host goes.
     const m = book.at(now);
-    m.hostHours += (billed - (pauses ? life - h.pendingSeconds : life)) / 3600;
+    m.hostHours += (billed - (pauses ? life - scrubbed : life)) / 3600;
     m.hostHoursWithScrub += (withScrub - life) / 3600;
     hostHours += billed / 3600;
     hostHoursWithScrub += withScrub / 3600;
-    for (const mode of BILLING_MODES) billedByMode[mode] += billedSeconds(life, h.pendingSeconds, mode) / 3600;
-    scrubHours += h.pendingSeconds / 3600;
+    scrubHours += scrubbed / 3600;
     phaseCount[h.phase]--;
     h.phase = 'released';
+    h.mac.state = 'released';
+    h.mac.until = undefined;
     zoneUsed.set(h.zone, (zoneUsed.get(h.zone) ?? 0) - 1);
     billedSince.delete(h.id);
     const last = live.pop()!;
@@ -459,6 +344,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   const step = 3600;
   const t0 = now;
   const series: SimSeries = { step, t0, hostsLive: [], hostsBilled: [], busySlots: [], queued: [] };
+  let scrubbingNow = 0;
   const sample = (): void => {
     const i = Math.floor((now - t0) / step);
     while (series.hostsLive.length <= i) {
@@ -467,7 +353,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
       series.busySlots.push(0);
       series.queued.push(0);
     }
-    const billed = live.length - phaseCount.pending;
+    const billed = live.length - scrubbingNow;
     if (live.length > series.hostsLive[i]!) series.hostsLive[i] = live.length;
     if (billed > series.hostsBilled[i]!) series.hostsBilled[i] = billed;
     if (busySlots > series.busySlots[i]!) series.busySlots[i] = busySlots;
@@ -475,9 +361,11 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     if (q > series.queued[i]!) series.queued[i] = q;
   };
 
+  let lastProgress = now;
   const startJob = (job: number, at: number): void => {
     const before = starts[job]!;
     starts[job] = before + 1;
+    lastProgress = now;
     if (before > 0) return;
     const j = trace[job]!;
     const wait = at - j.start;
@@ -497,14 +385,14 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   const dispatch = (): void => {
     while (qHead < queue.length) {
       if (slotModel === 'nested' ? freeReady === 0 : phaseCount.idle === 0) break;
-      candidates.length = 0;
+      let pool: readonly SimHost[] = byPhase.idle; // one instance per job: any idle host (read, not copied)
       if (slotModel === 'nested') {
-        for (const h of live) if (h.phase === 'ready' && h.busy < h.slots) candidates.push(h);
-      } else {
-        for (const h of live) if (h.phase === 'idle') candidates.push(h);
+        candidates.length = 0;
+        for (const h of byPhase.ready) if (h.busy < h.slots) candidates.push(h);
+        pool = candidates;
       }
-      if (candidates.length === 0) return;
-      const h = policy.pickHost(candidates, fleet);
+      if (pool.length === 0) return;
+      const h = policy.pickHost(pool, fleet);
       const job = queue[qHead++]!;
       busySlots++;
       if (h.phase === 'ready') freeReady--;
@@ -517,8 +405,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
         schedule(begin + trace[job]!.duration, Ev.JobEnd, h, job);
       } else {
         h.boundJob = job;
-        setPhase(h, 'launching');
-        schedule(now + launchSeconds(), Ev.Ready, h);
+        command(h, 'run-instance');
       }
     }
     if (qHead > 4096 && qHead * 2 > queue.length) {
@@ -530,32 +417,21 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   const handle = (e: Event): void => {
     const h = e.host;
     switch (e.kind) {
-      case Ev.Allocated:
-        setPhase(h, 'idle');
-        h.idleSince = now;
-        if (e.job === 1) fleet.launch(h);
+      case Ev.Mac: {
+        if (e.job !== h.timer || h.mac.state === 'released') break; // stale: the machine moved on
+        const from = h.mac.state;
+        const since = h.mac.since;
+        if (!macTimer(h.mac, now, t, random)) break;
+        if (from === 'scrubbing') scrubbingNow--;
+        if (h.mac.state === 'scrubbing') scrubbingNow++;
+        moved(h, from, since);
         break;
-      case Ev.Ready:
-        if (h.parkOnReady) {
-          h.parkOnReady = false;
-          startScrub(h);
-        } else if (slotModel === 'instance-per-job') {
-          setPhase(h, 'ready');
-          const job = h.boundJob;
-          startJob(job, now);
-          schedule(now + trace[job]!.duration, Ev.JobEnd, h, job);
-        } else {
-          setPhase(h, 'ready');
-          h.idleSince = now;
-          h.jobsSinceClean = 0;
-        }
+      }
+      case Ev.Retire:
+        if (h.mac.state !== 'released') tryRelease(h);
         break;
-      case Ev.ScrubDone:
-        if (h.phase !== 'pending') break; // released while scrubbing
-        setPhase(h, 'idle');
-        h.idleSince = now;
-        break;
-      case Ev.RootReplaced:
+      case Ev.Prepared:
+        if (e.job !== h.timer || h.mac.state !== 'running') break;
         setPhase(h, 'ready');
         h.idleSince = now;
         h.jobsSinceClean = 0;
@@ -563,13 +439,14 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
       case Ev.JobEnd:
         ends[e.job] = ends[e.job]! + 1;
         busySlots--;
+        lastProgress = now;
         h.busy--;
         if (h.phase === 'ready') freeReady++;
         if (h.busy === 0) h.idleSince = now;
         if (slotModel === 'instance-per-job') {
-          // Fish terminates the job's instance: AWS scrubs the host.
+          // Fish terminates the job's instance: AWS stops it, then scrubs the host.
           h.boundJob = -1;
-          startScrub(h);
+          command(h, 'terminate');
         }
         break;
     }
@@ -579,28 +456,25 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   let nextTick = now;
   const lastEnd = trace.reduce((m, j) => Math.max(m, j.start + j.duration), 0);
   let finished = 0;
-  let lastProgress = now;
   while (true) {
     const tArr = nextArrival < n ? trace[nextArrival]!.start : Infinity;
-    const tEv = events.isEmpty() ? Infinity : events.front()!.t;
-    const allDone = nextArrival >= n && finished === n;
-    if (allDone) break;
+    const tEv = events.peekTime();
+    if (nextArrival >= n && finished === n) break;
     const tNext = Math.min(tArr, tEv, nextTick);
-    if (tNext > lastProgress + STARVATION_LIMIT_SECONDS && nextArrival >= n) {
+    // Stuck, not slow: jobs wait, none runs, and nothing has started or ended for a month.
+    if (busySlots === 0 && qHead < queue.length && tNext > lastProgress + STARVATION_LIMIT_SECONDS) {
       throw new Error(
-        `policy ${policy.name} left ${queue.length - qHead} job(s) queued with no job started for ${STARVATION_LIMIT_SECONDS / 86400} days: it never gives them a host`,
+        `policy ${policy.name} left ${queue.length - qHead} job(s) queued with no job running for ${STARVATION_LIMIT_SECONDS / 86400} days: it never gives them a host`,
       );
     }
     now = tNext;
     if (tEv === tNext) {
-      const e = events.dequeue()!;
+      const e = events.pop();
       handle(e);
-      if (e.kind === Ev.JobEnd) {
-        finished++;
-        lastProgress = now;
-      }
+      if (e.kind === Ev.JobEnd) finished++;
       dispatch();
     } else if (tArr === tNext) {
+      if (qHead === queue.length) lastProgress = now; // the wait clock starts with the first queued job
       queue.push(nextArrival++);
       dispatch();
       if (qHead < queue.length) policy.onQueued?.(fleet);
@@ -614,7 +488,10 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
   now = Math.max(now, lastEnd);
   // Hosts still held when the last job ends are billed as if released now, 24 h minimum included.
   const stillAllocated = live.length;
-  while (live.length > 0) closeHost(live[live.length - 1]!, true);
+  while (live.length > 0) {
+    const h = live[live.length - 1]!;
+    closeHost(h, h.mac.state, h.mac.since, true);
+  }
 
   const sortedWaits = Float64Array.from(waits).sort();
   let waitSum = 0;
@@ -626,6 +503,9 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     m.costUsd = m.hostHours * config.hourlyPriceUsd;
     instanceHours += m.instanceHours;
   }
+  // Every nested job boots a VM after it gets its slot, so each wait is at least the boot.
+  const boot = slotModel === 'nested' ? t.vmBootSeconds : 0;
+  const span = Math.max(1, lastEnd - (n > 0 ? trace[0]!.start : 0));
   return {
     policy: policy.name,
     slotModel,
@@ -634,8 +514,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     finishedOnce: ends.every((s) => s === 1),
     hostHours,
     hostHoursWithScrub,
-    billedByMode,
-    phaseHours,
+    phaseHours: macHours,
     scrubHours,
     instanceHours,
     costUsd: hostHours * config.hourlyPriceUsd,
@@ -643,6 +522,8 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     hostsAllocated,
     hostsStillAllocated: stillAllocated,
     scrubs,
+    parksPerYear: (parks * YEAR_SECONDS) / span,
+    occupiedRefusals,
     earlyReleaseAttempts,
     releasedYoungerThan24h: releasedYoung,
     allocationFailures,
@@ -652,6 +533,10 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
       p99: percentile(sortedWaits, 0.99),
       max: sortedWaits.length ? sortedWaits[sortedWaits.length - 1]! : 0,
       mean: n ? waitSum / n : 0,
+    },
+    waitForSlot: {
+      p50: Math.max(0, percentile(sortedWaits, 0.5) - boot),
+      p95: Math.max(0, percentile(sortedWaits, 0.95) - boot),
     },
     months,
     series,

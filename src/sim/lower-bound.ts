@@ -8,11 +8,15 @@
  * that are serving, hence billed (scrubbing hosts serve nobody). So any such fleet bills
  *   (a) at least ∫ ceil(r_w(t) / 2) dt host-seconds, and
  *   (b) at least 24 h for each of the max_t ceil(r_w(t) / 2) hosts alive at the peak.
- * LB(w) = max(a, b). It holds whatever the fleet does with scrubbing (pending time is
- * never counted in (a)), however hosts are placed, and with perfect knowledge of the
- * future. LB(0) is the bound for a fleet that starts every job the moment it arrives.
+ * (a) holds under every reading: a host bills at least its unscrubbed time. (b) holds only
+ * where each host bills at least 24 h: `minimum-of-metered` and `scrub-billed`. Under
+ * `minimum-then-pause` a host bills max(24 h, allocated) − scrubbing, which falls below 24 h
+ * for a host that scrubs: 100 hosts allocated for a burst of 2 h jobs and parked at once bill
+ * about 2 h each, not 24 (test/fixtures/lb-counterexample.csv). So there LB(w) = (a) alone.
+ * It holds whatever the fleet does with scrubbing, however hosts are placed, and with perfect
+ * knowledge of the future. LB(0) is the bound for a fleet that starts every job on arrival.
  */
-import { DAY, VM_SLOTS_PER_HOST } from '../ec2mac/model';
+import { DAY, VM_SLOTS_PER_HOST, type BillingMode } from '../ec2mac/model';
 import type { TraceJob } from './trace';
 
 export interface LowerBound {
@@ -21,12 +25,19 @@ export interface LowerBound {
   hostHours: number;
   /** (a): hours of hosts needed to give every running job a slot. */
   slotHours: number;
-  /** (b): 24 h for each host of the peak. */
+  /** (b): 24 h for each host of the peak (not part of the bound under `minimum-then-pause`). */
   peakHosts: number;
   peakHours: number;
 }
 
-export function lowerBound(trace: readonly TraceJob[], waitSeconds = 0): LowerBound {
+/** Whether the 24 h-per-peak-host part bounds this reading's bill (see above). */
+export const peakPartHolds = (billing: BillingMode): boolean => billing !== 'minimum-then-pause';
+
+export function lowerBound(
+  trace: readonly TraceJob[],
+  waitSeconds = 0,
+  billing: BillingMode = 'minimum-of-metered',
+): LowerBound {
   const deltas: number[] = [];
   for (const j of trace) {
     const from = j.start + waitSeconds;
@@ -47,7 +58,8 @@ export function lowerBound(trace: readonly TraceJob[], waitSeconds = 0): LowerBo
   }
   const slotHours = seconds / 3600;
   const peakHours = (peak * DAY) / 3600;
-  return { waitSeconds, hostHours: Math.max(slotHours, peakHours), slotHours, peakHosts: peak, peakHours };
+  const hostHours = peakPartHolds(billing) ? Math.max(slotHours, peakHours) : slotHours;
+  return { waitSeconds, hostHours, slotHours, peakHosts: peak, peakHours };
 }
 
 /**

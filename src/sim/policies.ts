@@ -4,9 +4,11 @@
  * production runs them.
  */
 import { DAY } from '../ec2mac/model';
+import { fleetStep } from '../policy/fleet-step';
+import { placeOnPool } from './placement';
 import { DemandHistory } from '../policy/forecast';
-import { DEFAULT_FLEET_POLICY, forecastHorizons, planFleet, type FleetPolicyConfig } from '../policy/fleet';
-import type { Fleet, FleetPolicy, SimHost } from './engine';
+import { DEFAULT_FLEET_POLICY, type FleetPolicyConfig } from '../policy/fleet';
+import type { Fleet, FleetPolicy, SimHost } from './types';
 
 const TICK_SECONDS = 60;
 
@@ -14,38 +16,26 @@ const TICK_SECONDS = 60;
 function incomingSlots(fleet: Fleet): number {
   let n = 0;
   for (const h of fleet.hosts) {
-    if (h.phase === 'launching' && !h.parkOnReady) n += h.slots - h.busy;
+    if (h.phase === 'launching') n += h.slots - h.busy;
     else if (h.phase === 'allocating') n += h.slots;
   }
   return n;
 }
 
-/** Marina: forecast from the recent past, pack jobs, park idle hosts by scrubbing, release past last week's peak. */
+/**
+ * Marina: the pool's own fleet step (src/policy/fleet-step.ts: forecast from the recent past,
+ * start idle hosts first, allocate only for jobs waiting now, park, release past last week's
+ * peak) and the pool's own placement (src/policy/placement.ts).
+ */
 export function marinaPolicy(overrides: Partial<FleetPolicyConfig> = {}, name = 'marina'): FleetPolicy {
   const config = { ...DEFAULT_FLEET_POLICY, ...overrides };
   const history = new DemandHistory();
-  let weekPeak = 0;
-  let weekPeakAt = -Infinity;
   const act = (fleet: Fleet): void => {
-    const now = fleet.now;
-    const need = fleet.busySlots + fleet.queued;
-    history.record(now, need);
-    const horizons = forecastHorizons(fleet.config.timings, config.scrubAssumption);
-    // The week's peak changes slowly; an hourly refresh keeps the tick cheap.
-    if (now - weekPeakAt >= 3600) {
-      weekPeak = history.peak(now - 7 * DAY, now + 1);
-      weekPeakAt = now;
-    }
-    const plan = planFleet({
-      now,
+    const plan = fleetStep(history, {
+      now: fleet.now,
       busySlots: fleet.busySlots,
       queued: fleet.queued,
       hosts: fleet.hosts,
-      forecast: {
-        soon: history.forecast(now, horizons.soon, config.combine),
-        parkWindow: history.forecast(now, horizons.parkWindow, config.combine),
-        week: Math.max(weekPeak, need),
-      },
       maxHosts: fleet.config.maxHosts,
       timings: fleet.config.timings,
       billing: fleet.config.billing,
@@ -66,15 +56,7 @@ export function marinaPolicy(overrides: Partial<FleetPolicyConfig> = {}, name = 
       // A queued job must not wait for the next tick to get capacity started.
       if (fleet.queued > incomingSlots(fleet)) act(fleet);
     },
-    // Pack: the busiest host first, then the youngest (its 24 h is paid for longest), so
-    // other hosts go idle and can be parked or released.
-    pickHost(candidates) {
-      let best = candidates[0]!;
-      for (const h of candidates) {
-        if (h.busy > best.busy || (h.busy === best.busy && h.allocatedAt > best.allocatedAt)) best = h;
-      }
-      return best;
-    },
+    pickHost: (candidates) => placeOnPool(candidates),
   };
 }
 
@@ -120,17 +102,21 @@ export function aquariumPolicy(
     onTick(fleet) {
       acquire(fleet);
       const now = fleet.now;
-      // Backwards: release() moves the last host into the released one's place.
-      for (let i = fleet.hosts.length - 1; i >= 0; i--) {
-        const h = fleet.hosts[i]!;
-        if (h.phase === 'pending') {
-          if (!young(h, now)) fleet.release(h);
-          continue;
-        }
-        const unused = h.busy === 0 && (h.phase === 'idle' || (h.phase === 'ready' && slotModel === 'nested'));
-        if (!unused) continue;
+      // Only hosts that can be released or parked, each list backwards: an action moves the host out of
+      // its list and the list's last host (already seen) into its place.
+      const pending = fleet.inPhase('pending');
+      for (let i = pending.length - 1; i >= 0; i--) {
+        const h = pending[i]!;
         if (!young(h, now)) fleet.release(h);
-        else if (now - h.idleSince >= cfg.scrubbingDelaySeconds) fleet.park(h);
+      }
+      const lists = slotModel === 'nested' ? [fleet.inPhase('idle'), fleet.inPhase('ready')] : [fleet.inPhase('idle')];
+      for (const list of lists) {
+        for (let i = list.length - 1; i >= 0; i--) {
+          const h = list[i]!;
+          if (h.busy > 0) continue;
+          if (!young(h, now)) fleet.release(h);
+          else if (now - h.idleSince >= cfg.scrubbingDelaySeconds) fleet.park(h);
+        }
       }
     },
     pickHost(candidates, fleet) {
@@ -152,11 +138,8 @@ export function naivePolicy(): FleetPolicy {
     onQueued: act,
     onTick(fleet) {
       act(fleet);
-      for (let i = fleet.hosts.length - 1; i >= 0; i--) {
-        const h = fleet.hosts[i]!;
-        if (h.busy === 0 && (h.phase === 'ready' || h.phase === 'idle') && fleet.now - h.allocatedAt >= DAY)
-          fleet.release(h);
-      }
+      for (const h of [...fleet.inPhase('ready'), ...fleet.inPhase('idle')])
+        if (h.busy === 0 && fleet.now - h.allocatedAt >= DAY) fleet.release(h);
     },
     pickHost(candidates) {
       let best = candidates[0]!;

@@ -5,23 +5,22 @@
  * (server.ts) speaks the wire protocol and starts SSH servers for instances that boot.
  */
 import { createHash } from 'node:crypto';
+import { BILLING_MODES, DEFAULT_TIMINGS, billedSeconds, type BillingMode, type MacTimings } from '../../ec2mac/model';
 import {
-  BILLING_MODES,
-  DEFAULT_TIMINGS,
-  billedSeconds,
-  releaseVerdict,
-  scrubDuration,
-  type BillingMode,
-  type MacTimings,
-} from '../../ec2mac/model';
+  allocateMac,
+  awsHostState,
+  macCommand,
+  macForget,
+  macSettle,
+  releaseCheck,
+  scrubbedSoFar,
+  type MacHost,
+} from '../../ec2mac/machine';
 import { seeded, type Uniform } from '../../ec2mac/random';
 import { Ec2Error, type Tags } from './wire';
 
+/** The EC2 Mac machine's timings (stop and terminate both take `stoppingSeconds`), and the emulator's own. */
 export interface EmulatorTimings extends MacTimings {
-  /** StopInstances: `stopping` → `stopped` (about 15 min on Mac). */
-  stoppingSeconds: number;
-  /** TerminateInstances: `shutting-down` → `terminated`. */
-  shuttingDownSeconds: number;
   /** How long a terminated instance stays listed. */
   terminatedVisibleSeconds: number;
   /** CreateImage: `pending` → `available`. */
@@ -32,8 +31,8 @@ export interface EmulatorTimings extends MacTimings {
 
 export const DEFAULT_EMULATOR_TIMINGS: EmulatorTimings = {
   ...DEFAULT_TIMINGS,
-  stoppingSeconds: 15 * 60,
-  shuttingDownSeconds: 60,
+  // AllocateHosts answers with hosts `available` at once in practice; callers launch on them straight away.
+  allocationSeconds: 0,
   terminatedVisibleSeconds: 3600,
   imageSeconds: 10 * 60,
   consolePostSeconds: 3 * 60,
@@ -120,10 +119,8 @@ export interface Host {
   tags: Tags;
   /** The host's one live (not terminated) instance. */
   instanceId?: string;
-  /** While scrubbing: since when, and until when. */
-  pendingSince?: number;
-  pendingUntil?: number;
-  pendingSeconds: number;
+  /** The EC2 Mac machine (src/ec2mac/machine.ts): the host's life, timings and 24 h rule. */
+  mac: MacHost;
 }
 
 export interface Instance {
@@ -313,13 +310,11 @@ export class Ec2MacCloud {
         i.sshAt = at + this.options.timings.sshReadySeconds;
       } else if (i.state === 'stopping') {
         i.state = 'stopped';
-        this.startScrub(this.hosts.get(i.hostId)!, at);
       } else if (i.state === 'shutting-down') {
         i.state = 'terminated';
         i.terminatedAt = at;
         const h = this.hosts.get(i.hostId)!;
         if (h.instanceId === i.id) h.instanceId = undefined;
-        this.startScrub(h, at);
       }
     }
     for (const i of [...this.instances.values()]) {
@@ -327,11 +322,9 @@ export class Ec2MacCloud {
         this.instances.delete(i.id);
     }
     for (const h of this.hosts.values()) {
-      if (h.state === 'pending' && h.pendingUntil !== undefined && h.pendingUntil <= now) {
-        h.pendingSeconds += h.pendingUntil - h.pendingSince!;
-        h.state = 'available';
-        h.pendingSince = h.pendingUntil = undefined;
-      }
+      macSettle(h.mac, now, this.options.timings, this.random);
+      // AWS's side states (assessment, failure) outrank what the machine would list.
+      if (h.state === 'available' || h.state === 'pending') h.state = awsHostState(h.mac.state) as HostState;
     }
     for (const img of this.images.values())
       if (img.state === 'pending' && img.availableAt <= now) img.state = 'available';
@@ -343,13 +336,6 @@ export class Ec2MacCloud {
         if (i) i.sshAt = t.doneAt;
       }
     }
-  }
-
-  private startScrub(h: Host, at: number): void {
-    if (h.state !== 'available') return; // a failed or released host is not scrubbed
-    h.state = 'pending';
-    h.pendingSince = at;
-    h.pendingUntil = at + scrubDuration(this.options.timings, this.random());
   }
 
   /** Idempotency: a token seen before returns its result, or refuses different parameters. */
@@ -442,18 +428,20 @@ export class Ec2MacCloud {
       const ids: string[] = [];
       for (let i = 0; i < p.quantity; i++) {
         const id = this.newId('h');
+        const mac = allocateMac(now, this.options.timings);
+        macSettle(mac, now, this.options.timings, this.random);
         this.hosts.set(id, {
           id,
           instanceType: type,
           zone,
-          state: 'available',
+          state: awsHostState(mac.state) as HostState,
           allocatedAt: now,
+          mac,
           clientToken: p.clientToken,
           autoPlacement: p.autoPlacement ?? 'off',
           hostRecovery: p.hostRecovery ?? 'off',
           hostMaintenance: p.hostMaintenance ?? 'on',
           tags: new Map(p.tags),
-          pendingSeconds: 0,
         });
         ids.push(id);
       }
@@ -482,19 +470,18 @@ export class Ec2MacCloud {
         });
         continue;
       }
-      const live = h.instanceId !== undefined && this.instances.get(h.instanceId)?.state !== 'terminated';
-      const v = releaseVerdict(
-        { id, instanceType: h.instanceType, allocatedAt: h.allocatedAt, hasLiveInstance: live },
-        now,
-      );
-      if (!v.ok) {
-        out.unsuccessful.push({ id, code: v.code, message: v.message });
+      // A stopped instance still occupies its host (the machine sees only whether one runs).
+      const stopped = h.instanceId !== undefined && this.instances.get(h.instanceId)?.state === 'stopped';
+      const v = releaseCheck(h.mac, now, this.options.timings, id, h.instanceType);
+      if (!v.ok || stopped) {
+        const occupied = {
+          code: 'Client.InvalidHost.Occupied',
+          message: `Dedicated host '${id}' cannot be released as it is occupied.`,
+        };
+        out.unsuccessful.push({ id, ...(v.ok ? occupied : { code: v.code, message: v.message }) });
         continue;
       }
-      if (h.state === 'pending') {
-        h.pendingSeconds += now - h.pendingSince!;
-        h.pendingSince = h.pendingUntil = undefined;
-      }
+      macForget(h.mac, now);
       h.state = h.state === 'permanent-failure' ? 'released-permanent-failure' : 'released';
       h.releasedAt = now;
       out.successful.push(id);
@@ -566,10 +553,14 @@ export class Ec2MacCloud {
         `The architecture '${img.arch}' of image ${img.id} does not match instance type ${type}.`,
       );
     }
-    if (host.state !== 'available' || host.instanceId) {
+    const now = this.clock.now();
+    if (
+      host.state !== 'available' ||
+      host.instanceId ||
+      !macCommand(host.mac, 'run-instance', now, this.options.timings).ok
+    ) {
       throw hostBusy(host.id);
     }
-    const now = this.clock.now();
     const id = this.newId('i');
     const n = ++this.ipCounter;
     this.instances.set(id, {
@@ -578,7 +569,7 @@ export class Ec2MacCloud {
       imageId: img.id,
       instanceType: type,
       state: 'pending',
-      until: now + this.options.timings.instanceRunningSeconds,
+      until: host.mac.until,
       launchedAt: now,
       clientToken: p.clientToken,
       tags: new Map(p.tags),
@@ -611,13 +602,26 @@ export class Ec2MacCloud {
   /** Terminate or stop; returns [previous, current] states per instance. */
   endInstances(ids: string[], how: 'stop' | 'terminate'): StateChange[] {
     return this.changeStates(ids, (i, now) => {
+      const h = this.hosts.get(i.hostId)!;
+      // Stop or terminate, the machine stops the instance (stoppingSeconds), then the host scrubs.
+      const runs = i.state === 'running' || i.state === 'pending';
       if (how === 'terminate') {
         if (i.state === 'terminated' || i.state === 'shutting-down') return;
-        i.state = 'shutting-down';
-        i.until = now + this.options.timings.shuttingDownSeconds;
-      } else if (i.state === 'running' || i.state === 'pending') {
+        if (i.state === 'stopping') return; // already on its way down; it ends when the stop does
+        if (runs && macCommand(h.mac, 'terminate', now, this.options.timings).ok) {
+          i.state = 'shutting-down';
+          i.until = h.mac.until;
+        } else {
+          // Stopped: the host scrubbed already; the instance just goes.
+          i.state = 'terminated';
+          i.terminatedAt = now;
+          i.until = undefined;
+          if (h.instanceId === i.id) h.instanceId = undefined;
+        }
+      } else if (runs) {
+        macCommand(h.mac, 'terminate', now, this.options.timings);
         i.state = 'stopping';
-        i.until = now + this.options.timings.stoppingSeconds;
+        i.until = h.mac.until;
       } else if (i.state === 'stopping' || i.state === 'stopped') {
         return;
       } else {
@@ -640,9 +644,10 @@ export class Ec2MacCloud {
         );
       }
       const h = this.hosts.get(i.hostId)!;
-      if (h.state !== 'available') throw hostBusy(h.id);
+      if (h.state !== 'available' || !macCommand(h.mac, 'run-instance', now, this.options.timings).ok)
+        throw hostBusy(h.id);
       i.state = 'pending';
-      i.until = now + this.options.timings.instanceRunningSeconds;
+      i.until = h.mac.until;
     });
   }
 
@@ -703,6 +708,7 @@ export class Ec2MacCloud {
       if (p.imageId && !this.images.has(p.imageId))
         throw new Ec2Error('InvalidAMIID.NotFound', `The image id '[${p.imageId}]' does not exist`);
       const now = this.clock.now();
+      macCommand(this.hosts.get(i.hostId)!.mac, 'replace-root', now, this.options.timings);
       const t: RootVolumeTask = {
         id: this.newId('replacevol'),
         instanceId: i.id,
@@ -757,8 +763,7 @@ export class Ec2MacCloud {
     }
     h.instanceId = undefined;
     if (this.held(h)) {
-      if (h.state === 'pending') h.pendingSeconds += now - h.pendingSince!;
-      h.pendingSince = h.pendingUntil = undefined;
+      macForget(h.mac, now);
       h.state = h.state === 'permanent-failure' ? 'released-permanent-failure' : 'released';
       h.releasedAt = now;
     }
@@ -778,7 +783,7 @@ export class Ec2MacCloud {
     const hosts: LedgerEntry[] = [];
     for (const h of [...this.hosts.values(), ...this.forgotten.values()]) {
       const end = h.releasedAt ?? now;
-      const scrubbing = h.pendingSeconds + (h.state === 'pending' ? now - h.pendingSince! : 0);
+      const scrubbing = scrubbedSoFar(h.mac, now);
       const allocated = end - h.allocatedAt;
       const billed = Object.fromEntries(
         BILLING_MODES.map((m) => [m, billedSeconds(allocated, scrubbing, m)]),
