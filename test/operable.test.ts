@@ -14,6 +14,10 @@ import { s3ClientFor } from '../src/config/s3';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { jobWorkflowId } from '../src/domain/job';
+import { parseTrace } from '../src/sim/trace';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   eventually,
   fileConfig,
@@ -234,5 +238,27 @@ describe('the CLI says what is wrong and what to do', () => {
       'snapshot.image: "ci/My-Cache:PR-1" is not an image reference: lower-case letters, digits, ".", "_", "-" and "/" in the name',
     );
     expect(r.stderr).toContain('did you mean "ci/my-cache:PR-1"?');
+  });
+});
+
+describe('a planner re-prices the fleet on its own history', () => {
+  it("`marina trace export` writes this pool's closed jobs, with their run times, as a trace `marina simulate` takes", async () => {
+    const spec = { id: uniqueId('trace'), pool: POOL, image: SEED_IMAGE, script: 'sleep 1.5', timeoutSeconds: 60 };
+    const r = await (await startJob(client, config, spec)).result();
+    expect(r.stages.run).toBeGreaterThanOrEqual(1500);
+    const out = join(mkdtempSync(join(tmpdir(), 'marina-trace-')), 'ops.csv');
+    // Visibility catches up with the close a moment after it.
+    const rows = await eventually('the job in the export', async () => {
+      const e = await runCli(config, ['trace', 'export', '--since', '1h', '--pool', POOL, '--out', out]);
+      expect(e.code).toBe(0);
+      const jobs = parseTrace(readFileSync(out, 'utf8'), out);
+      return jobs.some((j) => j.jobName === spec.id) && jobs;
+    });
+    const mine = rows.find((j) => j.jobName === spec.id)!;
+    expect(mine).toMatchObject({ duration: Math.ceil(r.stages.run! / 1000), pool: POOL, image: SEED_IMAGE });
+    expect(rows.every((j) => j.pool === POOL)).toBe(true);
+    const sim = await runCli(config, ['simulate', out, '--policies', 'marina', '--json']);
+    expect(sim.code).toBe(0);
+    expect(JSON.parse(sim.stdout)).toBeTruthy();
   });
 });

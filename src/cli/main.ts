@@ -26,6 +26,7 @@ import { registerImageCommands } from './image';
 import { parse as parseYaml } from 'yaml';
 import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
+import { registerTraceExportCommand } from './trace-export';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
@@ -420,6 +421,7 @@ program
   });
 
 registerSimulateCommands(program);
+registerTraceExportCommand(program, config);
 registerEc2EmulatorCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
