@@ -11,6 +11,7 @@ import type { HostConfig, PoolConfig, S3Location } from '../src/config/schema';
 import { readSecret, SecretError } from '../src/config/secrets';
 import { parseKnownHosts, type KnownHostEntry } from './ssh/known-hosts';
 import { isVmHostKey } from '../src/images/vm-host-key';
+import { invalidInput } from './inputs';
 import { SshPool, type SshConnection, type SshTarget } from './ssh/connection';
 import { TartDriver } from './hypervisor/tart';
 import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
@@ -40,11 +41,7 @@ export interface VmRef extends HostRef {
  */
 export function vmKnownHosts(pool: PoolConfig, ref: VmRef): KnownHostEntry[] | undefined {
   if (ref.vmHostKey !== undefined && !isVmHostKey(ref.vmHostKey))
-    throw ApplicationFailure.create({
-      message: `refused vmHostKey ${JSON.stringify(ref.vmHostKey).slice(0, 80)}: not an SSH public key`,
-      type: 'InvalidActivityInput',
-      nonRetryable: true,
-    });
+    throw invalidInput('vmHostKey', ref.vmHostKey, 'an SSH public key, "<type> <base64>"');
   if (ref.vmHostKey) {
     const [keyType, key] = ref.vmHostKey.split(' ');
     return [{ patterns: ['*'], keyType: keyType!, key: Buffer.from(key!, 'base64'), revoked: false }];

@@ -5,14 +5,7 @@
  * and refused as non-retryable before anything runs.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { JOB_ID_PATTERN } from '../src/domain/job';
 import { DIGEST_PATTERN } from '../src/domain/image-ref';
-
-/** `marina-<job id>`, `marina-standby-…`, `marina-img-…`: what Marina names VMs. */
-const VM_NAME_PATTERN = /^marina-[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-/** What names a job's directory in the VM: a job id, or a standby VM's name without its `marina-` (longer). */
-const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function invalidInput(field: string, value: unknown, rule: string): ApplicationFailure {
   return ApplicationFailure.create({
@@ -22,50 +15,35 @@ export function invalidInput(field: string, value: unknown, rule: string): Appli
   });
 }
 
-function check(ok: boolean, field: string, value: unknown, rule: string): void {
-  if (!ok) throw invalidInput(field, value, rule);
-}
+/** A check of one kind of string: returns it, or refuses it naming the field and the rule. */
+const checker =
+  (pattern: RegExp, rule: string) =>
+  (value: unknown, field: string): string => {
+    if (typeof value !== 'string' || !pattern.test(value)) throw invalidInput(field, value, rule);
+    return value;
+  };
 
-export function checkJobId(id: unknown, field = 'jobId'): string {
-  check(
-    typeof id === 'string' && (JOB_ID_PATTERN.test(id) || RUN_ID_PATTERN.test(id)),
-    field,
-    id,
-    'a job id is letters, digits, ".", "_" or "-", starting with a letter or digit',
-  );
-  return id as string;
-}
+const jobId = checker(
+  // A job id (1-63 characters), or a standby VM's name without its `marina-` (longer): both name a job directory.
+  /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/,
+  'a job id is letters, digits, ".", "_" or "-", starting with a letter or digit',
+);
+const vmName = checker(
+  // `marina-<job id>`, `marina-standby-…`, `marina-img-…`: what Marina names VMs.
+  /^marina-[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/,
+  'a VM name is "marina-" then letters, digits, ".", "_" or "-"',
+);
+const digest = checker(DIGEST_PATTERN, 'a digest is sha256:<64 hex>');
+const name = checker(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'lower-case letters, digits, ".", "_" or "-"');
 
-export function checkVmName(vm: unknown, field = 'vm'): string {
-  check(
-    typeof vm === 'string' && VM_NAME_PATTERN.test(vm),
-    field,
-    vm,
-    'a VM name is "marina-" then letters, digits, ".", "_" or "-"',
-  );
-  return vm as string;
-}
-
-export function checkDigest(digest: unknown, field = 'digest'): string {
-  check(typeof digest === 'string' && DIGEST_PATTERN.test(digest), field, digest, 'a digest is sha256:<64 hex>');
-  return digest as string;
-}
-
-export function checkName(name: unknown, field: string): string {
-  check(
-    typeof name === 'string' && NAME_PATTERN.test(name),
-    field,
-    name,
-    'lower-case letters, digits, ".", "_" or "-"',
-  );
-  return name as string;
-}
+export const checkJobId = (id: unknown, field = 'jobId'): string => jobId(id, field);
+export const checkDigest = (d: unknown, field = 'digest'): string => digest(d, field);
 
 /** The VM an activity acts on: its pool, host, VM name and job id, each checked. */
 export function checkVmRef<T extends { pool: string; host: string; vm: string; jobId: string }>(ref: T): T {
-  checkName(ref.pool, 'pool');
-  checkName(ref.host, 'host');
-  checkVmName(ref.vm);
-  checkJobId(ref.jobId);
+  name(ref.pool, 'pool');
+  name(ref.host, 'host');
+  vmName(ref.vm, 'vm');
+  jobId(ref.jobId, 'jobId');
   return ref;
 }

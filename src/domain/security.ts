@@ -6,7 +6,7 @@
  * directly), and the snapshot activity checks again before it writes a tag.
  */
 import picomatch from 'picomatch/posix';
-import { parseImageRef, type Volume } from './job';
+import { formatImageRef, parseImageRef, type Volume } from './job';
 
 export interface VolumeRule {
   /** Glob over absolute host paths, e.g. `/Users/ci/caches/**`. */
@@ -62,7 +62,7 @@ const matcher = (glob: string) => picomatch(glob, { dot: true });
 
 const matchesAny = (globs: string[], image: string): boolean => {
   const ref = parseImageRef(image);
-  const full = `${ref.name}:${ref.tag}`;
+  const full = formatImageRef(ref);
   return globs.some((g) => (g.includes(':') ? matcher(g)(full) : matcher(g)(ref.name)));
 };
 
@@ -71,7 +71,7 @@ const NAMESPACE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 /** The namespace a client's snapshots may write by default, or undefined if its name cannot be one. */
 export const snapshotNamespace = (client: string | undefined): string | undefined =>
-  client !== undefined && NAMESPACE.test(client) && !/^\.+$/.test(client) ? `${client}/` : undefined;
+  client !== undefined && NAMESPACE.test(client) ? `${client}/` : undefined;
 
 export function checkSecurity(
   pool: string,
@@ -106,10 +106,8 @@ export function checkSecurity(
   return { violations: problems.map((p) => p.message), problems, volumes };
 }
 
-const formatRef = (image: string): string => {
-  const ref = parseImageRef(image);
-  return `${ref.name}:${ref.tag}`;
-};
+/** `name:tag`, the tag filled in: how refusals name an image. */
+const formatRef = (image: string): string => formatImageRef(parseImageRef(image));
 
 /**
  * A snapshot writes a tag that later jobs boot: a job of one client must not be able to overwrite what
