@@ -475,10 +475,16 @@ describe('chunked image store', () => {
       code: 2,
       stderr: expect.stringMatching(/--max-rate: "fast" must be a positive number of MB\/s/),
     });
-    // --max-rate 0.5 (MB/s): v2 holds a 1 MiB incompressible chunk, so a cold pull takes at least ~1.6 s.
+    // --max-rate 1 (MB/s) on an image of 2 MiB of random bytes (zstd cannot shrink them): the limiter lets
+    // only its last 256 KiB read through unpaced, so the pull cannot finish before (2 MiB - 256 KiB) / 1 MB/s.
+    const random = join(dir, 'random.raw');
+    writeFileSync(random, randomBytes(2 * MiB));
+    await marina('push', `${name}:random`, '--disk', random, '--chunk-size', '1M');
     const started = Date.now();
-    await marina('pull', `${name}:2`, '--cache-dir', join(dir, 'cache-capped'), '--max-rate', '0.5');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+    const capped = await marina('pull', `${name}:random`, '--cache-dir', join(dir, 'cache-capped'), '--max-rate', '1');
+    const floorMs = ((2 * MiB - 256 * 1024) / 1e6) * 1000;
+    expect(capped).toMatch(/fetched in/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(floorMs);
   });
 
   it('refuses every bad image name before anything reaches S3, at each entry point', async () => {
