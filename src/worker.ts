@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
@@ -9,23 +10,21 @@ import type { LoadedConfig } from './config/load';
 import { poolStartOptions } from './config/pool-settings';
 import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
-import { syncHostsSignal, type PoolSettings } from '../workflows/definitions';
 import type { poolWorkflow } from '../workflows/pool';
 
 export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
 
 /**
- * Starts each configured pool's workflow, or sends it the current settings if it runs already.
- * A pool that is not running is also started by whatever talks to it next (a job asking for a
- * slot, a host reporting): activities/pool-keeper.ts.
+ * Starts each configured pool's workflow if it is not running. A running pool keeps its settings: only
+ * `marina pool apply` changes them (src/client/pool-settings.ts), so several workers can share one config,
+ * and one with a stale file cannot undo an operator's change. A pool that is not running is also started by
+ * whatever talks to it next (a job asking for a slot, a host reporting): activities/pool-keeper.ts.
  */
 export async function ensurePools(client: Client, config: LoadedConfig): Promise<void> {
   for (const pool of config.pools) {
-    const options = poolStartOptions(config, pool);
-    await client.workflow.signalWithStart<typeof poolWorkflow, [PoolSettings]>('poolWorkflow', {
-      ...options,
-      signal: syncHostsSignal,
-      signalArgs: [options.args[0].settings],
+    await client.workflow.start<typeof poolWorkflow>('poolWorkflow', {
+      ...poolStartOptions(config, pool, `worker on ${hostname()}`),
+      workflowIdConflictPolicy: 'USE_EXISTING',
     });
     if (pool.aws) await ensureReconcileSchedule(client, config, pool.name, pool.aws);
   }

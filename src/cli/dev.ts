@@ -2,6 +2,7 @@
 import { startDevStack, type DevStack } from '../emulator/dev-stack';
 import { onStopSignals, SIGNAL_EXIT_CODES, type StopSignal } from './signals';
 import { createMarinaWorker } from '../worker';
+import { applyPoolSettings } from '../client/pool-settings';
 import { followLog, startJob } from '../client/jobs';
 import { SEED_IMAGE } from '../emulator/seed-image';
 import { WorkflowFailedError } from '@temporalio/client';
@@ -82,6 +83,13 @@ export async function runDev(o: {
     await worker.close();
   };
   log(`worker up; config ${stack.configPath}`);
+  // The stack's config is written afresh each start (ports move), so the dev stack is the one place
+  // that applies it on start: elsewhere a running pool's settings change only by `marina pool apply`.
+  for (const p of stack.config.pools) {
+    const r = await applyPoolSettings(worker.client, stack.config, p.name, 'marina dev');
+    if (r.changes.length > 0)
+      log(`pool ${p.name}: settings v${r.version.version} applied (${r.changes.length} change(s))`);
+  }
   if (stack.uiUrl) log(`Temporal Web UI: ${stack.uiUrl}`);
   const shutdown = async () => {
     disposeSignals();

@@ -27,6 +27,7 @@ import { parse as parseYaml } from 'yaml';
 import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
 import { registerTraceExportCommand } from './trace-export';
+import { registerPoolApplyCommand } from './pool-apply';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
@@ -273,6 +274,7 @@ job.command('cancel <id>').action(async (id: string) =>
 );
 
 const pool = program.command('pool').description("a pool's state, and the planner's and operator's controls");
+registerPoolApplyCommand(pool, () => program.opts<{ config?: string }>().config);
 pool
   .command('show <name>')
   .description("the pool's full state: hosts, leases, queue, fleet, latest decisions")
