@@ -187,6 +187,7 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
         ...(request.source ? { source: request.source } : {}),
       };
       feed({ type: 'settings', settings });
+      dirty = true;
       return settingsVersion;
     },
     {
@@ -333,7 +334,11 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
       dirty = false;
       feed({ type: 'tick' });
       dirty = false;
-      const d = describePool(state, outbox.length);
+      const d =
+        describePool(state, outbox.length) +
+        (settingsVersion
+          ? `\n\nSettings v${settingsVersion.version}, set by ${settingsVersion.by} at ${settingsVersion.at}`
+          : '');
       if (d !== details) setCurrentDetails((details = d));
     }
     const now = Date.now();
