@@ -187,7 +187,6 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
         ...(request.source ? { source: request.source } : {}),
       };
       feed({ type: 'settings', settings });
-      dirty = true;
       return settingsVersion;
     },
     {
