@@ -1,4 +1,5 @@
 /** What activities share on one worker: config, SSH connections, S3 and Temporal clients. */
+import { recordEc2Error } from '../src/telemetry/metrics';
 import { readFileSync } from 'node:fs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { EC2Client } from '@aws-sdk/client-ec2';
@@ -217,6 +218,18 @@ export class ActivityContext {
             }
           : undefined,
       });
+      // Every EC2 error, by operation and code, for `marina_ec2_errors` (retries included: each is a call).
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          try {
+            return await next(args);
+          } catch (e) {
+            recordEc2Error(context.commandName ?? 'unknown', (e as Error).name || 'unknown');
+            throw e;
+          }
+        },
+        { step: 'deserialize', name: 'marinaEc2ErrorMetrics' },
+      );
       // EC2's answers carry its clock in the Date header; keep the latest, so waits on
       // EC2's rules (the 24 h minimum) are measured on EC2's clock, not the worker's.
       client.middlewareStack.add(

@@ -3,6 +3,7 @@
  * (pulled by the image helper on the host, seeded from the closest version it caches, within the
  * pool's cache budget). The host gets presigned URLs only; AWS credentials stay on the worker.
  */
+import { recordImagePull } from '../src/telemetry/metrics';
 import { readFileSync } from 'node:fs';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
@@ -266,6 +267,7 @@ export function imageActivities(ctx: ActivityContext) {
       } finally {
         clearInterval(beat);
       }
+      recordImagePull(stats.fetchedBytes, stats.seconds, { pool: target.pool, host: target.host });
       const entry = await recordCacheEntry(conn, paths, image.digest);
       const budget = pool.imageCache.budgetGiB * GiB;
       const evict = planEviction([...verified, entry], budget, new Set([image.digest]), Date.now());

@@ -1,7 +1,15 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import {
+  NativeConnection,
+  Worker,
+  bundleWorkflowCode,
+  type BundleOptions,
+  type WorkerOptions,
+} from '@temporalio/worker';
+import { startTracing, WORKFLOW_INTERCEPTOR_MODULES } from './telemetry/tracing';
+import { startWorkerMetrics } from './telemetry/worker-metrics';
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { reconcileScheduleId, type ReconcilerInput } from '../workflows/reconciler';
 import { createActivities } from '../activities';
@@ -13,6 +21,15 @@ import { temporalConnectionOptions } from './client/connection';
 import type { poolWorkflow } from '../workflows/pool';
 
 export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
+
+/** The workflow bundle a worker runs, with the tracing interceptors in it (built ahead: tests, images). */
+export function bundleWorkflows(options: Omit<BundleOptions, 'workflowsPath' | 'workflowInterceptorModules'> = {}) {
+  return bundleWorkflowCode({
+    ...options,
+    workflowsPath: WORKFLOWS_PATH,
+    workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
+  });
+}
 
 /**
  * Starts each configured pool's workflow if it is not running. A running pool keeps its settings: only
@@ -83,11 +100,18 @@ export async function createMarinaWorker(
   });
   const client = await connectClient(config);
   const context = new ActivityContext(config, client);
+  const tracing = startTracing(config);
   const worker = await Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
-    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    // A prebuilt bundle carries the workflow interceptors already (bundleWorkflows above).
+    ...(options.workflowBundle
+      ? { workflowBundle: options.workflowBundle, interceptors: tracing.interceptors }
+      : {
+          workflowsPath: WORKFLOWS_PATH,
+          interceptors: { ...tracing.interceptors, workflowModules: WORKFLOW_INTERCEPTOR_MODULES },
+        }),
     activities: createActivities(context),
     ...(options.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: options.maxCachedWorkflows } : {}),
     ...(options.identity ? { identity: options.identity } : {}),
@@ -102,11 +126,14 @@ export async function createMarinaWorker(
     shutdownForceTime: (config.worker.shutdownGraceSeconds + SHUTDOWN_FORCE_AFTER_GRACE_SECONDS) * 1000,
   });
   await ensurePools(client, config);
+  const metrics = await startWorkerMetrics(config, client);
   return {
     worker,
     client,
     context,
     async close() {
+      await metrics.stop();
+      await tracing.stop();
       await context.close();
       await client.connection.close();
       await connection.close();

@@ -49,6 +49,14 @@ export const JOB_STATES = [
   'error',
 ] as const;
 export type JobState = (typeof JOB_STATES)[number];
+/** The states a job ends in. */
+export const FINAL_JOB_STATES: ReadonlySet<JobState> = new Set([
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'error',
+]);
 
 /**
  * Failure types of a job workflow whose script failed or timed out; the failure's details hold its

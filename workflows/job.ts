@@ -22,6 +22,7 @@ import {
   SA_JOB_STATE,
   JOB_FAILED,
   JOB_TIMED_OUT,
+  FINAL_JOB_STATES,
   jobStatusQuery,
   type JobResult,
   type JobState,
@@ -29,6 +30,7 @@ import {
   type Stage,
 } from './definitions';
 import { jobDetails } from './job-details';
+import { recordFinished, recordStage } from './job-metrics';
 
 /** Errors no retry can fix: a retry would only repeat them. */
 export const NON_RETRYABLE = [
@@ -107,6 +109,7 @@ async function runJob(input: JobSpec): Promise<JobResult> {
   const showDetails = () => setCurrentDetails(jobDetails(status));
   const setState = (state: JobState) => {
     status.state = state;
+    if (FINAL_JOB_STATES.has(state)) recordFinished(spec.pool, state);
     upsertSearchAttributes([{ key: SA_JOB_STATE, value: state }]);
     showDetails();
   };
@@ -117,6 +120,7 @@ async function runJob(input: JobSpec): Promise<JobResult> {
       return await fn();
     } finally {
       stages[stage] = Date.now() - start;
+      recordStage(spec.pool, stage, stages[stage]);
       showDetails();
     }
   };

@@ -28,10 +28,11 @@ import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
 import { registerTraceExportCommand } from './trace-export';
 import { registerPoolApplyCommand } from './pool-apply';
+import { flushTraces } from '../telemetry/tracer';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { installRuntime } from '../telemetry/runtime';
 
 const program = new Command('marina')
   .description('Durable CI on macOS fleets, on Temporal')
@@ -46,6 +47,7 @@ async function withClient<T>(fn: (client: Client, cfg: LoadedConfig) => Promise<
     return await fn(client, cfg);
   } finally {
     await client.connection.close();
+    await flushTraces();
   }
 }
 
@@ -73,8 +75,7 @@ program
   .action(async () => {
     const cfg = config();
     const level = process.env.MARINA_LOG_LEVEL as 'ERROR' | 'WARN' | 'INFO' | 'DEBUG' | undefined;
-    // Signals are ours, not the SDK's: a second one must be able to end the process at once.
-    Runtime.install({ logger: new DefaultLogger(level ?? 'INFO'), shutdownSignals: [] });
+    installRuntime(cfg, level ?? 'INFO');
     // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE) skips the webpack step on start.
     const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
     const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});

@@ -1,4 +1,5 @@
 /** The typed client CI systems and the CLI use to submit, follow and cancel jobs. */
+import { clientTracingInterceptors, ensureProcessTracer } from '../telemetry/tracer';
 import {
   Client,
   Connection,
@@ -30,7 +31,9 @@ export async function connectClient(config: LoadedConfig): Promise<Client> {
       { cause: e },
     );
   }
-  return new Client({ connection, namespace: config.temporal.namespace });
+  ensureProcessTracer(config);
+  // A job's trace starts here, at its submit (a no-op unless telemetry.traces is set).
+  return new Client({ connection, namespace: config.temporal.namespace, interceptors: clientTracingInterceptors() });
 }
 
 /**

@@ -391,6 +391,34 @@ const worker = z
 
 export const DEFAULT_DEPLOYMENT = 'default';
 
+const bindAddress = (example: string) =>
+  z.string().regex(/^[\w.:[\]-]+:\d{1,5}$/, `an address and port to listen on, e.g. ${example}`);
+
+/** Metrics and traces (README "Operating Marina"); everything off unless set. */
+const telemetry = z
+  .object({
+    metrics: z
+      .object({
+        /** Marina's own metrics (OpenTelemetry, Prometheus text format at /metrics). */
+        prometheus: bindAddress('0.0.0.0:9464').optional(),
+        /** The Temporal SDK's metrics and the metrics workflows record (jobs, queue wait), at /metrics. */
+        temporalPrometheus: bindAddress('0.0.0.0:9465').optional(),
+        /** How often the worker reads each pool's state for the pool gauges. */
+        poolPollSeconds: z.number().positive('seconds between reads of pool state, e.g. 15').default(15),
+      })
+      .strict()
+      .optional(),
+    traces: z
+      .object({
+        /** OTLP/HTTP traces endpoint, e.g. an OpenTelemetry Collector's http://collector:4318/v1/traces. */
+        otlpEndpoint: z.string().url('an OTLP/HTTP URL, e.g. http://127.0.0.1:4318/v1/traces'),
+        serviceName: z.string().min(1).default('marina'),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     /**
@@ -417,6 +445,7 @@ export const configSchema = z
     secrets: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), secretRef).default({}),
     pools: z.array(pool).min(1, 'configure at least one pool'),
     worker: worker.default({ shutdownGraceSeconds: 10 }),
+    telemetry: telemetry.default({}),
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -15,6 +15,9 @@ BOOT_SECONDS="${MARINA_EMU_BOOT_SECONDS:-1}"
 MAX_VMS="${MARINA_EMU_MAX_VMS:-2}"
 SSHD="${MARINA_EMU_SSHD:-/usr/sbin/sshd}"
 mkdir -p "$VMS"
+# Real Tart traces itself with OpenTelemetry when TRACEPARENT is set; the stand-in only notes the parent
+# it was given, one line per command, so a test can see a job's trace reach the hypervisor.
+if [ -n "${TRACEPARENT:-}" ]; then echo "$TRACEPARENT ${1:-}" >> "$TART_HOME/traceparents.log"; fi
 
 die() { local code=$1; shift; echo "Error: $*" >&2; exit "$code"; }
 vmdir() { echo "$VMS/$1"; }
