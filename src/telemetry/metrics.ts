@@ -9,6 +9,7 @@
 import { metrics, type Attributes, type Counter, type Histogram } from '@opentelemetry/api';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
+import { Resource } from '@opentelemetry/resources';
 import type { PoolGauges } from './pool-gauges';
 
 interface Instruments {
@@ -79,7 +80,7 @@ export function setPoolGauges(pool: string, g: PoolGauges | undefined): void {
 }
 
 /** Serves Marina's metrics at http://<bind>/metrics until the returned stop is called. */
-export async function startMetricsServer(bind: string): Promise<{ stop(): Promise<void> }> {
+export async function startMetricsServer(bind: string, serviceName = 'marina'): Promise<{ stop(): Promise<void> }> {
   const i = bind.lastIndexOf(':');
   const exporter = new PrometheusExporter({
     host: bind.slice(0, i),
@@ -87,7 +88,7 @@ export async function startMetricsServer(bind: string): Promise<{ stop(): Promis
     preventServerStart: true,
   });
   await exporter.startServer();
-  const provider = new MeterProvider({ readers: [exporter] });
+  const provider = new MeterProvider({ readers: [exporter], resource: new Resource({ 'service.name': serviceName }) });
   metrics.setGlobalMeterProvider(provider);
   instruments = undefined; // made again, on the real provider
   get();

@@ -12,7 +12,7 @@ import { setPoolGauges, startMetricsServer } from './metrics';
 export async function startWorkerMetrics(config: LoadedConfig, client: Client): Promise<{ stop(): Promise<void> }> {
   const bind = config.telemetry.metrics?.prometheus;
   if (!bind) return { stop: async () => undefined };
-  const server = await startMetricsServer(bind);
+  const server = await startMetricsServer(bind, config.telemetry.traces?.serviceName);
   let reading: Promise<void> | undefined;
   const read = async () => {
     for (const p of config.pools) {
