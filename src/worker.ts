@@ -1,4 +1,3 @@
-import { resolve } from 'node:path';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
@@ -11,8 +10,10 @@ import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
 import { syncHostsSignal, type PoolSettings } from '../workflows/definitions';
 import type { poolWorkflow } from '../workflows/pool';
+import { WORKFLOWS_PATH } from './workflow-bundle';
 
-export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
+// Where the workflows are bundled from (src/workflow-bundle.ts); still exported here for the tests that import it.
+export { WORKFLOWS_PATH };
 
 /**
  * Starts each configured pool's workflow, or sends it the current settings if it runs already.

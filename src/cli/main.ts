@@ -30,6 +30,7 @@ import { registerTraceExportCommand } from './trace-export';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
+import { prebuiltWorkflowBundle } from '../workflow-bundle';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 
 const program = new Command('marina')
@@ -74,9 +75,9 @@ program
     const level = process.env.MARINA_LOG_LEVEL as 'ERROR' | 'WARN' | 'INFO' | 'DEBUG' | undefined;
     // Signals are ours, not the SDK's: a second one must be able to end the process at once.
     Runtime.install({ logger: new DefaultLogger(level ?? 'INFO'), shutdownSignals: [] });
-    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE) skips the webpack step on start.
-    const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
-    const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
+    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE, as the Docker image sets) skips the webpack step on start.
+    const bundle = prebuiltWorkflowBundle();
+    const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: bundle } : {});
     const grace = cfg.worker.shutdownGraceSeconds;
     let stopping = false;
     onStopSignals(
@@ -96,7 +97,8 @@ program
       },
     );
     console.error(
-      `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`,
+      `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}, ` +
+        `workflows: ${bundle ? `prebuilt bundle ${bundle.codePath}` : 'bundled from source'}`,
     );
     try {
       await w.worker.run();
