@@ -28,6 +28,18 @@ else
   echo "namespace $ns: created (retention $retention)"
 fi
 
+# A new namespace reaches the server's namespace cache some seconds after it is created; until then operator calls
+# on it answer "not found". Wait for it (bounded) rather than retry the create, which would hide a real conflict.
+i=1
+until temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" --namespace "$ns" >/dev/null 2>&1; do
+  if [ "$i" -ge "$attempts" ]; then
+    temporal operator search-attribute list --address "$TEMPORAL_ADDRESS" --namespace "$ns" >/dev/null
+    exit 1
+  fi
+  i=$((i + 1))
+  sleep 1
+done
+
 set --
 for sa in MarinaPool MarinaHost MarinaImage MarinaJobState MarinaClient MarinaHostState; do
   set -- "$@" --name "$sa" --type Keyword
