@@ -11,7 +11,8 @@ set -eu
 : "${POSTGRES_USER:?set POSTGRES_USER to the PostgreSQL user}"
 : "${SQL_PASSWORD:?set SQL_PASSWORD to the PostgreSQL password}"
 port="${DB_PORT:-5432}"
-schemas=/etc/temporal/schema/postgresql/v12
+# The admin-tools image keeps the schemas here (its Dockerfile copies them in); TEMPORAL_SCHEMA_DIR overrides it.
+schemas="${TEMPORAL_SCHEMA_DIR:-/etc/temporal/schema}/postgresql/v12"
 
 sql_tool() {
   temporal-sql-tool --plugin postgres12 --ep "$POSTGRES_SEEDS" -p "$port" -u "$POSTGRES_USER" "$@"
