@@ -1,14 +1,7 @@
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
-import {
-  NativeConnection,
-  Worker,
-  bundleWorkflowCode,
-  type BundleOptions,
-  type WorkerOptions,
-} from '@temporalio/worker';
-import { startTracing, WORKFLOW_INTERCEPTOR_MODULES } from './telemetry/tracing';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { startTracing } from './telemetry/tracing';
 import { startWorkerMetrics } from './telemetry/worker-metrics';
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { reconcileScheduleId, type ReconcilerInput } from '../workflows/reconciler';
@@ -19,17 +12,10 @@ import { poolStartOptions } from './config/pool-settings';
 import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
 import type { poolWorkflow } from '../workflows/pool';
+import { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from './workflow-bundle';
 
-export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
-
-/** The workflow bundle a worker runs, with the tracing interceptors in it (built ahead: tests, images). */
-export function bundleWorkflows(options: Omit<BundleOptions, 'workflowsPath' | 'workflowInterceptorModules'> = {}) {
-  return bundleWorkflowCode({
-    ...options,
-    workflowsPath: WORKFLOWS_PATH,
-    workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
-  });
-}
+// Where the workflows are bundled from (src/workflow-bundle.ts); still exported here for the tests that import it.
+export { WORKFLOWS_PATH };
 
 /**
  * Starts each configured pool's workflow if it is not running. A running pool keeps its settings: only
@@ -105,7 +91,7 @@ export async function createMarinaWorker(
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
-    // A prebuilt bundle carries the workflow interceptors already (bundleWorkflows above).
+    // A prebuilt bundle carries the workflow interceptors already (src/workflow-bundle.ts).
     ...(options.workflowBundle
       ? { workflowBundle: options.workflowBundle, interceptors: tracing.interceptors }
       : {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { startDevStack, type DevStack } from '../src/emulator/dev-stack';
-import { bundleWorkflows } from '../src/worker';
+import { bundleWorkflows } from '../src/workflow-bundle';
 
 let stack: DevStack | undefined;
 

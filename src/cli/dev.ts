@@ -3,6 +3,7 @@ import { startDevStack, type DevStack } from '../emulator/dev-stack';
 import { onStopSignals, SIGNAL_EXIT_CODES, type StopSignal } from './signals';
 import { createMarinaWorker } from '../worker';
 import { applyPoolSettings } from '../client/pool-settings';
+import { prebuiltWorkflowBundle } from '../workflow-bundle';
 import { followLog, startJob } from '../client/jobs';
 import { SEED_IMAGE } from '../emulator/seed-image';
 import { WorkflowFailedError } from '@temporalio/client';
@@ -67,8 +68,8 @@ export async function runDev(o: {
   let w;
   try {
     // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE, as for `marina worker`) skips the webpack step on start.
-    const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
-    w = await createMarinaWorker(stack.config, bundle ? { workflowBundle: { codePath: bundle } } : {});
+    const bundle = prebuiltWorkflowBundle();
+    w = await createMarinaWorker(stack.config, bundle ? { workflowBundle: bundle } : {});
   } catch (e) {
     disposeSignals();
     await stack.stop();

@@ -33,6 +33,7 @@ import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
 import { installRuntime } from '../telemetry/runtime';
+import { prebuiltWorkflowBundle } from '../workflow-bundle';
 
 const program = new Command('marina')
   .description('Durable CI on macOS fleets, on Temporal')
@@ -76,9 +77,9 @@ program
     const cfg = config();
     const level = process.env.MARINA_LOG_LEVEL as 'ERROR' | 'WARN' | 'INFO' | 'DEBUG' | undefined;
     installRuntime(cfg, level ?? 'INFO');
-    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE) skips the webpack step on start.
-    const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
-    const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
+    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE, as the Docker image sets) skips the webpack step on start.
+    const bundle = prebuiltWorkflowBundle();
+    const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: bundle } : {});
     const grace = cfg.worker.shutdownGraceSeconds;
     let stopping = false;
     onStopSignals(
@@ -98,7 +99,8 @@ program
       },
     );
     console.error(
-      `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`,
+      `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}, ` +
+        `workflows: ${bundle ? `prebuilt bundle ${bundle.codePath}` : 'bundled from source'}`,
     );
     try {
       await w.worker.run();

@@ -9,12 +9,8 @@ import {
   OpenTelemetryActivityOutboundInterceptor,
 } from '@temporalio/interceptors-opentelemetry/lib/worker';
 import type { WorkerOptions } from '@temporalio/worker';
-import { resolve } from 'node:path';
 import type { LoadedConfig } from '../config/load';
 import { ensureProcessTracer, flushTraces } from './tracer';
-
-/** The workflow interceptors, bundled with the workflows whether traced or not (src/worker.ts). */
-export const WORKFLOW_INTERCEPTOR_MODULES = [resolve(__dirname, '../../workflows/trace-propagation.ts')];
 
 export interface Tracing {
   /** The activity interceptors, under which each activity's span opens. */
