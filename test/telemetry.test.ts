@@ -172,6 +172,15 @@ describe('telemetry', () => {
     // The dead host: its failed health checks counted as SSH errors, and the host shown cordoned.
     expect(await promValue(`sum(marina_ssh_errors_total{kind="refused"})`, (v) => v > 0)).toBeGreaterThan(0);
     expect(await promValue(`marina_hosts{pool="${DEAD_POOL}",phase="cordoned-health"}`, (v) => v === 1)).toBe(1);
+    // The shipped dashboard's every query is valid PromQL on this Prometheus, and the job panels show data.
+    const dashboard = JSON.parse(readFileSync('deploy/grafana/marina-dashboard.json', 'utf8')) as {
+      panels: { title: string; targets: { expr: string }[] }[];
+    };
+    for (const panel of dashboard.panels)
+      for (const t of panel.targets) {
+        const series = await promQuery(t.expr.replaceAll('$pool', '.*'));
+        if (/Jobs|Hosts by phase|Queue wait/.test(panel.title)) expect(series.length, panel.title).toBeGreaterThan(0);
+      }
     // Temporal's own: the worker's workflow tasks.
     expect(
       await promValue('sum({__name__=~"temporal_workflow_task_execution_latency(_seconds)?_count"})', (v) => v > 0),
