@@ -40,6 +40,8 @@ export interface DevStack {
   uiUrl?: string;
   s3Endpoint: string;
   hosts: EmulatedHost[];
+  /** SIGKILLs the Temporal dev server and starts it again on its database and port (chaos runs). */
+  killAndRestartTemporal(downMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -57,15 +59,27 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
     log(
       `starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`,
     );
-    const temporal = await startTemporalDevServer({
+    const temporalOptions = {
       port: temporalPort,
       uiPort,
       ...(o.inMemory ? {} : { dbFile: join(state, 'temporal.db') }),
       logFile: join(state, 'logs', 'temporal.log'),
       headless: o.headless,
       ...(o.temporalDynamicConfig ? { dynamicConfig: o.temporalDynamicConfig } : {}),
-    });
+    };
+    let temporal = await startTemporalDevServer(temporalOptions);
     stops.push(() => temporal.stop());
+    const killAndRestartTemporal = async (downMs: number) => {
+      const exited = new Promise((r) => temporal.child.once('exit', r));
+      try {
+        process.kill(-temporal.child.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      await exited;
+      await new Promise((r) => setTimeout(r, downMs));
+      temporal = await startTemporalDevServer(temporalOptions);
+    };
 
     const s3Port = o.s3Port ?? (await freePort());
     log(`starting S3 (moto) on 127.0.0.1:${s3Port}`);
@@ -165,6 +179,7 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       uiUrl: o.headless ? undefined : `http://127.0.0.1:${uiPort}`,
       s3Endpoint: s3.endpoint,
       hosts,
+      killAndRestartTemporal,
       stop,
     };
   } catch (e) {
