@@ -6,7 +6,15 @@ import { randomUUID } from 'node:crypto';
 import { consoleOf } from './console';
 import { ACCOUNT_ID, INSTANCE_CODES, MAC_TYPES, type Host, type Instance, type MetadataOptions } from './resources';
 import type { Ec2MacCloud } from './cloud';
-import { PageTokens, checkHostId, checkInstanceId, checkResourceId, required, requiredMembers } from './checks';
+import {
+  PageTokens,
+  checkHostId,
+  checkInstanceId,
+  checkResourceId,
+  optionalMembers,
+  required,
+  requiredMembers,
+} from './checks';
 import {
   Ec2Error,
   filters,
@@ -189,7 +197,7 @@ export function act(cloud: Ec2MacCloud, action: string, p: Params, env: ActEnv):
       return { hostIdSet: ids };
     }
     case 'DescribeHosts': {
-      const ids = members(p, 'HostId').map(checkHostId);
+      const ids = optionalMembers(p, 'HostId').map(checkHostId);
       if (ids.length && p.get('MaxResults'))
         throw new Ec2Error(
           'InvalidParameterCombination',
@@ -264,7 +272,7 @@ export function act(cloud: Ec2MacCloud, action: string, p: Params, env: ActEnv):
       };
     }
     case 'DescribeInstances': {
-      const ids = members(p, 'InstanceId').map(checkInstanceId);
+      const ids = optionalMembers(p, 'InstanceId').map(checkInstanceId);
       if (ids.length && p.get('MaxResults'))
         throw new Ec2Error(
           'InvalidParameterCombination',

@@ -17,8 +17,15 @@ export function required(p: Params, name: string): string {
 /** A list (`Prefix.N`) the action needs at least one member of. `wireName` is how EC2's message names it. */
 export function requiredMembers(p: Params, prefix: string, wireName = prefix): string[] {
   const v = members(p, prefix);
-  if (v.length === 0) throw missing(wireName);
+  // `--instance-ids ''` sends `InstanceId.1=`: EC2 answers that as missing too.
+  if (v.length === 0 || v.every((x) => x === '')) throw missing(wireName);
   return v;
+}
+
+/** An optional list, where a list of only empty values (`HostId.1=`) is missing, as EC2 takes it. */
+export function optionalMembers(p: Params, prefix: string): string[] {
+  const v = members(p, prefix);
+  return v.length > 0 && v.every((x) => x === '') ? requiredMembers(p, prefix) : v;
 }
 
 const missing = (name: string): Ec2Error =>
