@@ -9,13 +9,16 @@ import { createHash } from 'node:crypto';
 import { allocateMac, awsHostState, macCommand, macForget, macSettle, releaseCheck } from '../../ec2mac/machine';
 import { restorableSeeded, type RestorableUniform } from '../../ec2mac/random';
 import type { EmulatorClock } from './clock';
+import { idempotent, type TokenRecords } from './idempotency';
 import { ledgerOf, type Ledger } from './ledger';
+import { setHostHealth, vanishHost, type HostHealth, type VanishedHost } from './outside';
 import {
   DEFAULT_METADATA_OPTIONS,
   MAC_TYPES,
   SEEDED_IMAGES,
   ACCOUNT_ID,
   family,
+  isHeld,
   type CloudOptions,
   type Consistency,
   type ConsoleRule,
@@ -41,11 +44,6 @@ const hostBusy = (hostId: string): Ec2Error =>
     `There is not enough capacity on the Dedicated Host ${hostId} to launch or start the instance.`,
   );
 
-interface TokenRecord {
-  action: string;
-  fingerprint: string;
-  result: string[];
-}
 
 /** Everything a call can change, copied: DryRun runs the call on the cloud, then puts this back. */
 interface Snapshot {
@@ -69,7 +67,7 @@ export class Ec2MacCloud {
   failRootVolumeTasks = 0;
   /** Eventual consistency now in force (options.consistency, or the admin API). */
   consistency: Consistency;
-  private readonly tokens = new Map<string, TokenRecord>();
+  private readonly tokens: TokenRecords = new Map();
   private readonly random: RestorableUniform;
   private readonly draw: () => number;
   private counter = 0;
@@ -210,25 +208,9 @@ export class Ec2MacCloud {
     }
   }
 
-  /** Idempotency: a token seen before returns its result, or refuses different parameters. */
+  /** Idempotency: a token seen before returns its result, or refuses different parameters (idempotency.ts). */
   private idempotent(action: string, token: string | undefined, fingerprint: string, make: () => string[]): string[] {
-    if (!token) return make();
-    if (token.length > 64)
-      throw new Ec2Error('InvalidClientToken', 'The client token must be at most 64 ASCII characters.');
-    const key = `${action}/${token}`;
-    const seen = this.tokens.get(key);
-    if (seen) {
-      if (seen.fingerprint !== fingerprint) {
-        throw new Ec2Error(
-          'IdempotentParameterMismatch',
-          `The client token ${token} was used with different parameters.`,
-        );
-      }
-      return seen.result;
-    }
-    const result = make();
-    this.tokens.set(key, { action, fingerprint, result });
-    return result;
+    return idempotent(this.tokens, action, token, fingerprint, make);
   }
 
   private zone(name: string | undefined): ZoneSpec {
@@ -242,7 +224,7 @@ export class Ec2MacCloud {
     return z;
   }
 
-  private held = (h: Host): boolean => h.state !== 'released' && h.state !== 'released-permanent-failure';
+  private held = isHeld;
 
   allocateHosts(p: {
     instanceType?: string;
@@ -612,51 +594,14 @@ export class Ec2MacCloud {
     );
   }
 
-  /** A host by id for the admin API, which sees what AWS sees (new hosts too, whatever EC2's consistency). */
-  private adminHost(id: string): Host {
-    this.settle();
-    const h = this.hosts.get(id);
-    if (!h) throw new Ec2Error('InvalidHostID.NotFound', `The host ID '${id}' does not exist`);
-    return h;
+  /** Fault injection: AWS moves a host into a side state (outside.ts). */
+  setHostHealth(id: string, state: HostHealth): void {
+    setHostHealth(this, id, state);
   }
 
-  /** Fault injection: AWS moves a host into a side state (its instance keeps running, as AWS warns). */
-  setHostHealth(id: string, state: 'under-assessment' | 'permanent-failure' | 'available'): void {
-    const h = this.adminHost(id);
-    if (!this.held(h)) throw new Ec2Error('InvalidHostState', `Host ${id} is released.`);
-    h.state = state;
-  }
-
-  /**
-   * Fault injection: the host is released behind the caller's back, as when someone runs `aws ec2
-   * release-hosts` (after terminating its instance) or AWS reclaims it. Its instance is terminated at once and
-   * the host is `released`. Unless `keepListed`, both then drop out of every listing, as released hosts and
-   * terminated instances do after a while on AWS: DescribeHosts answers `InvalidHostID.NotFound`,
-   * DescribeInstances `InvalidInstanceID.NotFound`, ReleaseHosts `Client.InvalidHostID.NotFound`. The ledger
-   * keeps the host (it was billed until now).
-   */
-  vanishHost(id: string, keepListed = false): { hostId: string; instanceId?: string; listed: boolean } {
-    const h = this.adminHost(id);
-    const now = this.clock.now();
-    const instanceId = h.instanceId;
-    const i = instanceId ? this.instances.get(instanceId) : undefined;
-    if (i && i.state !== 'terminated') {
-      i.state = 'terminated';
-      i.terminatedAt = now;
-      i.until = i.sshAt = undefined;
-    }
-    h.instanceId = undefined;
-    if (this.held(h)) {
-      macForget(h.mac, now);
-      h.state = h.state === 'permanent-failure' ? 'released-permanent-failure' : 'released';
-      h.releasedAt = now;
-    }
-    if (!keepListed) {
-      this.hosts.delete(id);
-      this.forgotten.set(id, h);
-      for (const x of [...this.instances.values()]) if (x.hostId === id) this.instances.delete(x.id);
-    }
-    return { hostId: id, ...(instanceId ? { instanceId } : {}), listed: keepListed };
+  /** Fault injection: the host is released behind the caller's back (outside.ts). */
+  vanishHost(id: string, keepListed = false): VanishedHost {
+    return vanishHost(this, id, keepListed);
   }
 
   ledger(): Ledger {

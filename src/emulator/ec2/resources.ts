@@ -71,6 +71,9 @@ export const MAC_TYPES: Readonly<
 
 export const family = (type: string): string => type.split('.')[0]!;
 
+/** A host the account still holds (not released). */
+export const isHeld = (h: { state: string }): boolean => h.state !== 'released' && h.state !== 'released-permanent-failure';
+
 export type HostState =
   'available' | 'pending' | 'under-assessment' | 'permanent-failure' | 'released' | 'released-permanent-failure';
 export type InstanceState = 'pending' | 'running' | 'stopping' | 'stopped' | 'shutting-down' | 'terminated';
