@@ -21,6 +21,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import { defaultEmulatorOptions, startEc2Emulator, type Ec2Emulator } from '../src/emulator/ec2/server';
 import { DEFAULT_EMULATOR_TIMINGS, SEEDED_IMAGES } from '../src/emulator/ec2/cloud';
+import { classifyEc2Error } from '../src/ec2mac/errors';
 
 const AMI = SEEDED_IMAGES[0]!.id;
 const MIN = 60;
@@ -208,6 +209,9 @@ describe('request checks', () => {
     expect(terminate.code).toBe('InvalidInstanceID.Malformed');
     expect(token.code).toBe('InvalidParameterValue');
     expect(token.stderr).toMatch(/NextToken is invalid/);
+    // Marina takes a malformed id as final: no retry sends it well-formed.
+    for (const c of ['InvalidHostId.Malformed', 'InvalidHostID.Malformed', 'InvalidInstanceID.Malformed'])
+      expect(classifyEc2Error(c)).toBe('fatal');
     // A well-formed id that does not exist is still NotFound.
     expect((await failure(ec2.send(new DescribeHostsCommand({ HostIds: ['h-0ffffffffffffffff'] })))).name).toBe(
       'InvalidHostID.NotFound',
