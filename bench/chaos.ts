@@ -90,7 +90,7 @@ async function patiently<T>(what: string, fn: () => Promise<T>, ms = 120_000): P
     try {
       return await fn();
     } catch (e) {
-      if (Date.now() > until) throw new Error(`${what}: ${(e as Error).message}`);
+      if (Date.now() > until) throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
       await sleep(1000);
     }
   }
