@@ -11,6 +11,7 @@ import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
 import { syncHostsSignal, type PoolSettings } from '../workflows/definitions';
 import type { poolWorkflow } from '../workflows/pool';
+import { ensureGithubSchedules } from './github/schedule';
 
 export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
 
@@ -103,6 +104,8 @@ export async function createMarinaWorker(
     shutdownForceTime: (config.worker.shutdownGraceSeconds + SHUTDOWN_FORCE_AFTER_GRACE_SECONDS) * 1000,
   });
   await ensurePools(client, config);
+  // GitHub Actions: each target's missed-jobs scan (src/github/schedule.ts).
+  await ensureGithubSchedules(client, config);
   return {
     worker,
     client,

@@ -28,6 +28,7 @@ import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
 import { registerTraceExportCommand } from './trace-export';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
+import { registerGithubCommands } from './github';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -423,6 +424,7 @@ program
 registerSimulateCommands(program);
 registerTraceExportCommand(program, config);
 registerEc2EmulatorCommand(program);
+registerGithubCommands(program, config);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof ConfigError || e instanceof UsageError || e instanceof TraceError)
