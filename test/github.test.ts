@@ -12,7 +12,16 @@ import { startWebhookServer, type WebhookServer } from '../src/github/server';
 import { githubScanScheduleId } from '../src/github/schedule';
 import { githubRunnerName } from '../src/github/types';
 import { controlPoolUpdate, poolStateQuery, poolWorkflowId, type JobResult } from '../workflows/definitions';
-import { eventually, fileConfig, leftoverVms, readJobLog, spawnWorker, stack, startWorker } from './helpers';
+import {
+  eventually,
+  fileConfig,
+  leftoverVms,
+  readJobLog,
+  recordHistory,
+  spawnWorker,
+  stack,
+  startWorker,
+} from './helpers';
 import { GithubStandIn } from './github/stand-in';
 import { appKeyPair, deliver, recordedPayload, runnerImage } from './github/fixtures';
 
@@ -119,6 +128,7 @@ describe('GitHub Actions JIT runners', () => {
     // Fair share: the client is the repository.
     const d = await client.workflow.getHandle(job.wf).describe();
     expect(d.searchAttributes.MarinaClient).toEqual([REPO]);
+    await recordHistory('job-github-jit-runner', client.workflow.getHandle(job.wf));
   });
 
   it('a redelivered webhook starts no second runner', async () => {
