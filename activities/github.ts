@@ -115,11 +115,18 @@ export function githubActivities(ctx: ActivityContext) {
       let tookJob = false;
       let stoppedIdle = false;
       let watching = true;
+      // The watch sleeps between rounds; the step's end wakes it, so the step does not wait out a round.
+      let wake = () => undefined as void;
+      const woken = new Promise<void>((r) => (wake = r));
+      const stopWatching = () => {
+        watching = false;
+        wake();
+      };
       // While the runner has taken no job, it polls GitHub for ever: stop it once the job it was made for is
       // no longer queued (cancelled, or taken by another runner). Once busy, it ends by itself (ephemeral).
       const watch = (async () => {
         while (watching) {
-          await sleep(idleMs);
+          await Promise.race([sleep(idleMs), woken]);
           if (!watching) return;
           try {
             const r = await api.findRunner(gh.scope, gh.runnerName);
@@ -149,7 +156,7 @@ export function githubActivities(ctx: ActivityContext) {
           secrets: { ...req.secrets, [JIT_ENV]: JIT_SECRET },
         });
       } catch (e) {
-        watching = false;
+        stopWatching();
         // Cancelled, or a failure no retry fixes: the runner is gone with the VM, so is its registration.
         // A worker handing over (shutdown) or a retryable failure leaves both for the next attempt.
         const final =
@@ -157,7 +164,7 @@ export function githubActivities(ctx: ActivityContext) {
         if (final) await deregister(api, gh.scope, gh.runnerName).catch(() => undefined);
         throw e;
       } finally {
-        watching = false;
+        stopWatching();
       }
       await watch.catch(() => undefined);
       // Ephemeral runners that ran a job are removed by GitHub; one that never took a job is removed here.

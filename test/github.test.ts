@@ -75,7 +75,8 @@ beforeAll(async () => {
   standIn = new GithubStandIn(APP_ID, appKey.publicKey, [{ id: 3456996, account: 'Codertocat', repositories: [REPO] }]);
   await standIn.start();
   const base = fileConfig(POOL);
-  const image = await runnerImage(base, `gh-runner-${Date.now().toString(36)}`);
+  const vmKey = join(stack().stateDir, 'keys', 'vm_ed25519');
+  const image = await runnerImage(base, `gh-runner-${Date.now().toString(36)}`, vmKey);
   config = fileConfig(POOL, (raw) => {
     raw.github = {
       apiUrl: standIn.url,

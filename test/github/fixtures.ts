@@ -9,14 +9,16 @@ import { s3ClientFor } from '../../src/config/s3';
 import { ChunkedStore } from '../../src/images/chunked/store';
 import { pushVmArchive } from '../../src/images/chunked/vm-files';
 import { buildSeedImage, publicKeyOf, vmHostKeyOfArchive } from '../../src/emulator/seed-image';
-import { stack } from '../helpers';
 
-/** The stack's seed image plus the runner stand-in under ~/actions-runner, pushed as `<name>:1`. */
-export async function runnerImage(config: LoadedConfig, name: string): Promise<string> {
+/**
+ * The stack's seed image plus the runner stand-in under ~/actions-runner, pushed as `<name>:1`.
+ * `vmKey`: the stack's VM private key file (its public half is baked in). No vitest here: the benchmark uses it.
+ */
+export async function runnerImage(config: LoadedConfig, name: string, vmKey: string): Promise<string> {
   const work = mkdtempSync(join(tmpdir(), 'marina-ghimg-'));
   try {
     const seed = join(work, 'seed.tgz');
-    buildSeedImage(seed, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), 4);
+    buildSeedImage(seed, publicKeyOf(vmKey), 4);
     const dir = join(work, 'vm');
     mkdirSync(dir);
     execFileSync('tar', ['-xzf', seed, '-C', dir]);
