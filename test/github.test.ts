@@ -18,6 +18,7 @@ import {
   leftoverVms,
   readJobLog,
   recordHistory,
+  spawnCli,
   spawnWorker,
   stack,
   startWorker,
@@ -157,6 +158,25 @@ describe('GitHub Actions JIT runners', () => {
     expect(standIn.count('jit', job.runner)).toBe(0);
     workflowIds.pop();
     standIn.cancel(job.id);
+  });
+
+  it('marina github serve, as its own process: 401 for a bad signature, 200 for a good one', async () => {
+    const cli = spawnCli(config, ['github', 'serve', '--port', '0']);
+    children.push(cli);
+    try {
+      let out = '';
+      cli.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      const url = await eventually('the receiver listening', async () => /listening on (\S+)/.exec(out)?.[1], 60_000);
+      const body = JSON.parse(await recordedPayload('queued', nextJob++, 1)) as { workflow_job: { labels: string[] } };
+      body.workflow_job.labels = ['gpu-only'];
+      const text = JSON.stringify(body);
+      expect((await deliver(url, text, 'sha256=' + '0'.repeat(64))).status).toBe(401);
+      const ok = await deliver(url, text, await sign(text));
+      expect(ok).toMatchObject({ status: 200, body: { outcome: 'ignored' } });
+    } finally {
+      cli.kill('SIGTERM');
+      await new Promise((r) => cli.once('exit', r));
+    }
   });
 
   it('a job whose labels match no pool is ignored', async () => {
