@@ -28,6 +28,8 @@ import { appKeyPair, deliver, recordedPayload, runnerImage } from './github/fixt
 
 const POOL = 'github';
 const REPO = 'Codertocat/Hello-World';
+/** A repository not listed itself, whose owner is an organisation target: its runners register there. */
+const ORG_REPO = 'Codertocat/Other-World';
 const APP_ID = 4242;
 const WEBHOOK_SECRET = 'It is a secret to everybody, test edition';
 let config: LoadedConfig;
@@ -42,12 +44,12 @@ const children: ChildProcess[] = [];
 const workflowIds: string[] = [];
 let nextJob = 7_100_000_000 + Math.floor(Math.random() * 1_000_000) * 100;
 
-function newJob(opts: { hold?: boolean } = {}) {
+function newJob(opts: { hold?: boolean; repository?: string } = {}) {
   const id = nextJob++;
   standIn.addJob({
     id,
     runId: id + 50,
-    repository: REPO,
+    repository: opts.repository ?? REPO,
     name: `build ${id}`,
     labels: ['ubuntu-latest'],
     steps: ['Set up job', 'Run make test', 'Complete job'],
@@ -84,7 +86,7 @@ beforeAll(async () => {
       app: { appId: APP_ID, privateKey: { file: keyFile } },
       webhookSecret: { file: secretFile },
       listen: { port: 0 },
-      targets: [{ repository: REPO }],
+      targets: [{ repository: REPO }, { organization: 'Codertocat', runnerGroupId: 3 }],
       // The schedule is triggered by the test (the missed-webhook case): no scan interferes with the others.
       scanSeconds: 3600,
       idleCheckSeconds: 1,
@@ -131,6 +133,24 @@ describe('GitHub Actions JIT runners', () => {
     const d = await client.workflow.getHandle(job.wf).describe();
     expect(d.searchAttributes.MarinaClient).toEqual([REPO]);
     await recordHistory('job-github-jit-runner', client.workflow.getHandle(job.wf));
+  });
+
+  it('an organisation target: the runner registers at organisation level', async () => {
+    const job = newJob({ repository: ORG_REPO });
+    const payload = JSON.parse(await recordedPayload('queued', job.id, job.runId)) as {
+      repository: { full_name: string; name: string };
+    };
+    payload.repository.full_name = ORG_REPO;
+    payload.repository.name = 'Other-World';
+    const body = JSON.stringify(payload);
+    expect((await deliver(server.url, body, await sign(body))).body.outcome).toBe('started');
+    const r = (await client.workflow.getHandle(job.wf).result()) as JobResult;
+    expect(r.state).toBe('succeeded');
+    expect(standIn.jobs.get(job.id)).toMatchObject({ status: 'completed', runnerName: job.runner });
+    expect(standIn.registrations.filter((x) => x.name === job.runner)).toEqual([
+      { name: job.runner, scope: 'org/Codertocat', groupId: 3 },
+    ]);
+    expect(standIn.runnersNamed(job.runner)).toEqual([]);
   });
 
   it('a redelivered webhook starts no second runner', async () => {

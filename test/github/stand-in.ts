@@ -49,6 +49,8 @@ export class GithubStandIn {
   readonly jobs = new Map<number, StandInJob>();
   readonly runners = new Map<number, StandInRunner>();
   readonly events: StandInEvent[] = [];
+  /** Every registration made: where, under which name and runner group. */
+  readonly registrations: Array<{ name: string; scope: string; groupId: number }> = [];
   /** Every JIT config and installation token handed out: tests search histories for them. */
   readonly issuedSecrets: string[] = [];
   /** Called when a generate-jitconfig request arrives, after the runner is registered, before the answer. */
@@ -241,6 +243,7 @@ export class GithubStandIn {
           groupId: b.runner_group_id,
         };
         this.runners.set(runner.id, runner);
+        this.registrations.push({ name: runner.name, scope, groupId: runner.groupId });
         const file = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64');
         const encoded = Buffer.from(
           JSON.stringify({
