@@ -1,5 +1,5 @@
-import { hostname } from 'node:os';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
+import { hostname } from 'node:os';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { startTracing } from './telemetry/tracing';
 import { startWorkerMetrics } from './telemetry/worker-metrics';
@@ -13,6 +13,7 @@ import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
 import type { poolWorkflow } from '../workflows/pool';
 import { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from './workflow-bundle';
+import { ensureGithubSchedules } from './github/schedule';
 
 // Where the workflows are bundled from (src/workflow-bundle.ts); still exported here for the tests that import it.
 export { WORKFLOWS_PATH };
@@ -113,6 +114,8 @@ export async function createMarinaWorker(
   });
   await ensurePools(client, config);
   const metrics = await startWorkerMetrics(config, client);
+  // GitHub Actions: each target's missed-jobs scan (src/github/schedule.ts).
+  await ensureGithubSchedules(client, config);
   return {
     worker,
     client,

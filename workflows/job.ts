@@ -192,25 +192,32 @@ async function runJob(input: JobSpec): Promise<JobResult> {
             );
           }
 
-          const runScript = withOptions('runScript', {
+          const runOptions: ActivityOptions = {
             startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,
             heartbeatTimeout: HEARTBEAT,
             retry,
             // Let the activity kill the script before cleanup destroys the VM under it.
             cancellationType: 'WAIT_CANCELLATION_COMPLETED' as ActivityOptions['cancellationType'],
-          });
+          };
+          const runScript = withOptions('runScript', runOptions);
+          const runRequest = {
+            id: spec.id,
+            script: spec.script,
+            env: spec.env ?? {},
+            secrets: spec.secrets ?? {},
+            timeoutSeconds: spec.timeoutSeconds,
+          };
+          // A GitHub Actions job runs a JIT runner (activities/github.ts); patched for histories from before.
+          const github = spec.github && patched('github-jit-runner') ? spec.github : undefined;
           const run = await timed('run', 'running', () =>
-            runScript(
-              `run script in ${vm}`,
-              { ...vmTarget, ip: booted.ip },
-              {
-                id: spec.id,
-                script: spec.script,
-                env: spec.env ?? {},
-                secrets: spec.secrets ?? {},
-                timeoutSeconds: spec.timeoutSeconds,
-              },
-            ),
+            github
+              ? withOptions('runGithubRunner', runOptions)(
+                  `run GitHub runner ${github.runnerName} in ${vm}`,
+                  { ...vmTarget, ip: booted.ip },
+                  runRequest,
+                  github,
+                )
+              : runScript(`run script in ${vm}`, { ...vmTarget, ip: booted.ip }, runRequest),
           );
 
           let snapshot: JobResult['snapshot'];

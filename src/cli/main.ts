@@ -30,6 +30,7 @@ import { registerTraceExportCommand } from './trace-export';
 import { registerPoolApplyCommand } from './pool-apply';
 import { flushTraces } from '../telemetry/tracer';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
+import { registerGithubCommands } from './github';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
 import { installRuntime } from '../telemetry/runtime';
@@ -428,6 +429,7 @@ program
 registerSimulateCommands(program);
 registerTraceExportCommand(program, config);
 registerEc2EmulatorCommand(program);
+registerGithubCommands(program, config);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof ConfigError || e instanceof UsageError || e instanceof TraceError)

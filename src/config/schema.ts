@@ -4,6 +4,7 @@ import { BILLING_MODES } from '../ec2mac/model';
 import { periodError } from '../policy/schedule';
 import { DEFAULT_AFFINITY_SLACK } from '../policy/placement';
 import { checkSecurity } from '../domain/security';
+import { githubSchemas } from './github';
 
 const name = z
   .string()
@@ -23,6 +24,9 @@ export const secretRef = z.union(
   },
 );
 export type SecretRef = z.infer<typeof secretRef>;
+
+/** GitHub Actions: the App and webhook (top level), each pool's runner labels (src/config/github.ts). */
+const gh = githubSchemas(secretRef);
 
 const fileRef = z.object({ file: z.string().min(1) }).strict();
 
@@ -291,6 +295,8 @@ const pool = z
       .strict()
       .default({ budgetGiB: 300, prePull: [] }),
     hosts: z.array(host).default([]),
+    /** GitHub Actions jobs whose labels match run in this pool (README, GitHub Actions). */
+    github: gh.pool.optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
@@ -446,6 +452,7 @@ export const configSchema = z
     pools: z.array(pool).min(1, 'configure at least one pool'),
     worker: worker.default({ shutdownGraceSeconds: 10 }),
     telemetry: telemetry.default({}),
+    github: gh.github.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -462,3 +469,5 @@ export type MarinaConfig = z.infer<typeof configSchema>;
 export type PoolConfig = MarinaConfig['pools'][number];
 export type HostConfig = PoolConfig['hosts'][number];
 export type S3Location = z.infer<typeof s3Location>;
+export type GithubConfig = NonNullable<MarinaConfig['github']>;
+export type GithubPoolConfig = NonNullable<PoolConfig['github']>;
