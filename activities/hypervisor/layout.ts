@@ -23,5 +23,4 @@ export function vmLayout(kind: Hypervisor, home: string, tartHome: string): VmLa
   return { kind, dir: (name) => `${tartHome}/vms/${name}`, disk: VM_DISK };
 }
 
-/** The hypervisor an image version was made for, from where its disk sits. */
-export const imageHypervisor = (m: { disk?: string }): Hypervisor => (m.disk === PVM_DISK ? 'parallels' : 'tart');
+export { imageHypervisor } from '../../src/images/chunked/pvm';

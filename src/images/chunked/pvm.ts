@@ -32,6 +32,10 @@ export const PVM_HDD = 'harddisk.hdd';
 /** Where Marina's Parallels images keep their disk, relative to the bundle. */
 export const PVM_DISK = `${PVM_HDD}/${PVM_HDD}.0.${PVM_BASE_GUID}.hds`;
 
+/** The hypervisor an image version was made for, from where its disk sits (a bundle's .hds: Parallels). */
+export const imageHypervisor = (m: { disk?: string }): 'tart' | 'parallels' =>
+  m.disk === PVM_DISK ? 'parallels' : 'tart';
+
 export class PvmError extends Error {
   override name = 'PvmError';
 }
