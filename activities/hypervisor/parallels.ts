@@ -146,11 +146,13 @@ export class ParallelsDriver implements HypervisorDriver {
     if (!state) throw new ParallelsError(`cannot start ${vm}: it does not exist`);
     if (state.status === 'paused') return void (await this.prl(`resume ${shq(vm)}`));
     if (!SLOT_FREE.has(state.status)) return;
+    // Host folder sharing on, then each folder (as vagrant-parallels does: `--mode ro|rw --enable`).
+    if ((opts.dirs ?? []).length > 0) await this.prl(`set ${shq(vm)} --shf-host on`);
     for (const d of opts.dirs ?? []) {
       // Set again on a retried boot: a folder of that name from the first attempt is replaced.
       await this.prl(`set ${shq(vm)} --shf-host-del ${shq(d.name)}`, { ok: () => true });
       await this.prl(
-        `set ${shq(vm)} --shf-host-add ${shq(d.name)} --path ${shq(d.path)} --mode ${d.readOnly ? 'ro' : 'rw'}`,
+        `set ${shq(vm)} --shf-host-add ${shq(d.name)} --path ${shq(d.path)} --mode ${d.readOnly ? 'ro' : 'rw'} --enable`,
       );
     }
     // `prlctl start` returns once the VM runs, not once the guest booted (packer step_run.go).

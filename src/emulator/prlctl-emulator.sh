@@ -137,12 +137,12 @@ cmd_set() {
     --memsize) running "$u" && die "Unable to set the memory size: the VM is running."; xset "$d" RAM "$2"; shift;;
     --name) find_vm "$2" >/dev/null && [ "$(find_vm "$2")" != "$u" ] && die "Unable to rename: the name \"$2\" is taken."; xset "$d" VmName "$2"; shift;;
     --startup-view) xset "$d" View "$2"; shift;;
-    --on-window-close|--on-shutdown|--autostart|--autostop|--description) shift;;
+    --on-window-close|--on-shutdown|--autostart|--autostop|--description|--shf-host) shift;;
     --device-set) case $2 in net0) [ "${3:-}" = --mac ] || die "Unrecognized option: ${3:-}"
         if [ "$4" = auto ]; then xset "$d" MAC "$(newmac)"; else xset "$d" MAC "$4"; fi; shift 3;;
       *) die "Unemulated device: $2";; esac;;
     --shf-host-add) local n=$2 p="" m=rw; shift 2
-      while [ $# -gt 0 ]; do case $1 in --path) p=$2; shift 2;; --mode) m=$2; shift 2;; *) break;; esac; done
+      while [ $# -gt 0 ]; do case $1 in --path) p=$2; shift 2;; --mode) m=$2; shift 2;; --enable) shift;; *) break;; esac; done
       [ -n "$p" ] || die "Failed to add the shared folder: give its --path."
       case "$n$p$m" in *[\"\<\>\&:\\]*) die "Failed to add the shared folder: unsupported character in \"$n\" or \"$p\".";; esac
       sed -i "s:</Hardware>:<SharedFolder name=\"$n\" path=\"$p\" mode=\"$m\"/></Hardware>:" "$d/config.pvs"; continue;;
