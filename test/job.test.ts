@@ -132,6 +132,8 @@ describe.each(DRIVERS)('job workflow on $hypervisor', (d) => {
 
   it("snapshots a VM into a new image without the job's secrets, a later job boots from it, and no host ever sees an AWS credential", async () => {
     const snap = `ci/snap-${Date.now().toString(36)}:1`;
+    // New bytes each run: a chunk another test (the other driver's run) already stored would upload nothing.
+    const change = uniqueId('on-disk-change');
     // Every command the hosts run, with its environment and stdin, is recorded from here on.
     const sessions = hostDirs().map((h) => join(h, 'sessions'));
     for (const d of sessions) mkdirSync(d, { recursive: true });
@@ -139,7 +141,7 @@ describe.each(DRIVERS)('job workflow on $hypervisor', (d) => {
       // The emulated guest's disk (Tart: the VM's disk.img; Parallels: the bundle's .hds): the job changes one chunk of it.
       script:
         'echo built-by-first-job > "$HOME/artifact.txt"; echo "$TOKEN" > /dev/null; ' +
-        'printf on-disk-change | dd of="$MARINA_EMU_DISK" bs=1 seek=5000000 conv=notrunc 2>/dev/null',
+        `printf ${change} | dd of="$MARINA_EMU_DISK" bs=1 seek=5000000 conv=notrunc 2>/dev/null`,
       secrets: { TOKEN: 'test-token' },
       client: 'ci',
       snapshot: { image: snap },
@@ -152,10 +154,10 @@ describe.each(DRIVERS)('job workflow on $hypervisor', (d) => {
     const second = job({
       image: snap,
       // The secret's value is assembled at run time so the spec itself never contains it.
-      script: `cat "$HOME/artifact.txt"; dd if="$MARINA_EMU_DISK" bs=1 skip=5000000 count=14 2>/dev/null; echo; ls "$HOME/.marina/jobs"; if grep -rqF "$(printf 's3cr3t-%s' VALUE)" "$HOME"; then echo LEAKED; else echo clean; fi`,
+      script: `cat "$HOME/artifact.txt"; dd if="$MARINA_EMU_DISK" bs=1 skip=5000000 count=${change.length} 2>/dev/null; echo; ls "$HOME/.marina/jobs"; if grep -rqF "$(printf 's3cr3t-%s' VALUE)" "$HOME"; then echo LEAKED; else echo clean; fi`,
     });
     const r2 = await (await startJob(client, config, second)).result();
-    expect(await readJobLog(config, r2.log.key)).toBe(`built-by-first-job\non-disk-change\n${second.id}\nclean\n`);
+    expect(await readJobLog(config, r2.log.key)).toBe(`built-by-first-job\n${change}\n${second.id}\nclean\n`);
     for (const d of sessions) renameSync(d, `${d}-${snap.replace(/[:/]/g, '-')}`); // recording off
 
     const recorded = sessions.flatMap((d) =>
