@@ -32,7 +32,12 @@ beforeAll(async () => {
       const prlHost = { ...raw.pools[1].hosts[1], hypervisor: 'parallels' };
       // Each host in one pool only: a pool reaps the VMs on its hosts that none of its leases owns.
       raw.pools = [
-        { ...raw.pools[0], hosts: [tartHost, prlHost] },
+        {
+          ...raw.pools[0],
+          hosts: [tartHost, prlHost],
+          hostResources: { ...raw.pools[0].hostResources, disk: 500 },
+          security: { allowedVolumes: [{ path: '/tmp/marina-prl-share/**' }] },
+        },
         { ...raw.pools[1], name: 'prl-only', hosts: [raw.pools[1].hosts[0]] },
       ];
     },
@@ -65,6 +70,24 @@ describe('a pool of Tart and Parallels hosts', () => {
     expect(await readJobLog(config, results[1]!.log.key)).toBe(`on marina-${specs[1]!.id}.pvm\n`);
     expect(await readJobLog(config, results[0]!.log.key)).toBe(`on marina-${specs[0]!.id}\n`);
     for (const s of specs) expect(leftoverVms(s.id)).toEqual([]);
+  });
+
+  it("gives a Parallels VM its shared folders (read-only as the pool forces) and grows its disk to the job's disk resource", async () => {
+    const spec = {
+      id: uniqueId('shf'),
+      pool: POOL,
+      image: PVM_SEED_IMAGE,
+      resources: { vm: 1, disk: 100 },
+      volumes: [{ hostPath: '/tmp/marina-prl-share/cache', name: 'cache' }],
+      // The stand-in keeps what `prlctl set` and `prl_disk_tool resize` did in the bundle's config.pvs.
+      script: `grep -o '<SharedFolder[^>]*>' "$MARINA_EMU_VM/config.pvs"; grep -o '<Size>[0-9]*</Size>' "$MARINA_EMU_VM/config.pvs"`,
+      timeoutSeconds: 60,
+    };
+    const r = await (await startJob(client, config, spec)).result();
+    expect(r.state).toBe('succeeded');
+    expect(await readJobLog(config, r.log.key)).toBe(
+      '<SharedFolder name="cache" path="/tmp/marina-prl-share/cache" mode="ro"/>\n<Size>102400</Size>\n',
+    );
   });
 
   it('refuses, before any workflow, an image for a hypervisor the pool or the asked label cannot give', async () => {
