@@ -7,7 +7,7 @@ import { s3ClientFor } from '../src/config/s3';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { LoadedConfig } from '../src/config/load';
-import { findPool, logsLocation, resolveConfigPath } from '../src/config/load';
+import { findPool, hypervisorOf, logsLocation, resolveConfigPath } from '../src/config/load';
 import type { HostConfig, PoolConfig, S3Location } from '../src/config/schema';
 import { readSecret, SecretError } from '../src/config/secrets';
 import { parseKnownHosts, type KnownHostEntry } from './ssh/known-hosts';
@@ -15,6 +15,7 @@ import { isVmHostKey } from '../src/images/vm-host-key';
 import { invalidInput } from './inputs';
 import { SshPool, type SshConnection, type SshTarget } from './ssh/connection';
 import { TartDriver } from './hypervisor/tart';
+import { ParallelsDriver } from './hypervisor/parallels';
 import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
 import type { HypervisorDriver } from './hypervisor/driver';
 
@@ -173,7 +174,10 @@ export class ActivityContext {
 
   async driver(ref: HostRef, opts: { readyTimeoutMs?: number } = {}): Promise<HypervisorDriver> {
     const conn = await this.hostConnection(ref, opts);
-    return new TartDriver(conn);
+    // Per host: a pool may mix Tart and Parallels hosts.
+    return hypervisorOf(this.pool(ref.pool), ref.host) === 'parallels'
+      ? new ParallelsDriver(conn)
+      : new TartDriver(conn);
   }
 
   /**

@@ -13,6 +13,8 @@ export default async function setup(project: TestProject) {
   stack = await startDevStack({
     stateDir,
     hosts: 3,
+    // A second pool, local-parallels: the job tests run on it as well (DRIVERS in helpers.ts).
+    parallelsHosts: 2,
     headless: true,
     vmBootSeconds: 1,
     healthCheckSeconds: 2,

@@ -50,6 +50,8 @@ export class TartDriver implements HypervisorDriver {
     let args = `set ${shq(vm)} --random-mac`;
     if (settings.cpu) args += ` --cpu ${Math.max(1, Math.round(settings.cpu))}`;
     if (settings.memory) args += ` --memory ${Math.round(settings.memory)}`;
+    // Tart only grows a disk: a smaller size than the image's is refused by `tart set`.
+    if (settings.diskGiB) args += ` --disk-size ${Math.max(1, Math.round(settings.diskGiB))}`;
     await this.tart(args);
   }
 
@@ -75,6 +77,17 @@ export class TartDriver implements HypervisorDriver {
 
   async stop(vm: string, timeoutSeconds: number): Promise<void> {
     await this.tart(`stop ${shq(vm)} --timeout ${timeoutSeconds}`, [0, EXIT_STATE]);
+  }
+
+  async adopt(name: string): Promise<void> {
+    // A pull renames the finished folder into Tart's VM directory: that is all Tart needs.
+    if (!(await this.exists(name))) throw new TartError(`${name} is not in Tart's VM directory after its pull`);
+  }
+
+  async logTail(vm: string, lines: number): Promise<string> {
+    return this.ssh.run(
+      `tail -n ${Math.max(1, Math.round(lines))} "$HOME"/.marina/vms/${shq(`${vm}.log`)} 2>/dev/null; true`,
+    );
   }
 
   async destroy(vm: string): Promise<boolean> {

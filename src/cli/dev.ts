@@ -18,6 +18,7 @@ echo done`;
 export async function runDev(o: {
   stateDir: string;
   hosts: number;
+  parallelsHosts?: number;
   temporalPort: number;
   uiPort: number;
   demo: boolean;

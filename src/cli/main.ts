@@ -58,18 +58,29 @@ program
   .description('start the local stack: Temporal dev server + Web UI, S3, emulated Mac hosts, a worker')
   .option('--state-dir <dir>', 'where the stack keeps its state', '.marina/dev')
   .option('--hosts <n>', 'emulated Mac hosts', '2')
+  .option('--parallels-hosts <n>', 'emulated Parallels Desktop hosts, in a second pool local-parallels', '0')
   .option('--port <port>', 'Temporal frontend port', '7233')
   .option('--ui-port <port>', 'Temporal Web UI port', '8233')
   .option('--demo', 'run one demo job through the whole stack, show its output, then stop')
-  .action(async (o: { stateDir: string; hosts: string; port: string; uiPort: string; demo?: boolean }) => {
-    process.exitCode = await runDev({
-      stateDir: o.stateDir,
-      hosts: Number(o.hosts),
-      temporalPort: Number(o.port),
-      uiPort: Number(o.uiPort),
-      demo: Boolean(o.demo),
-    });
-  });
+  .action(
+    async (o: {
+      stateDir: string;
+      hosts: string;
+      parallelsHosts: string;
+      port: string;
+      uiPort: string;
+      demo?: boolean;
+    }) => {
+      process.exitCode = await runDev({
+        stateDir: o.stateDir,
+        hosts: Number(o.hosts),
+        parallelsHosts: Number(o.parallelsHosts),
+        temporalPort: Number(o.port),
+        uiPort: Number(o.uiPort),
+        demo: Boolean(o.demo),
+      });
+    },
+  );
 
 program
   .command('worker')

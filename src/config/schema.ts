@@ -58,10 +58,21 @@ const resourceModifiers = z.array(
     .strict(),
 );
 
+/** Which hypervisor a host's VMs run on: Tart, or Parallels Desktop (`prlctl`). README "Parallels Desktop hosts". */
+export const HYPERVISORS = ['tart', 'parallels'] as const;
+export type Hypervisor = (typeof HYPERVISORS)[number];
+const hypervisor = z.enum(HYPERVISORS, {
+  error: 'must be "tart" or "parallels" (Parallels Desktop, driven with prlctl)',
+});
+/** macOS VMs one Mac may run at once, whatever the hypervisor: Apple's licence (Parallels enforces it too). */
+export const MAX_MACOS_VMS_PER_HOST = 2;
+
 const host = z
   .object({
     name,
     address: z.string().min(1, 'the host name or IP that the worker reaches over SSH'),
+    /** This host's hypervisor, in place of the pool's (a pool may mix Tart and Parallels hosts). */
+    hypervisor: hypervisor.optional(),
     ssh: sshSettings.optional(),
     resources: resources.optional(),
     labels: labels.optional(),
@@ -173,7 +184,8 @@ const pool = z
   .object({
     name,
     aws: awsPool.optional(),
-    hypervisor: z.enum(['tart']).default('tart'),
+    /** The hypervisor of the pool's hosts (each host may say otherwise). */
+    hypervisor: hypervisor.default('tart'),
     /** SSH defaults for the pool's hosts; each host may override any field. */
     ssh: sshSettings.default({}),
     /** How the worker reaches VMs: through the host (SSH forwarding) on this port, as this user. */
@@ -300,6 +312,13 @@ const pool = z
   })
   .strict()
   .superRefine((p, ctx) => {
+    if (p.aws && p.hypervisor === 'parallels')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hypervisor'],
+        message:
+          'the EC2 Mac hosts Marina allocates run Tart; list Parallels Desktop hosts under hosts: in a pool without aws:',
+      });
     p.imageCache.prePull.forEach((image, i) => {
       const verdict = checkSecurity(p.name, p.security, { image });
       if (verdict.violations.length > 0)
@@ -324,6 +343,29 @@ const pool = z
         ctx.addIssue({ code: 'custom', path: ['hosts', i, 'name'], message: `duplicate host name "${h.name}"` });
       }
       seen.add(h.name);
+      const kind = h.hypervisor ?? p.hypervisor;
+      if (kind === 'parallels') {
+        const slots = (h.resources ?? p.hostResources).vm;
+        if (slots !== undefined && slots > MAX_MACOS_VMS_PER_HOST)
+          ctx.addIssue({
+            code: 'custom',
+            path: h.resources ? ['hosts', i, 'resources', 'vm'] : ['hostResources', 'vm'],
+            message: `a Parallels host runs at most ${MAX_MACOS_VMS_PER_HOST} macOS VMs (Apple's licence, which Parallels Desktop enforces); set vm: ${MAX_MACOS_VMS_PER_HOST} or fewer`,
+          });
+        if ((h.resourceModifiers ?? p.resourceModifiers).length > 0)
+          ctx.addIssue({
+            code: 'custom',
+            path: h.resourceModifiers ? ['hosts', i, 'resourceModifiers'] : ['resourceModifiers'],
+            message:
+              'resource modifiers are `tart run` options, which a Parallels host cannot take; remove them for this host, or set hypervisor: tart',
+          });
+        if (p.vm.network === 'softnet')
+          ctx.addIssue({
+            code: 'custom',
+            path: ['vm', 'network'],
+            message: `softnet is Tart's; host ${h.name} runs Parallels, whose VMs use its Shared network: set vm.network: shared, or move the host to a Tart pool`,
+          });
+      }
       const ssh = { ...p.ssh, ...h.ssh };
       if (!ssh.privateKey) {
         ctx.addIssue({
