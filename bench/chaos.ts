@@ -195,6 +195,7 @@ async function main(): Promise<number> {
       number
     >;
     const jobs: JobRecord[] = [];
+    let sshCuts = 0;
     const t0 = Date.now();
 
     // The load: a job every 60/rate s; some cancelled part way, some snapshotted.
@@ -234,17 +235,21 @@ async function main(): Promise<number> {
         case 'temporal-restart':
           await stack.killAndRestartTemporal(2000);
           return;
-        case 'ssh-cut':
-          log(`  cut ${hostProxies[f.target % hostProxies.length]!.cut()} connections`);
+        case 'ssh-cut': {
+          // The host with the most open connections (the scheduled one on a tie): a cut must cut something.
+          const busiest = [...hostProxies].sort((a, b) => b.openConnections - a.openConnections)[0]!;
+          const proxy = busiest.openConnections > 0 ? busiest : hostProxies[f.target % hostProxies.length]!;
+          sshCuts += proxy.cut();
           return;
+        }
         case 'host-vanish':
           hostProxies[f.target % hostProxies.length]!.down(o.hostVanishSeconds * 1000);
           return;
         case 's3-errors':
-          s3Proxy.errors(15_000, 0.3);
+          s3Proxy.errors(30_000, 0.5);
           return;
         case 's3-stall':
-          s3Proxy.stall(15_000, 0.3);
+          s3Proxy.stall(30_000, 0.5);
           return;
         case 'cancel': {
           const running = jobs.filter((j) => j.submitted && j.cancelAfterMs === undefined && !j.snapshot).at(-1);
@@ -286,7 +291,12 @@ async function main(): Promise<number> {
       minutes: o.minutes,
       jobs: jobs.length,
       outcomes: states,
-      faults: { ...faultsDone, s3RequestsFailed: s3Proxy.injected.errors, s3RequestsStalled: s3Proxy.injected.stalls },
+      faults: {
+        ...faultsDone,
+        sshConnectionsCut: sshCuts,
+        s3RequestsFailed: s3Proxy.injected.errors,
+        s3RequestsStalled: s3Proxy.injected.stalls,
+      },
       notInjected: FAULT_KINDS.filter((k) => faultsDone[k] === 0),
       anomalies: byKind,
       settleSeconds: Math.round(settleSeconds),

@@ -32,9 +32,13 @@ export class TcpFaultProxy {
     this.port = (this.server.address() as { port: number }).port;
   }
 
-  /** Drops every connection now open; returns how many. */
+  get openConnections(): number {
+    return this.open.size / 2;
+  }
+
+  /** Drops every connection now open; returns how many (client and upstream sockets count as one). */
   cut(): number {
-    const n = this.open.size;
+    const n = this.openConnections;
     for (const s of this.open) s.destroy();
     return n;
   }
