@@ -216,7 +216,7 @@ export async function sessionJob(input: SessionSpec): Promise<SessionView> {
       upsertSearchAttributes([{ key: SA_HOST, value: lease.host }]);
       const vm = vmNameForJob(spec.id);
       view.vm = vm;
-      vmTarget = {
+      const vmRef = {
         pool: spec.pool,
         host: lease.host,
         vm,
@@ -232,6 +232,9 @@ export async function sessionJob(input: SessionSpec): Promise<SessionView> {
         image,
       );
       fetchedOn = lease.host;
+      // From here on a VM may exist, and cleanup destroys it. Before, there is none: a host that could not
+      // even fetch (unreachable) is not also kept waiting on a destroy that cannot reach it.
+      vmTarget = vmRef;
       setState('opening', `booting ${vm} on ${lease.host}`);
       const { ip } = await withOptions('bootVm', {
         startToCloseTimeout: '20m',
@@ -239,14 +242,7 @@ export async function sessionJob(input: SessionSpec): Promise<SessionView> {
         retry,
         // A boot cut short must end before the VM is destroyed, or it could start the VM after the destroy.
         cancellationType: 'WAIT_CANCELLATION_COMPLETED' as ActivityOptions['cancellationType'],
-      })(
-        `boot ${vm} on ${lease.host}`,
-        vmTarget,
-        image,
-        spec.resources ?? {},
-        lease.volumes ?? [],
-        lease.runArgs ?? [],
-      );
+      })(`boot ${vm} on ${lease.host}`, vmRef, image, spec.resources ?? {}, lease.volumes ?? [], lease.runArgs ?? []);
       return { ip, vm };
     });
     openScope = undefined;

@@ -18,6 +18,7 @@ import {
   closeSession,
   openSession,
   runSessionStep,
+  unhealthyHosts,
   waitReady,
 } from '../client/sessions';
 import { STAGE_PATTERN } from '../domain/session';
@@ -146,7 +147,14 @@ export function registerGitlabCommands(program: Command, config: () => LoadedCon
             say(
               `${started ? 'opened' : 'attached to'} session ${id} (workflow ${handle.workflowId}) for ${image} on pool ${o.pool}`,
             );
-            const v = await waitReady(handle, (phase) => say(phase));
+            const v = await waitReady(handle, (phase) => say(phase)).catch(async (e: unknown) => {
+              // No slot in time: say which hosts are down, so the job log points at the cause.
+              if (e instanceof SessionFailed && /no slot in pool/.test(e.message)) {
+                const down = await unhealthyHosts(client, o.pool);
+                if (down.length) throw new SessionFailed(`${e.message}; hosts not serving: ${down.join('; ')}`);
+              }
+              throw e;
+            });
             say(`VM ${v.vm} on ${v.host} is ready`);
             return 0;
           });
@@ -182,13 +190,22 @@ export function registerGitlabCommands(program: Command, config: () => LoadedCon
     .command('cleanup')
     .description('cleanup_exec: stop what still runs, destroy the VM, return the lease')
     .option('--reason <text>', 'recorded as why the session closed', 'cleanup')
+    .option('--wait <duration>', 'wait at most this long for the VM to be destroyed (it goes on after)', '10m')
     .option(...idPrefix)
-    .action((o: { reason: string; idPrefix: string }) =>
+    .action((o: { reason: string; wait: string; idPrefix: string }) =>
       call(async () => {
         const job = readGitlabCall(process.env);
         const id = gitlabJobId(o.idPrefix, job.ciJobId);
+        const waitMs = parseDuration('--wait', o.wait) * 1000;
         return withClient(config, async (client) => {
-          const v = await closeSession(client, id, o.reason);
+          let timer: NodeJS.Timeout | undefined;
+          const gaveUp = new Promise<'waiting'>((r) => (timer = setTimeout(() => r('waiting'), waitMs)));
+          const v = await Promise.race([closeSession(client, id, o.reason), gaveUp]).finally(() => clearTimeout(timer));
+          if (v === 'waiting') {
+            // cleanup's result never changes the job's; the session finishes its cleanup by itself.
+            say(`session ${id} still cleaning up after ${o.wait}; it goes on (marina job show ${id})`);
+            return 0;
+          }
           say(
             v
               ? `session ${id} closed: ${v.vm ?? 'no VM'} destroyed, lease returned`

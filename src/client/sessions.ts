@@ -25,6 +25,8 @@ import {
   SA_JOB_STATE,
   SA_POOL,
   closeSessionUpdate,
+  poolStateQuery,
+  poolWorkflowId,
   runStepUpdate,
   sessionQuery,
   type SessionView,
@@ -214,5 +216,24 @@ export async function closeSession(client: Client, jobId: string, reason: string
     const now = await handle.describe();
     if (now.status.name !== 'RUNNING') return undefined;
     throw e;
+  }
+}
+
+/**
+ * Why a pool may have no slot for a session: its hosts that are cordoned or failing their health checks,
+ * each with its last error (e.g. an unreachable host's SSH error). Empty if the pool cannot be asked.
+ */
+export async function unhealthyHosts(client: Client, pool: string): Promise<string[]> {
+  try {
+    const s = await client.workflow.getHandle(poolWorkflowId(pool)).query(poolStateQuery);
+    return s.hosts
+      .filter((h) => h.cordoned !== undefined || h.consecutiveHealthFailures > 0)
+      .map(
+        (h) =>
+          `${h.name}: ${h.cordoned ? `cordoned (${h.cordoned})` : `${h.consecutiveHealthFailures} failed health check(s)`}` +
+          `${h.lastHealthError ? `, ${h.lastHealthError}` : ''}`,
+      );
+  } catch {
+    return [];
   }
 }
