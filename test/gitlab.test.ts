@@ -15,7 +15,7 @@ import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { freePort } from '../src/emulator/processes';
 import { jobWorkflowId } from '../src/domain/job';
 import { poolStateQuery, poolWorkflowId, type SessionView } from '../workflows/definitions';
-import { cliOutcome, eventually, fileConfig, leftoverVms, spawnWorker } from './helpers';
+import { cliOutcome, eventually, fileConfig, leftoverVms, recordHistory, spawnWorker } from './helpers';
 import { BUILD_FAILURE, GitlabRunnerHarness, MAIN_STAGES, SYSTEM_FAILURE, generatedScript } from './gitlab-harness';
 
 const POOL = 'gitlab';
@@ -161,6 +161,10 @@ describe('GitLab custom executor', () => {
     expect(leftoverVms(`gitlab-${id}`)).toEqual([]);
     // The stage scripts carried the job token: by S3 reference only, never in the workflow's history.
     expect((await historyBytes(jobWorkflowId(`gitlab-${id}`))).includes(token)).toBe(false);
+    await recordHistory(
+      'session-build-fails-after-script-runs',
+      client.workflow.getHandle(jobWorkflowId(`gitlab-${id}`)),
+    );
   }, 480_000);
 
   it('an image the pool does not allow is refused in prepare with a clear message (no retry, nothing started)', async () => {
@@ -251,6 +255,7 @@ describe('GitLab custom executor', () => {
     const handle = client.workflow.getHandle(jobWorkflowId(`gitlab-${id}`));
     const v = (await handle.result()) as unknown as SessionView;
     expect(v.closedBy).toBe('idle-timeout');
+    await recordHistory('session-attach-then-idle-reap', handle);
     expect(v.state).toBe('closed');
     expect(leftoverVms(`gitlab-${id}`)).toEqual([]);
     await eventually('lease returned', async () => (await leasesOf(POOL, `gitlab-${id}`)).length === 0);
