@@ -15,7 +15,7 @@ import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { freePort } from '../src/emulator/processes';
 import { jobWorkflowId } from '../src/domain/job';
 import { poolStateQuery, poolWorkflowId, type SessionView } from '../workflows/definitions';
-import { cliOutcome, eventually, fileConfig, leftoverVms, recordHistory, spawnWorker } from './helpers';
+import { cliOutcome, eventually, fileConfig, leftoverVms, recordHistory, spawnWorker, vmProcesses } from './helpers';
 import { BUILD_FAILURE, GitlabRunnerHarness, MAIN_STAGES, SYSTEM_FAILURE, generatedScript } from './gitlab-harness';
 
 const POOL = 'gitlab';
@@ -263,5 +263,37 @@ describe('GitLab custom executor', () => {
     const late = await h.cleanup();
     expect(late.code).toBe(0);
     expect(late.stdout).toContain('nothing to clean');
+  }, 480_000);
+
+  it('a job cancelled mid-stage: SIGTERM to run, then cleanup stops the script and destroys the VM', async () => {
+    const id = ciJobId();
+    const witness = witnessFile();
+    const h = new GitlabRunnerHarness(
+      config,
+      {
+        ciJobId: id,
+        image: SEED_IMAGE,
+        scripts: { build_script: generatedScript('build_script', `echo started >> ${witness}; sleep 300`) },
+      },
+      { prepare: ['--pool', POOL] },
+    );
+    expect((await h.config_()).code).toBe(0);
+    expect((await h.prepare()).code).toBe(0);
+    const child = h.spawnRun('build_script');
+    const run = cliOutcome(child);
+    await eventually('the stage running', async () => read(witness) !== '', 90_000);
+    // What the runner does on a cancel (or its job timeout): SIGTERM to the process group, then cleanup_exec.
+    process.kill(-child.pid!, 'SIGTERM');
+    expect((await run).signal).toBe('SIGTERM');
+    expect(vmProcesses(`gitlab-${id}`).length).toBeGreaterThan(0); // the script runs on until cleanup
+    const cleanup = await h.cleanup();
+    expect(cleanup.code).toBe(0);
+    expect(cleanup.stdout).toContain(`session gitlab-${id} closed`);
+    const v = (await client.workflow.getHandle(jobWorkflowId(`gitlab-${id}`)).result()) as unknown as SessionView;
+    expect(v.closedBy).toBe('cleanup');
+    expect(v.steps.find((s) => s.stage === 'build_script')?.systemError).toMatch(/stopped: the session was closed/);
+    expect(leftoverVms(`gitlab-${id}`)).toEqual([]);
+    expect(vmProcesses(`gitlab-${id}`)).toEqual([]);
+    expect(await leasesOf(POOL, `gitlab-${id}`)).toEqual([]);
   }, 480_000);
 });
