@@ -10,6 +10,7 @@ export default defineConfig({
       'test/host-watch.test.ts',
       'test/mask.test.ts',
       'test/github-plan.test.ts',
+      'test/gitlab-unit.test.ts',
       'test/sim.test.ts',
       'test/sim-*.test.ts',
       'test/ec2-emulator.test.ts',

@@ -11,6 +11,7 @@ import { reconcileActivities } from './reconcile';
 import { messageActivities } from './messages';
 import { poolKeeperActivities } from './pool-keeper';
 import { githubActivities } from './github';
+import { sessionActivities } from './session';
 
 export function createActivities(ctx: ActivityContext) {
   return {
@@ -25,5 +26,6 @@ export function createActivities(ctx: ActivityContext) {
     ...messageActivities(ctx),
     ...poolKeeperActivities(ctx),
     ...githubActivities(ctx),
+    ...sessionActivities(ctx),
   };
 }

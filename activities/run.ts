@@ -15,6 +15,8 @@ import { logChunkKey, logChunkPrefix, logObjectKey, type LogRef } from '../src/l
 import { deleteLogChunks } from '../src/logs/chunks';
 import { SecretMasker } from '../src/logs/mask';
 import { checkJobId, checkVmRef, invalidInput } from './inputs';
+import { fetchStepScript } from './session';
+import type { ScriptRef } from '../src/domain/session';
 
 export interface RunRequest {
   id: string;
@@ -23,6 +25,11 @@ export interface RunRequest {
   /** variable name -> secret name in the worker config */
   secrets: Record<string, string>;
   timeoutSeconds: number;
+  /**
+   * The script by reference instead (`script` then empty): a session's stage script, which carries CI
+   * tokens and so must not enter history. Read from S3 inside this activity (activities/session.ts).
+   */
+  scriptRef?: ScriptRef;
 }
 
 export interface RunResult {
@@ -94,7 +101,8 @@ export function runActivities(ctx: ActivityContext) {
       const runId = actx.info.workflowExecution?.runId;
       const ref: LogRef = { jobId: req.id, ...(byRun && runId ? { runId } : {}) };
 
-      const launch = await vm.run('bash -s', { stdin: launchScript(ctx, req) });
+      const script = req.scriptRef ? await fetchStepScript(ctx, target.jobId, req.scriptRef) : req.script;
+      const launch = await vm.run('bash -s', { stdin: launchScript(ctx, { ...req, script }) });
       const attached = launch.includes('ATTACHED');
 
       const logs = ctx.logsLocation;

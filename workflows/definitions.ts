@@ -10,6 +10,7 @@ import type { PackedPoolState } from '../src/policy/pool-snapshot';
 import type { FleetHostPhase } from '../src/policy/fleet';
 import type { BillingMode } from '../src/ec2mac/model';
 import type { JobSpec, Volume } from '../src/domain/job';
+import type { ScriptRef } from '../src/domain/session';
 import type { SecurityPolicy } from '../src/domain/security';
 import type { PlacementOptions } from '../src/policy/placement';
 import type { CapacitySchedule } from '../src/policy/schedule';
@@ -217,6 +218,50 @@ export const controlPoolUpdate = defineUpdate<PoolControlResult, [PoolControl]>(
 
 export const jobStatusQuery = defineQuery<JobStatus>('status');
 
+// Session mode of the job workflow (workflows/session.ts): a CI system's stages as steps on one VM.
+
+/** One stage of a session, as the CI system sends it: the stage's name and where its script waits. */
+export interface StepRequest {
+  stage: string;
+  script: ScriptRef;
+}
+
+/** How a step ended, or why it could not run. */
+export interface StepResult {
+  stage: string;
+  /** 1, or more when the stage was sent again after a system failure. */
+  attempt: number;
+  /** The step's log name (`<job>.<stage>.<attempt>`) under the session's run: what `followLog` reads. */
+  logId: string;
+  /** The script's exit code (absent when it never ran to an end). */
+  exitCode?: number;
+  timedOut?: boolean;
+  /** Marina or the host failed (not the script): the CI's system failure. */
+  systemError?: string;
+  log?: { bucket: string; key: string };
+}
+
+export type SessionState = 'opening' | 'ready' | 'running' | 'closing' | 'closed' | 'failed';
+
+/** What a session shows (`sessionQuery`) and ends with. */
+export interface SessionView {
+  jobId: string;
+  state: SessionState;
+  host?: string;
+  vm?: string;
+  /** What the session does now, for `prepare` to print while it waits (queued, fetching, booting). */
+  phase: string;
+  /** The steps so far, oldest first (bounded by MAX_SESSION_STEPS). */
+  steps: Array<StepResult & { state: 'queued' | 'running' | 'done' }>;
+  /** Why the session failed, or closed: `cleanup`, `idle-timeout`, `cancelled`. */
+  error?: string;
+  closedBy?: string;
+}
+
+export const runStepUpdate = defineUpdate<StepResult, [StepRequest]>('runStep');
+export const closeSessionUpdate = defineUpdate<SessionView, [{ reason: string }]>('closeSession');
+export const sessionQuery = defineQuery<SessionView>('session');
+
 /** The pool's state, bounded: the first leases and queued requests, with their totals. */
 export const poolStateQuery = defineQuery<PoolView>('state');
 
@@ -371,6 +416,11 @@ export const HANDLER_DESCRIPTIONS: Record<string, string> = {
   leaseGranted: 'From the pool: a slot on a host is yours (the lease).',
   leaseRefused: 'From the pool: this request can never be placed (the reason says why).',
   leaseRevoked: 'From the pool: the host under this lease is gone; run again elsewhere.',
+  // job in session mode (GitLab custom executor)
+  session: "A session's state, host, VM, current phase and its steps (stage, attempt, exit code, log).",
+  runStep:
+    'Run one stage as a step in the session VM (script by S3 reference); a stage already running or done is attached to, not run again.',
+  closeSession: 'End the session: stop a running step, destroy the VM, return the lease (what `cleanup` sends).',
   // pool
   state: "The pool's state, bounded: hosts, first leases and queued requests with totals, fleet, latest decisions.",
   controlPool:

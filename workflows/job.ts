@@ -8,13 +8,14 @@ import {
   CancellationScope,
   isCancellation,
   patched,
-  proxyActivities,
   setCurrentDetails,
   upsertSearchAttributes,
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { setDescribedHandler } from './handlers';
-import type { Activities } from '../activities/types';
+import { NON_RETRYABLE, withOptions } from './activity-call';
+import { sessionJob } from './session';
+import { isSessionSpec } from '../src/domain/session';
 import { LeaseClient } from './lease';
 import { JobSpecError, imageCacheName, normalizeJobSpec, vmNameForJob, type JobSpec } from '../src/domain/job';
 import {
@@ -32,16 +33,6 @@ import {
 import { jobDetails } from './job-details';
 import { recordFinished, recordStage } from './job-metrics';
 
-/** Errors no retry can fix: a retry would only repeat them. */
-export const NON_RETRYABLE = [
-  'InvalidJobSpec',
-  'ImageNotFound',
-  'HostKeyMismatch',
-  'UnknownSecret',
-  'UnknownHost',
-  'ConfigError',
-];
-
 const retry = {
   initialInterval: '1s',
   backoffCoefficient: 2,
@@ -52,21 +43,16 @@ const retry = {
 // A dead worker's attempt is noticed within one heartbeat timeout, then the next attempt re-attaches.
 const HEARTBEAT = '10s';
 
-function withOptions<K extends keyof Activities>(name: K, options: ActivityOptions) {
-  return (summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> => {
-    const fn = proxyActivities<Activities>(options)[name] as unknown as {
-      executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>>;
-    };
-    return fn.executeWithOptions({ ...options, summary }, args);
-  };
-}
-
 /**
  * A job whose script failed or timed out fails its workflow, so Temporal's own views (the Web UI's
  * Failures, `ExecutionStatus="Failed"`) show it; the JobResult rides in the failure's details and
  * the client unwraps it (src/client/job-result.ts).
  */
 export async function jobWorkflow(input: JobSpec): Promise<JobResult> {
+  // Session mode (a SessionSpec: GitLab's custom executor) is chosen by the input alone, before any
+  // command, so histories of plain jobs replay unchanged. It ends with a SessionView; its client starts
+  // it by name with that type (src/client/sessions.ts).
+  if (isSessionSpec(input)) return (await sessionJob(input)) as unknown as JobResult;
   const result = await runJob(input);
   // Histories recorded before this completed such jobs: they must replay to the same final command.
   if (result.state !== 'succeeded' && patched('job-failure-fails-workflow')) throw jobFailure(result);

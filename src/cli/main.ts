@@ -23,6 +23,7 @@ import { runDev } from './dev';
 import { cancelJobOnSignals } from './cancel-on-signal';
 import { onStopSignals, SIGNAL_EXIT_CODES } from './signals';
 import { registerImageCommands } from './image';
+import { registerGitlabCommands } from './gitlab';
 import { parse as parseYaml } from 'yaml';
 import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
@@ -428,6 +429,7 @@ program
   );
 
 registerImageCommands(program, config);
+registerGitlabCommands(program, config);
 
 program
   .command('check-job <file>')
