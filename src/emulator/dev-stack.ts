@@ -30,6 +30,8 @@ export interface DevStackOptions {
   leaseCheckSeconds?: number;
   /** Temporal server dynamic config. */
   temporalDynamicConfig?: Record<string, number | string | boolean>;
+  /** An already running Temporal (a cluster, `src/emulator/temporal-cluster.ts`): no dev server is started. */
+  temporalAddress?: string;
   log?: (line: string) => void;
 }
 
@@ -54,18 +56,24 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
   try {
     const temporalPort = o.temporalPort ?? (await freePort());
     const uiPort = o.uiPort ?? (await freePort());
-    log(
-      `starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`,
-    );
-    const temporal = await startTemporalDevServer({
-      port: temporalPort,
-      uiPort,
-      ...(o.inMemory ? {} : { dbFile: join(state, 'temporal.db') }),
-      logFile: join(state, 'logs', 'temporal.log'),
-      headless: o.headless,
-      ...(o.temporalDynamicConfig ? { dynamicConfig: o.temporalDynamicConfig } : {}),
-    });
-    stops.push(() => temporal.stop());
+    let temporal: { address: string };
+    if (o.temporalAddress) {
+      temporal = { address: o.temporalAddress };
+    } else {
+      log(
+        `starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`,
+      );
+      const dev = await startTemporalDevServer({
+        port: temporalPort,
+        uiPort,
+        ...(o.inMemory ? {} : { dbFile: join(state, 'temporal.db') }),
+        logFile: join(state, 'logs', 'temporal.log'),
+        headless: o.headless,
+        ...(o.temporalDynamicConfig ? { dynamicConfig: o.temporalDynamicConfig } : {}),
+      });
+      stops.push(() => dev.stop());
+      temporal = dev;
+    }
 
     const s3Port = o.s3Port ?? (await freePort());
     log(`starting S3 (moto) on 127.0.0.1:${s3Port}`);
@@ -162,7 +170,7 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       config: loaded,
       configPath,
       temporalAddress: temporal.address,
-      uiUrl: o.headless ? undefined : `http://127.0.0.1:${uiPort}`,
+      uiUrl: o.headless || o.temporalAddress ? undefined : `http://127.0.0.1:${uiPort}`,
       s3Endpoint: s3.endpoint,
       hosts,
       stop,
