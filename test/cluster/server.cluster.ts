@@ -56,6 +56,7 @@ describe('the Temporal server crashes', () => {
     );
 
     const before = temporalServerPid(clusterDir())!;
+    const killedAt = Date.now();
     await stopTemporalServer(clusterDir(), 'SIGKILL');
     expect(temporalServerPid(clusterDir())).toBeUndefined();
     // While it is down the scripts run on (their witness says so), and the first one finishes: its
@@ -67,13 +68,21 @@ describe('the Temporal server crashes', () => {
       jobs[0]!.witness().includes('finished'),
     );
 
+    const restartAt = Date.now();
     await startTemporalServer(clusterDir());
+    const servingAt = Date.now();
     expect(temporalServerPid(clusterDir())).not.toBe(before);
     // Workers reconnect by themselves (no restart of theirs).
     expect(workers.running()).toHaveLength(2);
     for (const j of jobs.slice(1)) j.open();
 
     const results = await Promise.all(handles.map((h) => h.result()));
+    // Figures for the README ("Production topology"), not assertions.
+    console.log(
+      `cluster figures: server down ${((servingAt - killedAt) / 1000).toFixed(1)} s ` +
+        `(restart to serving ${((servingAt - restartAt) / 1000).toFixed(1)} s); ` +
+        `3 jobs done ${((Date.now() - servingAt) / 1000).toFixed(1)} s after it served again`,
+    );
     for (const [i, r] of results.entries()) {
       expect(r.state).toBe('succeeded');
       expect(jobs[i]!.witness()).toBe('started\nfinished\n'); // started once, finished once
