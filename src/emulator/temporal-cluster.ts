@@ -391,6 +391,12 @@ export async function startCluster(dirArg: string, log: (l: string) => void = ()
   let st: ClusterState;
   if (existsSync(statePath(dir))) {
     st = readClusterState(dir);
+    if (!existsSync(join(st.pgDir, 'data', 'PG_VERSION'))) {
+      // Its database is gone (a temp directory cleared by a reboot): start from an empty one.
+      mkdirSync(st.pgDir, { recursive: true, mode: 0o700 });
+      st.registered = false;
+      writeFileSync(statePath(dir), JSON.stringify(st, null, 2));
+    }
   } else {
     // Its own temp directory: the postgres user must reach it, whatever the permissions above `dir`.
     const pgDir = mkdtempSync(join(tmpdir(), 'marina-pg-'));

@@ -81,6 +81,8 @@ describe('two workers on a Temporal cluster', () => {
   });
 
   it('a burst of 20 jobs: every one completes, each script runs once, both workers take part', async () => {
+    // The replacement started by the test before must be polling too, or the survivor alone might take the burst.
+    await eventually('both workers polling', () => allPolling(client, config, workers), 120_000);
     const dir = mkdtempSync(join(tmpdir(), 'marina-burst-'));
     const ids = Array.from({ length: 20 }, (_, i) => uniqueId(`cl-burst-${i}`));
     const t0 = Date.now();
