@@ -152,8 +152,8 @@ function setupSchema(bins: ClusterBinaries, pgPort: number): void {
       // Only "it is already there" is fine (a restarted cluster); anything else stops the start.
       if (!String((e as { stderr?: Buffer }).stderr ?? e).includes('already exists')) throw e;
     }
-    // setup-schema -v 0.0 creates only the version table (and refuses nothing on a second run with
-    // --overwrite off: it fails when that table exists, so it runs only on a database without one).
+    // setup-schema -v 0.0 creates only the schema version tables (update-schema then applies every
+    // versioned step); it runs once, on a database without them, so a restart keeps its data.
     if (!schemaVersionTableExists(pgPort, db)) sqlTool(bins, pgPort, db, ['setup-schema', '-v', '0.0']);
     sqlTool(bins, pgPort, db, ['update-schema', '-d', join(bins.schemaDir, schema, 'versioned')]);
   }
