@@ -9,6 +9,7 @@ export default defineConfig({
       'test/pool-core.test.ts',
       'test/host-watch.test.ts',
       'test/mask.test.ts',
+      'test/github-plan.test.ts',
       'test/sim.test.ts',
       'test/sim-*.test.ts',
       'test/ec2-emulator.test.ts',

@@ -1,4 +1,5 @@
 /** What activities share on one worker: config, SSH connections, S3 and Temporal clients. */
+import { recordEc2Error } from '../src/telemetry/metrics';
 import { readFileSync } from 'node:fs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { EC2Client } from '@aws-sdk/client-ec2';
@@ -6,7 +7,7 @@ import { s3ClientFor } from '../src/config/s3';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { LoadedConfig } from '../src/config/load';
-import { findPool, logsLocation, resolveConfigPath } from '../src/config/load';
+import { findPool, hypervisorOf, logsLocation, resolveConfigPath } from '../src/config/load';
 import type { HostConfig, PoolConfig, S3Location } from '../src/config/schema';
 import { readSecret, SecretError } from '../src/config/secrets';
 import { parseKnownHosts, type KnownHostEntry } from './ssh/known-hosts';
@@ -14,6 +15,7 @@ import { isVmHostKey } from '../src/images/vm-host-key';
 import { invalidInput } from './inputs';
 import { SshPool, type SshConnection, type SshTarget } from './ssh/connection';
 import { TartDriver } from './hypervisor/tart';
+import { ParallelsDriver } from './hypervisor/parallels';
 import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
 import type { HypervisorDriver } from './hypervisor/driver';
 
@@ -172,7 +174,10 @@ export class ActivityContext {
 
   async driver(ref: HostRef, opts: { readyTimeoutMs?: number } = {}): Promise<HypervisorDriver> {
     const conn = await this.hostConnection(ref, opts);
-    return new TartDriver(conn);
+    // Per host: a pool may mix Tart and Parallels hosts.
+    return hypervisorOf(this.pool(ref.pool), ref.host) === 'parallels'
+      ? new ParallelsDriver(conn)
+      : new TartDriver(conn);
   }
 
   /**
@@ -217,6 +222,18 @@ export class ActivityContext {
             }
           : undefined,
       });
+      // Every EC2 error, by operation and code, for `marina_ec2_errors` (retries included: each is a call).
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          try {
+            return await next(args);
+          } catch (e) {
+            recordEc2Error(context.commandName ?? 'unknown', (e as Error).name || 'unknown');
+            throw e;
+          }
+        },
+        { step: 'deserialize', name: 'marinaEc2ErrorMetrics' },
+      );
       // EC2's answers carry its clock in the Date header; keep the latest, so waits on
       // EC2's rules (the 24 h minimum) are measured on EC2's clock, not the worker's.
       client.middlewareStack.add(

@@ -130,6 +130,27 @@ export interface InstanceEndpoint {
 
 const seconds = (d: Date | undefined): number => (d ? d.getTime() / 1000 : 0);
 
+/**
+ * EC2 is eventually consistent: a host id AllocateHosts has just returned can be unknown to DescribeHosts, and
+ * missing from filtered listings, for a few seconds (AWS: describe again with backoff). allocateHost looks for
+ * that long, within its 30 s start-to-close, before it gives the attempt up (retried: the ClientToken returns the
+ * same host).
+ */
+export const NEW_HOST_VISIBLE_WITHIN_MS = 20_000;
+/** A retried allocateHost looks for an earlier attempt's host this long before it allocates: it may not be listed yet. */
+export const EARLIER_HOST_LISTED_WITHIN_MS = 6_000;
+
+/** Looks again after 0.5 s, doubling to 4 s, until `within` ms have passed; undefined if `look` never finds it. */
+async function lookWithBackoff<T>(within: number, look: () => Promise<T | undefined>): Promise<T | undefined> {
+  const until = Date.now() + within;
+  for (let wait = 500; ; wait = Math.min(wait * 2, 4000)) {
+    const found = await look();
+    if (found !== undefined) return found;
+    if (Date.now() + wait > until) return undefined;
+    await Context.current().sleep(wait);
+  }
+}
+
 export function ec2Activities(ctx: ActivityContext) {
   const aws = (pool: string) => {
     const p = ctx.pool(pool);
@@ -163,7 +184,14 @@ export function ec2Activities(ctx: ActivityContext) {
     async allocateHost(step: HostStep): Promise<AllocatedHost> {
       const { aws: cfg, ec2, deployment } = aws(step.pool);
       const tokenFor = (zone: string) => clientToken(step.workflowId, `allocate-${zone}`, deployment);
-      const existing = await hostsByToken(ec2, cfg.zones.map(tokenFor)).catch((e) => ec2Failure(e, 'DescribeHosts'));
+      const byToken = async (): Promise<Host[] | undefined> => {
+        const found = await hostsByToken(ec2, cfg.zones.map(tokenFor)).catch((e) => ec2Failure(e, 'DescribeHosts'));
+        return found.length ? found : undefined;
+      };
+      // A retry: an earlier attempt may have allocated a host that listings do not show yet (its ClientToken is
+      // per zone, so allocating again in another zone would make a second host). Look a while before allocating.
+      const retry = Context.current().info.attempt > 1;
+      const existing = (retry ? await lookWithBackoff(EARLIER_HOST_LISTED_WITHIN_MS, byToken) : await byToken()) ?? [];
       if (existing[0])
         return {
           hostId: existing[0].HostId!,
@@ -188,9 +216,23 @@ export function ec2Activities(ctx: ActivityContext) {
             }),
           );
           const hostId = r.HostIds![0]!;
-          const d = await ec2.send(new DescribeHostsCommand({ HostIds: [hostId] }));
-          return { hostId, zone, allocatedAt: seconds(d.Hosts?.[0]?.AllocationTime) };
+          const described = await lookWithBackoff(NEW_HOST_VISIBLE_WITHIN_MS, async () => {
+            try {
+              return (await ec2.send(new DescribeHostsCommand({ HostIds: [hostId] }))).Hosts?.[0];
+            } catch (e) {
+              if (isHostNotFound((e as EC2ServiceException).name)) return undefined; // not propagated yet
+              throw e;
+            }
+          });
+          if (!described) {
+            throw ApplicationFailure.create({
+              message: `host ${hostId} was allocated in ${zone} but DescribeHosts has not known it for ${NEW_HOST_VISIBLE_WITHIN_MS / 1000} s (EC2 is eventually consistent): looking again`,
+              type: 'InvalidHostID.NotFound',
+            });
+          }
+          return { hostId, zone, allocatedAt: seconds(described.AllocationTime) };
         } catch (e) {
+          if (e instanceof ApplicationFailure) throw e;
           const code = (e as EC2ServiceException).name;
           if (classifyEc2Error(code) === 'next-zone') {
             refusals.push(`${zone}: ${code}`);

@@ -3,6 +3,7 @@
  * (pulled by the image helper on the host, seeded from the closest version it caches, within the
  * pool's cache budget). The host gets presigned URLs only; AWS credentials stay on the worker.
  */
+import { recordImagePull } from '../src/telemetry/metrics';
 import { readFileSync } from 'node:fs';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
@@ -11,12 +12,13 @@ import { eventLines, helperBinary, HelperError, platformOf, type HelperRunner } 
 import { pullVersion, type PullStats } from '../src/images/chunked/transfer';
 import { inspectPlaces, type Candidate } from '../src/images/chunked/integrity';
 import { planEviction, RECENT_USE_MS, type CacheEntry } from '../src/images/cache';
-import { VM_DISK } from '../src/images/chunked/vm-files';
 import { imageCacheName } from '../src/domain/job';
 import { assertDigest } from '../src/domain/image-ref';
 import type { VersionManifest } from '../src/images/chunked/format';
 import { shq, type SshConnection } from './ssh/connection';
 import type { ActivityContext, HostRef } from './context';
+import { imageHypervisor, vmLayout, type VmLayout } from './hypervisor/layout';
+import { hypervisorOf } from '../src/config/load';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 
 /** The local VM name a host keeps an image under: by digest, so a cache hit is exact. */
@@ -26,10 +28,10 @@ export function imageStore(ctx: ActivityContext): ChunkedStore {
   return new ChunkedStore(ctx.s3(ctx.imageStoreLocation), ctx.imageStoreLocation);
 }
 
-/** Where things are on a host: its home, Tart's VM directory, the helper's path there. */
+/** Where things are on a host: its home, and where its hypervisor keeps VMs. */
 export interface HostPaths {
   home: string;
-  vms: string;
+  layout: VmLayout;
 }
 
 const hex = (digest: string) => assertDigest(digest).slice('sha256:'.length);
@@ -37,7 +39,10 @@ const GiB = 1024 ** 3;
 const MANIFEST_CACHE = 16;
 
 /** Where things are on a host, and which helpers it has: one SSH round trip. */
-export async function hostPaths(conn: SshConnection): Promise<HostPaths & { platform: string; helpers: string[] }> {
+export async function hostPaths(
+  conn: SshConnection,
+  kind: VmLayout['kind'],
+): Promise<HostPaths & { platform: string; helpers: string[] }> {
   const [os, arch, home, tart, ...helpers] = (
     await conn.run(
       `uname -s; uname -m; printf '%s\\n' "$HOME" "\${TART_HOME:-$HOME/.tart}"; ls "$HOME/.marina/bin" 2>/dev/null; true`,
@@ -45,7 +50,7 @@ export async function hostPaths(conn: SshConnection): Promise<HostPaths & { plat
   )
     .trim()
     .split('\n');
-  return { home: home!, vms: `${tart}/vms`, platform: platformOf(os!, arch!), helpers };
+  return { home: home!, layout: vmLayout(kind, home!, tart!), platform: platformOf(os!, arch!), helpers };
 }
 
 /**
@@ -108,11 +113,11 @@ export async function readCache(
   return entries;
 }
 
-/** Where a host keeps a cached version: Tart's VM directory `marina-img-<hex16>`, its disk inside. */
+/** Where a host keeps a cached version: a VM `marina-img-<hex16>` of its hypervisor, its disk inside. */
 export const cachedPlace = (paths: HostPaths, digest: string): Candidate => ({
   digest,
-  dir: `${paths.vms}/${imageCacheName(digest)}`,
-  disk: VM_DISK,
+  dir: paths.layout.dir(imageCacheName(digest)),
+  disk: paths.layout.disk,
 });
 
 /** What a pull's heartbeat shows (the Web UI lists it on the pending activity): plain figures, no URLs. */
@@ -150,11 +155,16 @@ async function recordCacheEntry(conn: SshConnection, paths: HostPaths, digest: s
   const file = `${paths.home}/.marina/images/${hex(digest)}.json`;
   const out = await conn.run(
     `f=${shq(file)}; if [ -f "$f" ]; then touch "$f"; cat "$f"; else mkdir -p "$(dirname "$f")"; ` +
-      `b=$(( $(du -sk ${shq(`${paths.vms}/${vm}`)} | cut -f1) * 1024 )); ` +
+      `b=$(( $(du -sk ${shq(paths.layout.dir(vm))} | cut -f1) * 1024 )); ` +
       `printf '{"digest":"%s","vm":"%s","bytes":%s}' ${shq(digest)} ${shq(vm)} "$b" | tee "$f"; fi`,
   );
   return { ...(JSON.parse(out) as Omit<CacheEntry, 'usedAt'>), usedAt: Date.now() };
 }
+
+const mixedHint = (pool: { hosts: Array<{ hypervisor?: string }>; hypervisor: string }) =>
+  new Set(pool.hosts.map((h) => h.hypervisor ?? pool.hypervisor)).size > 1
+    ? ", or ask for this image's hosts with the label hypervisor"
+    : '';
 
 export function imageActivities(ctx: ActivityContext) {
   /**
@@ -210,7 +220,8 @@ export function imageActivities(ctx: ActivityContext) {
       const pool = ctx.pool(target.pool);
       const driver = await ctx.driver(target);
       const conn = await ctx.hostConnection(target);
-      const paths = await hostPaths(conn);
+      const kind = hypervisorOf(pool, target.host);
+      const paths = await hostPaths(conn, kind);
       const vm = cachedImageName(image);
       const vmsPresent = new Set((await driver.list()).map((v) => v.name));
       const runner = await hostHelper(conn, paths);
@@ -222,6 +233,8 @@ export function imageActivities(ctx: ActivityContext) {
         ...entries.map((e) => place(e.digest)),
       ]);
       if (state === 'verified') {
+        // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet.
+        await driver.adopt(vm, paths.layout.dir(vm));
         await recordCacheEntry(conn, paths, image.digest);
         return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
       }
@@ -240,6 +253,13 @@ export function imageActivities(ctx: ActivityContext) {
           type: 'ImageNotFound',
           nonRetryable: true,
         });
+      const wantedKind = imageHypervisor(wanted);
+      if (wantedKind !== kind)
+        throw ApplicationFailure.create({
+          message: `${image.ref} is a ${wantedKind === 'parallels' ? 'Parallels (.pvm)' : 'Tart'} image and host ${target.host} runs ${kind}: give the job an image made for ${kind}${mixedHint(pool)}`,
+          type: 'ImageHypervisorMismatch',
+          nonRetryable: true,
+        });
       let last: PullStats | undefined;
       const beat = setInterval(() => actx.heartbeat(pullProgress(image, last)), 1000);
       let stats: PullStats;
@@ -249,7 +269,11 @@ export function imageActivities(ctx: ActivityContext) {
           runner,
           { digest: image.digest, manifest: wanted },
           verified.map((e) => place(e.digest)),
-          { dir: `${paths.home}/.marina/pulls/${hex(image.digest)}`, disk: VM_DISK, final: `${paths.vms}/${vm}` },
+          {
+            dir: `${paths.home}/.marina/pulls/${hex(image.digest)}`,
+            disk: paths.layout.disk,
+            final: paths.layout.dir(vm),
+          },
           {
             onProgress: (s) => (last = s),
             signal: actx.cancellationSignal,
@@ -266,6 +290,8 @@ export function imageActivities(ctx: ActivityContext) {
       } finally {
         clearInterval(beat);
       }
+      recordImagePull(stats.fetchedBytes, stats.seconds, { pool: target.pool, host: target.host });
+      await driver.adopt(vm, paths.layout.dir(vm));
       const entry = await recordCacheEntry(conn, paths, image.digest);
       const budget = pool.imageCache.budgetGiB * GiB;
       const evict = planEviction([...verified, entry], budget, new Set([image.digest]), Date.now());

@@ -10,6 +10,7 @@ import { ec2Activities } from './ec2';
 import { reconcileActivities } from './reconcile';
 import { messageActivities } from './messages';
 import { poolKeeperActivities } from './pool-keeper';
+import { githubActivities } from './github';
 
 export function createActivities(ctx: ActivityContext) {
   return {
@@ -23,5 +24,6 @@ export function createActivities(ctx: ActivityContext) {
     ...reconcileActivities(ctx),
     ...messageActivities(ctx),
     ...poolKeeperActivities(ctx),
+    ...githubActivities(ctx),
   };
 }

@@ -4,6 +4,7 @@
  * they wait for. The lease takers are the truth about their own leases, so a pool workflow that
  * was terminated, or upgraded by terminating it, comes back without double-booking a host.
  */
+import { hostname } from 'node:os';
 import { heartbeat } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { QueryNotRegisteredError, WorkflowNotFoundError } from '@temporalio/client';
@@ -53,7 +54,7 @@ export function poolKeeperActivities(ctx: ActivityContext) {
   return {
     /**
      * Starts the pool's workflow from this worker's config if it is not running; a running one is
-     * left as it is (its settings change only through `syncHosts`).
+     * left as it is (its settings change only through `marina pool apply`).
      */
     async ensurePool(pool: string): Promise<void> {
       const p = findPool(ctx.config, pool);
@@ -65,7 +66,7 @@ export function poolKeeperActivities(ctx: ActivityContext) {
         });
       }
       await client().workflow.start('poolWorkflow', {
-        ...poolStartOptions(ctx.config, p),
+        ...poolStartOptions(ctx.config, p, `worker on ${hostname()} (the pool was not running)`),
         workflowIdConflictPolicy: 'USE_EXISTING',
       });
     },

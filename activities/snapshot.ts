@@ -1,7 +1,8 @@
 /** Snapshot: push the job's VM as a new image version, after stripping the job's secrets from it. */
 import { Context } from '@temporalio/activity';
 import { pushDisk } from '../src/images/chunked/transfer';
-import { VM_DISK, vmFilesTarCommand } from '../src/images/chunked/vm-files';
+import { vmFilesTarCommand } from '../src/images/chunked/vm-files';
+import { hypervisorOf } from '../src/config/load';
 import { shq } from './ssh/connection';
 import { cachedPlace, helperFailure, hostHelper, hostPaths, imageStore, readCache } from './images';
 import type { ActivityContext, VmRef } from './context';
@@ -56,17 +57,21 @@ export function snapshotActivities(ctx: ActivityContext) {
         await driver.stop(target.vm, 30);
       }
       const host = await ctx.hostConnection(target);
-      const paths = await hostPaths(host);
+      const paths = await hostPaths(host, hypervisorOf(ctx.pool(target.pool), target.host));
       const runner = await hostHelper(host, paths);
       // The image the job's VM was cloned from is in the host's cache: changed chunks go up as patches against it.
       const present = new Set((await driver.list()).map((v) => v.name));
       const candidates = (await readCache(host, paths, present)).map((e) => cachedPlace(paths, e.digest));
-      const dir = `${paths.vms}/${target.vm}`;
+      const dir = paths.layout.dir(target.vm);
       const parts: Buffer[] = [];
-      const tar = await host.exec(vmFilesTarCommand(shq(dir)), { onStdout: (d) => parts.push(Buffer.from(d)) });
+      const tar = await host.exec(vmFilesTarCommand(shq(dir), paths.layout.disk), {
+        onStdout: (d) => parts.push(Buffer.from(d)),
+      });
       if (tar.code !== 0) throw new Error(`cannot read the VM files of ${target.vm} on ${target.host}: ${tar.stderr}`);
       try {
-        const r = await pushDisk(imageStore(ctx), runner, ref, `${dir}/${VM_DISK}`, {
+        const r = await pushDisk(imageStore(ctx), runner, ref, `${dir}/${paths.layout.disk}`, {
+          // A Parallels VM's disk sits inside its bundle: the version records where, so it pulls as a bundle.
+          diskPath: paths.layout.disk,
           extras: Buffer.concat(parts),
           // The snapshot's guest is the same guest: it answers with the key the job's VM was pinned to.
           ...(target.vmHostKey ? { vmHostKey: target.vmHostKey } : {}),

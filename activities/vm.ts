@@ -30,7 +30,7 @@ export function vmActivities(ctx: ActivityContext) {
       await driver.clone(cachedImageName(image), target.vm);
       const vms = await driver.list();
       if (!vms.find((v) => v.name === target.vm)?.running) {
-        await driver.configure(target.vm, { cpu: resources.cpu, memory: resources.memory });
+        await driver.configure(target.vm, { cpu: resources.cpu, memory: resources.memory, diskGiB: resources.disk });
         actx.heartbeat('start');
         await driver.start(target.vm, {
           dirs: volumes.map((v) => ({
@@ -51,6 +51,11 @@ export function vmActivities(ctx: ActivityContext) {
       const handOver = () => {
         if (isWorkerShutdown(actx)) throw workerShutdownFailure(`left ${target.vm} booting on ${target.host}`);
       };
+      // The hypervisor's own log of this VM, for a boot that never got anywhere.
+      const vmLog = async () => {
+        const tail = (await driver.logTail(target.vm, 20).catch(() => '')).trim();
+        return tail ? `; the VM's log ends:\n${tail}` : '';
+      };
       let ip: string | undefined;
       while (!ip) {
         handOver();
@@ -58,7 +63,7 @@ export function vmActivities(ctx: ActivityContext) {
         ip = await driver.ip(target.vm, 5).catch(() => undefined);
         if (!ip && Date.now() > deadline) {
           throw ApplicationFailure.create({
-            message: `${target.vm} on ${target.host} got no IP within ${pool.vm.bootTimeoutSeconds}s`,
+            message: `${target.vm} on ${target.host} got no IP within ${pool.vm.bootTimeoutSeconds}s${await vmLog()}`,
             type: 'VmBootTimeout',
           });
         }

@@ -163,6 +163,7 @@ async function main() {
       ...poolStartOptions(
         config,
         config.pools.find((p) => p.name === 'scale')!,
+        'bench: the pool started again',
       ),
       workflowIdConflictPolicy: 'USE_EXISTING',
     });

@@ -249,6 +249,10 @@ func runPull(o *PullOrder) {
 	}
 	started := time.Now()
 	diskPath := filepath.Join(o.Dir, o.Disk)
+	// A bundle's disk may sit in a folder of its own (Parallels: harddisk.hdd/...hds), made before the extras arrive.
+	if err := os.MkdirAll(filepath.Dir(diskPath), 0o755); err != nil {
+		fail(exitFailed, "%v", err)
+	}
 	j, err := openJournal(diskPath + ".journal")
 	if err != nil {
 		fail(exitFailed, "cannot open journal: %v", err)

@@ -11,6 +11,8 @@ pkgs=()
 [ -x /usr/sbin/sshd ] || pkgs+=(openssh-server)
 command -v ssh-keygen >/dev/null || pkgs+=(openssh-client)
 command -v curl >/dev/null || pkgs+=(curl)
+# A real Prometheus, which the telemetry test points at a worker and reads back through its HTTP API.
+command -v prometheus >/dev/null || pkgs+=(prometheus)
 command -v shasum >/dev/null || command -v sha256sum >/dev/null || pkgs+=(coreutils)
 if [ ${#pkgs[@]} -gt 0 ]; then
   log "apt-get install ${pkgs[*]}"

@@ -1,6 +1,8 @@
-import { resolve } from 'node:path';
 /** The Marina worker: runs job and pool workflows and every activity, and keeps the configured pools running. */
+import { hostname } from 'node:os';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { startTracing } from './telemetry/tracing';
+import { startWorkerMetrics } from './telemetry/worker-metrics';
 import { ScheduleAlreadyRunning, ScheduleOverlapPolicy, type Client } from '@temporalio/client';
 import { reconcileScheduleId, type ReconcilerInput } from '../workflows/reconciler';
 import { createActivities } from '../activities';
@@ -9,23 +11,24 @@ import type { LoadedConfig } from './config/load';
 import { poolStartOptions } from './config/pool-settings';
 import { connectClient } from './client/jobs';
 import { temporalConnectionOptions } from './client/connection';
-import { syncHostsSignal, type PoolSettings } from '../workflows/definitions';
 import type { poolWorkflow } from '../workflows/pool';
+import { WORKFLOWS_PATH, WORKFLOW_INTERCEPTOR_MODULES } from './workflow-bundle';
+import { ensureGithubSchedules } from './github/schedule';
 
-export const WORKFLOWS_PATH = resolve(__dirname, '../workflows/index.ts');
+// Where the workflows are bundled from (src/workflow-bundle.ts); still exported here for the tests that import it.
+export { WORKFLOWS_PATH };
 
 /**
- * Starts each configured pool's workflow, or sends it the current settings if it runs already.
- * A pool that is not running is also started by whatever talks to it next (a job asking for a
- * slot, a host reporting): activities/pool-keeper.ts.
+ * Starts each configured pool's workflow if it is not running. A running pool keeps its settings: only
+ * `marina pool apply` changes them (src/client/pool-settings.ts), so several workers can share one config,
+ * and one with a stale file cannot undo an operator's change. A pool that is not running is also started by
+ * whatever talks to it next (a job asking for a slot, a host reporting): activities/pool-keeper.ts.
  */
 export async function ensurePools(client: Client, config: LoadedConfig): Promise<void> {
   for (const pool of config.pools) {
-    const options = poolStartOptions(config, pool);
-    await client.workflow.signalWithStart<typeof poolWorkflow, [PoolSettings]>('poolWorkflow', {
-      ...options,
-      signal: syncHostsSignal,
-      signalArgs: [options.args[0].settings],
+    await client.workflow.start<typeof poolWorkflow>('poolWorkflow', {
+      ...poolStartOptions(config, pool, `worker on ${hostname()}`),
+      workflowIdConflictPolicy: 'USE_EXISTING',
     });
     if (pool.aws) await ensureReconcileSchedule(client, config, pool.name, pool.aws);
   }
@@ -84,11 +87,18 @@ export async function createMarinaWorker(
   });
   const client = await connectClient(config);
   const context = new ActivityContext(config, client);
+  const tracing = startTracing(config);
   const worker = await Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
-    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    // A prebuilt bundle carries the workflow interceptors already (src/workflow-bundle.ts).
+    ...(options.workflowBundle
+      ? { workflowBundle: options.workflowBundle, interceptors: tracing.interceptors }
+      : {
+          workflowsPath: WORKFLOWS_PATH,
+          interceptors: { ...tracing.interceptors, workflowModules: WORKFLOW_INTERCEPTOR_MODULES },
+        }),
     activities: createActivities(context),
     ...(options.maxCachedWorkflows !== undefined ? { maxCachedWorkflows: options.maxCachedWorkflows } : {}),
     ...(options.identity ? { identity: options.identity } : {}),
@@ -103,11 +113,16 @@ export async function createMarinaWorker(
     shutdownForceTime: (config.worker.shutdownGraceSeconds + SHUTDOWN_FORCE_AFTER_GRACE_SECONDS) * 1000,
   });
   await ensurePools(client, config);
+  const metrics = await startWorkerMetrics(config, client);
+  // GitHub Actions: each target's missed-jobs scan (src/github/schedule.ts).
+  await ensureGithubSchedules(client, config);
   return {
     worker,
     client,
     context,
     async close() {
+      await metrics.stop();
+      await tracing.stop();
       await context.close();
       await client.connection.close();
       await connection.close();

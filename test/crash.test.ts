@@ -10,7 +10,17 @@ import type { ChildProcess } from 'node:child_process';
 import { Connection, Client } from '@temporalio/client';
 import { startJob } from '../src/client/jobs';
 import type { LoadedConfig } from '../src/config/load';
-import { eventually, fileConfig, freshImage, leftoverVms, readJobLog, spawnWorker, uniqueId } from './helpers';
+import {
+  DRIVERS,
+  type Driver,
+  eventually,
+  fileConfig,
+  freshImage,
+  leftoverVms,
+  readJobLog,
+  spawnWorker,
+  uniqueId,
+} from './helpers';
 
 const POOL = 'crash';
 let config: LoadedConfig;
@@ -19,9 +29,13 @@ const workers: ChildProcess[] = [];
 
 beforeAll(async () => {
   // Pulls capped at 8 MB/s: the ensureImage test's 32 MB of image data take seconds, long enough to kill a worker in.
-  config = fileConfig(POOL, (raw) => {
-    raw.pools[0].imageCache = { pullMBps: 8 };
-  });
+  config = fileConfig(
+    POOL,
+    (raw) => {
+      for (const p of raw.pools) p.imageCache = { pullMBps: 8 };
+    },
+    { parallels: `${POOL}${DRIVERS[1].suffix}` },
+  );
   client = new Client({ connection: await Connection.connect({ address: config.temporal.address }) });
 });
 
@@ -54,17 +68,18 @@ function startedAttempts(
   return Math.max(0, ...starts.map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 0));
 }
 
-const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript') =>
-  it(`completes a job whose worker is SIGKILLed during ${stage}`, async () => {
+const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript', d: Driver = DRIVERS[0]) =>
+  it(`completes a job whose worker is SIGKILLed during ${stage}${d.suffix ? ` (${d.hypervisor})` : ''}`, async () => {
     const image = await freshImage(
       config,
       uniqueId(`crash-${stage.toLowerCase()}`).toLowerCase(),
       stage === 'ensureImage' ? 256 : 8,
+      d.hypervisor,
     );
     const counter = join(mkdtempSync(join(tmpdir(), 'marina-counter-')), 'count');
     const spec = {
       id: uniqueId(`k-${stage}`),
-      pool: POOL,
+      pool: `${POOL}${d.suffix}`,
       image,
       script: `echo begin; echo ran >> ${counter}; for i in 1 2 3 4 5 6; do echo "tick $i"; sleep 0.5; done; echo finish`,
       timeoutSeconds: 300,
@@ -97,6 +112,10 @@ const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript') =>
 
 describe('worker crash and resume', () => {
   killDuring('ensureImage');
-  killDuring('bootVm');
-  killDuring('runScript');
+});
+
+// The kills that land in the hypervisor's steps (boot) and in the VM (run), on each hypervisor.
+describe.each(DRIVERS)('worker crash and resume on $hypervisor', (d) => {
+  killDuring('bootVm', d);
+  killDuring('runScript', d);
 });

@@ -2,7 +2,7 @@
  * One EC2 Mac machine, two clients: the emulator (as the SDK reaches it) and the simulator step
  * src/ec2mac/machine.ts. A scripted host life driven through each must show the same state
  * sequence, minute by minute: allocation, launch, park (stop, scrub, settle), relaunch, root-volume
- * replacement, a release refused while the instance stops, and one accepted once it scrubs.
+ * replacement, a release refused while the instance stops, and one accepted once Occupied ends.
  */
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_TIMINGS, type MacTimings } from '../src/ec2mac/model';
@@ -29,7 +29,7 @@ const SCRIPT: Record<number, Action> = {
   1440: 'launch',
   1470: 'terminate',
   // Refused: the instance is stopping (Occupied). A retire asks again until AWS lets it go (the host
-  // workflow every poll, the simulator's release itself): the host goes once it scrubs.
+  // workflow every poll, the simulator's release itself): the host goes once Occupied ends, mid-scrub.
   1471: 'release',
 };
 
@@ -171,6 +171,8 @@ describe('the EC2 Mac machine, as the emulator serves it and the simulator steps
       ]),
     );
     expect(emu.filter((x) => x.verdict === false).map((x) => x.minute)).toEqual([70, 1471]);
-    expect(emu.find((x) => x.state === 'released')?.minute).toBe(1470 + 15);
+    // Released when the Occupied window after the terminate ends (20 min), 5 min into the scrub: not when the
+    // scrub begins (15 min).
+    expect(emu.find((x) => x.state === 'released')?.minute).toBe(1470 + 20);
   });
 });

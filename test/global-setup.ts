@@ -3,9 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import { startDevStack, type DevStack } from '../src/emulator/dev-stack';
-import { WORKFLOWS_PATH } from '../src/worker';
+import { bundleWorkflows } from '../src/workflow-bundle';
 
 let stack: DevStack | undefined;
 
@@ -14,6 +13,8 @@ export default async function setup(project: TestProject) {
   stack = await startDevStack({
     stateDir,
     hosts: 3,
+    // A second pool, local-parallels: the job tests run on it as well (DRIVERS in helpers.ts).
+    parallelsHosts: 2,
     headless: true,
     vmBootSeconds: 1,
     healthCheckSeconds: 2,
@@ -22,7 +23,7 @@ export default async function setup(project: TestProject) {
     // failing); high enough that no pool run in the suite comes near it.
     temporalDynamicConfig: { 'history.maximumSignalsPerExecution': 1000 },
   });
-  const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
+  const bundle = await bundleWorkflows({ logger: quietLogger });
   const bundlePath = join(stateDir, 'workflow-bundle.js');
   writeFileSync(bundlePath, bundle.code);
   project.provide('stack', { stateDir, configPath: stack.configPath, bundlePath, address: stack.temporalAddress });

@@ -15,20 +15,51 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { ChunkedStore } from '../src/images/chunked/store';
 import { pushVmArchive } from '../src/images/chunked/vm-files';
-import { buildSeedImage, publicKeyOf, vmHostKeyOfArchive } from '../src/emulator/seed-image';
+import {
+  buildSeedImage,
+  buildSeedPvm,
+  publicKeyOf,
+  PVM_SEED_IMAGE,
+  SEED_IMAGE,
+  vmHostKeyOfArchive,
+  vmHostKeyOfPvm,
+} from '../src/emulator/seed-image';
+import { pushPvmBundle } from '../src/images/chunked/pvm';
+
+/**
+ * The hypervisors the job tests run on, each with its seed image: the same tests, on a Tart pool and on a
+ * Parallels pool of the local stack (emulated hosts mac-N answer `tart`, mac-pN `prlctl`).
+ */
+export const DRIVERS = [
+  { hypervisor: 'tart', image: SEED_IMAGE, suffix: '' },
+  { hypervisor: 'parallels', image: PVM_SEED_IMAGE, suffix: '-prl' },
+] as const;
+export type Driver = (typeof DRIVERS)[number];
 
 /**
  * Pushes a new image `<name>:1` that no host caches yet (the VM key of the stack baked in), so a job
  * on it really pulls. `diskMiB` sets how long that pull takes.
  */
-export async function freshImage(config: LoadedConfig, name: string, diskMiB: number): Promise<string> {
-  const file = join(mkdtempSync(join(tmpdir(), 'marina-img-')), 'image.tgz');
-  buildSeedImage(file, publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519')), diskMiB);
+export async function freshImage(
+  config: LoadedConfig,
+  name: string,
+  diskMiB: number,
+  hypervisor: Driver['hypervisor'] = 'tart',
+): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'marina-img-'));
+  const key = publicKeyOf(join(stack().stateDir, 'keys', 'vm_ed25519'));
   const s3 = s3ClientFor(config, config.imageStore);
+  const store = new ChunkedStore(s3, config.imageStore);
   try {
-    await pushVmArchive(new ChunkedStore(s3, config.imageStore), `${name}:1`, file, {
-      vmHostKey: vmHostKeyOfArchive(file),
-    });
+    if (hypervisor === 'parallels') {
+      const bundle = join(dir, `${name}.pvm`);
+      buildSeedPvm(bundle, key, name, diskMiB);
+      await pushPvmBundle(store, `${name}:1`, bundle, { vmHostKey: vmHostKeyOfPvm(bundle) });
+    } else {
+      const file = join(dir, 'image.tgz');
+      buildSeedImage(file, key, diskMiB);
+      await pushVmArchive(store, `${name}:1`, file, { vmHostKey: vmHostKeyOfArchive(file) });
+    }
   } finally {
     s3.destroy();
   }
@@ -53,12 +84,21 @@ type RawConfig = Record<string, any>;
 
 /**
  * Writes a config for one test file: its own pool and task queue over the shared
- * emulated hosts, so no other file's worker takes its tasks.
+ * emulated hosts, so no other file's worker takes its tasks. With `parallels`, a second pool of
+ * that name over the stack's Parallels hosts (raw.pools[1]).
  */
-export function fileConfig(name: string, edit?: (raw: RawConfig) => void): LoadedConfig {
+export function fileConfig(
+  name: string,
+  edit?: (raw: RawConfig) => void,
+  opts: { parallels?: string; hypervisor?: Driver['hypervisor'] } = {},
+): LoadedConfig {
   const s = stack();
   const raw = parse(readFileSync(s.configPath, 'utf8')) as RawConfig;
   raw.temporal.taskQueue = `test-${name}`;
+  const prl = raw.pools.find((p: RawConfig) => p.hypervisor === 'parallels');
+  const tart = raw.pools.filter((p: RawConfig) => p.hypervisor !== 'parallels');
+  raw.pools = opts.hypervisor === 'parallels' ? [prl] : tart;
+  if (opts.parallels) raw.pools.push({ ...prl, name: opts.parallels });
   raw.pools[0].name = name;
   edit?.(raw);
   const path = join(s.stateDir, `${name}.yaml`);
@@ -100,10 +140,10 @@ export function hostDirs(): string[] {
   return readdirSync(dir).map((h) => join(dir, h));
 }
 
-/** VM directories left on any emulated host for a job (should be none after a job ends). */
+/** VM directories (Tart's, Parallels' bundles) left on any emulated host for a job (should be none after a job ends). */
 export function leftoverVms(jobId: string): string[] {
   return hostDirs()
-    .map((h) => join(h, 'tart', 'vms', `marina-${jobId}`))
+    .flatMap((h) => [join(h, 'tart', 'vms', `marina-${jobId}`), join(h, 'home', 'Parallels', `marina-${jobId}.pvm`)])
     .filter((d) => existsSync(d));
 }
 
@@ -113,7 +153,8 @@ export function vmProcesses(jobId: string): number[] {
   for (const p of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
     try {
       const env = readFileSync(`/proc/${p}/environ`, 'utf8');
-      if (env.includes(`/vms/marina-${jobId}\0`)) pids.push(Number(p));
+      if (env.includes(`/vms/marina-${jobId}\0`) || env.includes(`/Parallels/marina-${jobId}.pvm\0`))
+        pids.push(Number(p));
     } catch {
       /* gone */
     }

@@ -268,6 +268,31 @@ describe('an EC2 Mac host workflow', () => {
     await noOrphans();
   });
 
+  it('copes with eventual consistency (new ids unknown for 2 s) and a long Occupied window: one host, one instance, released', async () => {
+    await inProcessWorker();
+    // Every new host and instance id is unknown to the calls after the one that made it for 2 s (real time).
+    emu.cloud.consistency = { hostMs: 2000, instanceMs: 2000 };
+    const timings = emu.cloud.options.timings;
+    // Occupied for 4 EC2 hours after the terminate (2 s real): the release is refused, then carried out.
+    emu.cloud.options.timings = { ...timings, occupiedSeconds: 4 * 3600 };
+    try {
+      const h = await startHost(uniqueId('consistency'));
+      await untilReady(h, 90_000);
+      expect(owned(h.workflowId).instances).toHaveLength(1);
+      emu.clock.advance(24 * 3600); // paid up: only Occupied stands between the retire and the release
+      await h.signal(retireHostSignal, { reason: 'test done' });
+      const life: HostLife = await h.result();
+      expect(life.phase).toBe('released');
+      expect(life.releaseAttempts).toBeGreaterThan(0);
+      // One host (its terminated instance has dropped out of the listing by now, as on AWS).
+      expect(owned(h.workflowId).hosts.map((x) => x.state)).toEqual(['released']);
+      await noOrphans();
+    } finally {
+      emu.cloud.consistency = { hostMs: 0, instanceMs: 0 };
+      emu.cloud.options.timings = timings;
+    }
+  });
+
   it('retires and releases a host whose instance cannot launch (bad AMI), without leaking it', async () => {
     await inProcessWorker();
     emu.cloud.images.delete(SEEDED_IMAGES[0]!.id);

@@ -13,6 +13,8 @@ import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 import { readSecret } from '../src/config/secrets';
 import {
+  DRIVERS,
+  type Driver,
   eventually,
   fileConfig,
   hostDirs,
@@ -25,16 +27,22 @@ import {
 } from './helpers';
 
 const POOL = 'jobs';
+/** The same worker serves a Parallels pool too: the tests marked per driver run on both. */
+const poolOf = (d: Driver) => `${POOL}${d.suffix}`;
 let config: LoadedConfig;
 let client: Client;
 let stopWorker: () => Promise<void>;
 
 beforeAll(async () => {
-  config = fileConfig(POOL, (raw) => {
-    raw.secrets['test-token'] = { file: 'secrets/test-token' };
-    // The snapshot test below checks what is stripped from a VM that had a secret: the pool opts in.
-    raw.pools[0].security = { allowSnapshotWithSecrets: true };
-  });
+  config = fileConfig(
+    POOL,
+    (raw) => {
+      raw.secrets['test-token'] = { file: 'secrets/test-token' };
+      // The snapshot test below checks what is stripped from a VM that had a secret: the pools opt in.
+      for (const p of raw.pools) p.security = { allowSnapshotWithSecrets: true };
+    },
+    { parallels: poolOf(DRIVERS[1]) },
+  );
   writeFileSync(join(stack().stateDir, 'secrets', 'test-token'), 's3cr3t-VALUE-that-must-not-leak\n');
   const started = await startWorker(config);
   client = started.w.client;
@@ -54,7 +62,16 @@ const job = (over: Record<string, unknown> = {}) => ({
   ...over,
 });
 
-describe('job workflow', () => {
+describe.each(DRIVERS)('job workflow on $hypervisor', (d) => {
+  const job = (over: Record<string, unknown> = {}) => ({
+    id: uniqueId('j'),
+    pool: poolOf(d),
+    image: d.image,
+    script: 'echo hello',
+    timeoutSeconds: 120,
+    ...over,
+  });
+
   it('runs a script in a VM, streams and stores its output, and leaves no VM', async () => {
     const spec = job({
       script: 'echo "line 1"; echo "to stderr" >&2; for i in 2 3 4; do echo "line $i"; sleep 0.2; done',
@@ -79,9 +96,11 @@ describe('job workflow', () => {
       expect(r.stages[stage], stage).toBeGreaterThanOrEqual(0);
     }
     expect(leftoverVms(spec.id)).toEqual([]);
-    const d = await handle.describe();
-    expect(d.searchAttributes.MarinaJobState).toEqual(['succeeded']);
-    expect(d.searchAttributes.MarinaHost).toEqual([r.host]);
+    const described = await handle.describe();
+    expect(described.searchAttributes.MarinaJobState).toEqual(['succeeded']);
+    expect(described.searchAttributes.MarinaHost).toEqual([r.host]);
+    // On the pool's hypervisor: its hosts are this driver's.
+    expect(config.pools.find((p) => p.name === poolOf(d))!.hosts.map((h) => h.name)).toContain(r.host);
   });
 
   it("propagates a failing script's exit code", async () => {
@@ -90,15 +109,6 @@ describe('job workflow', () => {
     expect(r.state).toBe('failed');
     expect(r.exitCode).toBe(42);
     expect(await readJobLog(config, r.log.key)).toBe('about to fail\n');
-    expect(leftoverVms(spec.id)).toEqual([]);
-  });
-
-  it('kills a script that exceeds its timeout and reports timed_out', async () => {
-    const spec = job({ script: 'echo start; sleep 30; echo never', timeoutSeconds: 2 });
-    const r = await (await startJob(client, config, spec)).result();
-    expect(r.state).toBe('timed_out');
-    expect(r.exitCode).not.toBe(0);
-    expect(await readJobLog(config, r.log.key)).toBe('start\n');
     expect(leftoverVms(spec.id)).toEqual([]);
   });
 
@@ -120,32 +130,18 @@ describe('job workflow', () => {
     expect((await handle.describe()).searchAttributes.MarinaJobState).toEqual(['cancelled']);
   });
 
-  it('gives the script a secret by reference that never appears in workflow history', async () => {
-    const spec = job({
-      // The script compares a hash, so the value itself appears nowhere in the job spec either.
-      script: `if [ "$(printf %s "$TOKEN" | sha256sum | cut -c1-16)" = "${createHash('sha256').update('s3cr3t-VALUE-that-must-not-leak').digest('hex').slice(0, 16)}" ]; then echo secret-ok; fi; echo "len \${#TOKEN}"; echo "$PLAIN"`,
-      secrets: { TOKEN: 'test-token' },
-      env: { PLAIN: 'plain value' },
-    });
-    const handle = await startJob(client, config, spec);
-    const r = await handle.result();
-    expect(await readJobLog(config, r.log.key)).toBe('secret-ok\nlen 31\nplain value\n');
-    const history = decodedHistory(await handle.fetchHistory());
-    expect(history).toContain('test-token'); // the reference is there...
-    expect(history).not.toContain('s3cr3t-VALUE'); // ...the value is not
-    expect(leftoverVms(spec.id)).toEqual([]);
-  });
-
   it("snapshots a VM into a new image without the job's secrets, a later job boots from it, and no host ever sees an AWS credential", async () => {
     const snap = `ci/snap-${Date.now().toString(36)}:1`;
+    // New bytes each run: a chunk another test (the other driver's run) already stored would upload nothing.
+    const change = uniqueId('on-disk-change');
     // Every command the hosts run, with its environment and stdin, is recorded from here on.
     const sessions = hostDirs().map((h) => join(h, 'sessions'));
     for (const d of sessions) mkdirSync(d, { recursive: true });
     const first = job({
-      // The emulated guest's disk is its VM directory's disk.img: the job changes one chunk of it.
+      // The emulated guest's disk (Tart: the VM's disk.img; Parallels: the bundle's .hds): the job changes one chunk of it.
       script:
         'echo built-by-first-job > "$HOME/artifact.txt"; echo "$TOKEN" > /dev/null; ' +
-        'printf on-disk-change | dd of="$MARINA_EMU_VM/disk.img" bs=1 seek=5000000 conv=notrunc 2>/dev/null',
+        `printf ${change} | dd of="$MARINA_EMU_DISK" bs=1 seek=5000000 conv=notrunc 2>/dev/null`,
       secrets: { TOKEN: 'test-token' },
       client: 'ci',
       snapshot: { image: snap },
@@ -158,10 +154,10 @@ describe('job workflow', () => {
     const second = job({
       image: snap,
       // The secret's value is assembled at run time so the spec itself never contains it.
-      script: `cat "$HOME/artifact.txt"; dd if="$MARINA_EMU_VM/disk.img" bs=1 skip=5000000 count=14 2>/dev/null; echo; ls "$HOME/.marina/jobs"; if grep -rqF "$(printf 's3cr3t-%s' VALUE)" "$HOME"; then echo LEAKED; else echo clean; fi`,
+      script: `cat "$HOME/artifact.txt"; dd if="$MARINA_EMU_DISK" bs=1 skip=5000000 count=${change.length} 2>/dev/null; echo; ls "$HOME/.marina/jobs"; if grep -rqF "$(printf 's3cr3t-%s' VALUE)" "$HOME"; then echo LEAKED; else echo clean; fi`,
     });
     const r2 = await (await startJob(client, config, second)).result();
-    expect(await readJobLog(config, r2.log.key)).toBe(`built-by-first-job\non-disk-change\n${second.id}\nclean\n`);
+    expect(await readJobLog(config, r2.log.key)).toBe(`built-by-first-job\n${change}\n${second.id}\nclean\n`);
     for (const d of sessions) renameSync(d, `${d}-${snap.replace(/[:/]/g, '-')}`); // recording off
 
     const recorded = sessions.flatMap((d) =>
@@ -204,26 +200,32 @@ describe('job workflow', () => {
   });
 
   it('runs 5 jobs on 2 hosts x 2 slots: 4 at once, the 5th waits, then runs', async () => {
-    const cfg5 = fileConfig('five', (raw) => {
-      raw.pools[0].hosts = raw.pools[0].hosts.slice(0, 2);
-    });
+    const cfg5 = fileConfig(
+      `five${d.suffix}`,
+      (raw) => {
+        raw.pools[0].hosts = raw.pools[0].hosts.slice(0, 2);
+      },
+      { hypervisor: d.hypervisor },
+    );
     const w = await startWorker(cfg5);
     try {
       const timeline = join(mkdtempSync(join(tmpdir(), 'marina-five-')), 'timeline');
       const specs = Array.from({ length: 5 }, (_, i) => ({
-        ...job({ pool: 'five' }),
+        ...job({ pool: `five${d.suffix}` }),
         id: uniqueId(`five${i}`),
         // A barrier: each job waits (up to 30 s) until 4 have started, so 4 at once is observed, not hoped for.
         script: `echo "start $(date +%s.%N)" >> ${timeline}; for i in $(seq 300); do [ "$(grep -c start ${timeline})" -ge 4 ] && break; sleep 0.1; done; sleep 1; echo "end $(date +%s.%N)" >> ${timeline}`,
       }));
       const handles = [];
       for (const s of specs) handles.push(await startJob(w.w.client, cfg5, s));
-      const pool = w.w.client.workflow.getHandle(poolWorkflowId('five'));
+      const pool = w.w.client.workflow.getHandle(poolWorkflowId(`five${d.suffix}`));
       const snapshot = await eventually('4 leases and 1 queued', async () => {
         const st = await pool.query(poolStateQuery);
         return st.leases.length === 4 && st.queue.length === 1 ? st : undefined;
       });
-      for (const host of ['mac-1', 'mac-2']) expect(snapshot.leases.filter((l) => l.host === host)).toHaveLength(2);
+      // Two per host: the licence's limit of two macOS VMs per Mac, on either hypervisor.
+      for (const host of cfg5.pools[0]!.hosts.map((h) => h.name))
+        expect(snapshot.leases.filter((l) => l.host === host)).toHaveLength(2);
       const results = await Promise.all(handles.map((h) => h.result()));
       expect(results.map((r) => r.state)).toEqual(Array(5).fill('succeeded'));
       // Replay the timeline: never more than 4 running, and 5 ran in all.
@@ -249,6 +251,32 @@ describe('job workflow', () => {
     } finally {
       await w.stop();
     }
+  });
+});
+describe('job workflow', () => {
+  it('kills a script that exceeds its timeout and reports timed_out', async () => {
+    const spec = job({ script: 'echo start; sleep 30; echo never', timeoutSeconds: 2 });
+    const r = await (await startJob(client, config, spec)).result();
+    expect(r.state).toBe('timed_out');
+    expect(r.exitCode).not.toBe(0);
+    expect(await readJobLog(config, r.log.key)).toBe('start\n');
+    expect(leftoverVms(spec.id)).toEqual([]);
+  });
+
+  it('gives the script a secret by reference that never appears in workflow history', async () => {
+    const spec = job({
+      // The script compares a hash, so the value itself appears nowhere in the job spec either.
+      script: `if [ "$(printf %s "$TOKEN" | sha256sum | cut -c1-16)" = "${createHash('sha256').update('s3cr3t-VALUE-that-must-not-leak').digest('hex').slice(0, 16)}" ]; then echo secret-ok; fi; echo "len \${#TOKEN}"; echo "$PLAIN"`,
+      secrets: { TOKEN: 'test-token' },
+      env: { PLAIN: 'plain value' },
+    });
+    const handle = await startJob(client, config, spec);
+    const r = await handle.result();
+    expect(await readJobLog(config, r.log.key)).toBe('secret-ok\nlen 31\nplain value\n');
+    const history = decodedHistory(await handle.fetchHistory());
+    expect(history).toContain('test-token'); // the reference is there...
+    expect(history).not.toContain('s3cr3t-VALUE'); // ...the value is not
+    expect(leftoverVms(spec.id)).toEqual([]);
   });
 
   it('reclaims the lease and reaps the VM of a job that was terminated', async () => {

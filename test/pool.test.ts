@@ -5,8 +5,11 @@ import { startJob } from '../src/client/jobs';
 import type { LoadedConfig } from '../src/config/load';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
 import {
+  applySettingsUpdate,
   controlPoolUpdate,
   jobStatusQuery,
+  poolSettingsQuery,
+  syncHostsSignal,
   poolStateQuery,
   poolWorkflowId,
   type PoolControl,
@@ -26,7 +29,9 @@ import {
   startWorker,
   uniqueId,
 } from './helpers';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { loadConfig } from '../src/config/load';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jobWorkflowId } from '../src/domain/job';
@@ -34,6 +39,8 @@ import type { Client } from '@temporalio/client';
 import { freePort } from '../src/emulator/processes';
 import { finishProbeSignal, type leaseProbeWorkflow } from '../workflows/probe';
 import { ensurePools } from '../src/worker';
+import { applyPoolSettings } from '../src/client/pool-settings';
+import { poolSettings } from '../src/config/pool-settings';
 
 const SECURE = 'secure';
 const BURST = 'burst';
@@ -414,7 +421,7 @@ describe('pool', () => {
     const pool = client.workflow.getHandle(poolWorkflowId(WARM));
     const vmsOnMac2 = () => readdirSync(join(stack().stateDir, 'hosts', 'mac-2', 'tart', 'vms'));
     const booted = async () => Object.values((await pool.query(poolStateQuery)).standbys ?? {}).map((s) => s.vm);
-    await ensurePools(client, withStandby(1));
+    await applyPoolSettings(client, withStandby(1), WARM, 'test');
     try {
       const [first] = await eventually(
         'a standby VM booted',
@@ -449,7 +456,7 @@ describe('pool', () => {
       );
     } finally {
       // No standby: the VM is destroyed and its slot given back.
-      await ensurePools(client, withStandby(0));
+      await applyPoolSettings(client, withStandby(0), WARM, 'test');
       await eventually(
         'the standby gone',
         async () => {
@@ -464,12 +471,17 @@ describe('pool', () => {
   it("pre-pulls the pool's images onto an idle host, so the next job finds its image cached", async () => {
     const image = await freshImage(config, uniqueId('prepull').toLowerCase(), 16);
     const pool = client.workflow.getHandle(poolWorkflowId(WARM));
-    await ensurePools(client, {
-      ...config,
-      pools: config.pools.map((p) =>
-        p.name === WARM ? { ...p, imageCache: { ...p.imageCache, prePull: [image] } } : p,
-      ),
-    });
+    await applyPoolSettings(
+      client,
+      {
+        ...config,
+        pools: config.pools.map((p) =>
+          p.name === WARM ? { ...p, imageCache: { ...p.imageCache, prePull: [image] } } : p,
+        ),
+      },
+      WARM,
+      'test',
+    );
     try {
       const record = await eventually(
         'pre-pulled onto mac-2',
@@ -493,7 +505,7 @@ describe('pool', () => {
       expect(r.state).toBe('succeeded');
       expect(await ensureImageResults(client, jobWorkflowId(id))).toEqual([expect.objectContaining({ cached: true })]);
     } finally {
-      await ensurePools(client, config);
+      await applyPoolSettings(client, config, WARM, 'test');
     }
   });
 
@@ -609,6 +621,61 @@ describe('pool', () => {
     await eventually('its slot back', async () =>
       (await pool.query(poolStateQuery)).leases.every((l) => l.jobWorkflowId !== poisoned.workflowId),
     );
+  });
+
+  it("takes settings only from marina pool apply: another worker's file changes nothing; apply shows the difference, records who, refuses a stale one", async () => {
+    const pool = client.workflow.getHandle(poolWorkflowId(TINY));
+    const before = await pool.query(poolSettingsQuery);
+    expect(before.settings.queueLimit).toBe(2);
+    // A second worker whose file says otherwise, and a worker from before versioned settings (its signal).
+    const raw = parseYaml(readFileSync(config.path, 'utf8')) as { pools: { name: string; queueLimit?: number }[] };
+    raw.pools.find((p) => p.name === TINY)!.queueLimit = 7;
+    const otherPath = join(mkdtempSync(join(tmpdir(), 'marina-apply-')), 'other.yaml');
+    writeFileSync(otherPath, stringifyYaml(raw));
+    const other = loadConfig(otherPath);
+    const otherTiny = other.pools.find((p) => p.name === TINY)!;
+    await ensurePools(client, other);
+    await pool.signal(syncHostsSignal, poolSettings(otherTiny));
+    // An update is answered after every signal sent before it: the pool has seen both by now.
+    await pool.executeUpdate(controlPoolUpdate, { args: [{ action: 'resume' }] });
+    expect(await pool.query(poolSettingsQuery)).toEqual(before);
+
+    const apply = (...args: string[]) =>
+      run('./bin/marina', ['pool', 'apply', '-f', other.path, '--pool', TINY, ...args], { encoding: 'utf8' });
+    const dry = await apply('--dry-run');
+    expect(dry.stdout).toContain(`pool ${TINY}: 1 change(s) to v${before.version!.version}`);
+    expect(dry.stdout).toContain('~ queueLimit: 2 -> 7');
+    expect((await pool.query(poolSettingsQuery)).settings.queueLimit).toBe(2);
+
+    const applied = await apply('--by', 'ops@example');
+    expect(applied.stdout).toContain(`now runs settings v${before.version!.version + 1}, set by ops@example`);
+    const after = await pool.query(poolSettingsQuery);
+    expect(after.settings.queueLimit).toBe(7);
+    expect(after.version).toMatchObject({
+      version: before.version!.version + 1,
+      by: 'ops@example',
+      source: other.path,
+    });
+    expect((await apply()).stdout).toContain(`pool ${TINY}: no change (v${after.version!.version} by ops@example`);
+
+    // Two operators at once: the second one's difference was made against the old version, so it is refused.
+    await expect(
+      pool.executeUpdate(applySettingsUpdate, {
+        args: [{ settings: before.settings, by: 'late@example', basedOn: before.version!.version }],
+      }),
+    ).rejects.toMatchObject({
+      cause: {
+        message: expect.stringMatching(
+          /moved to v\d+ since the difference was made against v\d+: run marina pool apply again/,
+        ),
+      },
+    });
+    expect((await pool.query(poolSettingsQuery)).version).toEqual(after.version);
+
+    // Back to the suite's file; the version only goes up.
+    const back = await applyPoolSettings(client, config, TINY, 'test');
+    expect(back.version.version).toBe(after.version!.version + 1);
+    expect(back.changes).toEqual([{ path: 'queueLimit', kind: 'changed', from: 7, to: 2 }]);
   });
 
   it('refuses a job past the queue limit with an error naming the limit, and loses none already queued', async () => {

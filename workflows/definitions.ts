@@ -49,6 +49,14 @@ export const JOB_STATES = [
   'error',
 ] as const;
 export type JobState = (typeof JOB_STATES)[number];
+/** The states a job ends in. */
+export const FINAL_JOB_STATES: ReadonlySet<JobState> = new Set([
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'error',
+]);
 
 /**
  * Failure types of a job workflow whose script failed or timed out; the failure's details hold its
@@ -157,7 +165,35 @@ export const prePullDoneSignal =
   defineSignal<[{ host: string; image: string; cacheName?: string; error?: string }]>('prePullDone');
 
 // Worker / operator -> pool
+/** Before versioned settings, every worker sent its config's settings; a versioned pool ignores it. */
 export const syncHostsSignal = defineSignal<[PoolSettings]>('syncHosts');
+
+/** Which settings a pool runs: a version that only `marina pool apply` (or a first start) sets, and by whom. */
+export interface PoolSettingsVersion {
+  version: number;
+  /** Who set it: `user@host` for `marina pool apply`, `worker <identity>` for a first start. */
+  by: string;
+  at: string;
+  /** The config file it came from, as its writer named it. */
+  source?: string;
+}
+
+export interface ApplySettingsRequest {
+  settings: PoolSettings;
+  by: string;
+  source?: string;
+  /** Refuse unless the pool still runs this version: the one the shown difference was made against. */
+  basedOn?: number;
+}
+
+/** A pool's settings and their version (null: set by a worker from before settings were versioned). */
+export interface PoolSettingsView {
+  settings: PoolSettings;
+  version: PoolSettingsVersion | null;
+}
+
+export const applySettingsUpdate = defineUpdate<PoolSettingsVersion, [ApplySettingsRequest]>('applySettings');
+export const poolSettingsQuery = defineQuery<PoolSettingsView>('settings');
 
 /** What a planner or operator asks of a pool (`marina pool ...`). Validated: a bad request fails with the fix. */
 export type PoolControl =
@@ -316,6 +352,8 @@ export interface PoolInput {
   state?: PoolState;
   /** Carried across continue-as-new: the state but its queue, leases and outbox, which follow as more arguments. */
   packed?: PackedPoolState;
+  /** Absent: started by a worker from before settings were versioned. */
+  settingsVersion?: PoolSettingsVersion;
 }
 
 export const poolWorkflowId = (pool: string): string => `pool/${pool}`;
@@ -346,7 +384,11 @@ export const HANDLER_DESCRIPTIONS: Record<string, string> = {
   hostDrain: 'From a host workflow: take no new work on the host (or again, with drain false).',
   standbyReady: 'From a standby workflow: its VM is booted and waits for a job.',
   prePullDone: 'From a pre-pull workflow: the image is (or failed to be) in the host cache.',
-  syncHosts: "The pool's settings from a worker's config (hosts, checks, placement, standby, AWS capacity).",
+  syncHosts:
+    "Workers before versioned settings: the pool's settings from the worker's config. Ignored by a pool whose settings have a version.",
+  applySettings:
+    "`marina pool apply`: replace the pool's settings (hosts, checks, placement, security, standby, AWS capacity); validated, refused if the pool's version moved since `basedOn`. Answers the new version.",
+  settings: "The pool's settings, with their version and who set them.",
   // standby
   standbyClaimed: "From the pool: a job took this standby VM; it is the job's now.",
   standbyStop: 'From the pool: stop this standby (destroy the VM, return the slot).',

@@ -502,7 +502,7 @@ export async function hostWorkflow(input: HostWorkflowInput): Promise<HostLife> 
       case 'scrubbing':
         await step(async () => {
           const since = ec2Now();
-          // AWS releases a scrubbing host: a retire need not wait for the scrub to end.
+          // AWS releases a scrubbing host (once Occupied ends): a retire need not wait for the scrub to end.
           const done = await untilRetired(() =>
             waiting.waitHostAvailable({ pool: input.pool, hostId: life.hostId!, pollMs }),
           );

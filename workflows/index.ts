@@ -7,3 +7,4 @@ export { leaseProbeWorkflow, bareWorkflow } from './probe';
 export { standbyWorkflow } from './standby';
 export { prePullWorkflow } from './prepull';
 export { staticHostWorkflow } from './static-host';
+export { githubScanWorkflow } from './github-scan';

@@ -22,6 +22,7 @@ import {
   SA_JOB_STATE,
   JOB_FAILED,
   JOB_TIMED_OUT,
+  FINAL_JOB_STATES,
   jobStatusQuery,
   type JobResult,
   type JobState,
@@ -29,6 +30,7 @@ import {
   type Stage,
 } from './definitions';
 import { jobDetails } from './job-details';
+import { recordFinished, recordStage } from './job-metrics';
 
 /** Errors no retry can fix: a retry would only repeat them. */
 export const NON_RETRYABLE = [
@@ -107,6 +109,7 @@ async function runJob(input: JobSpec): Promise<JobResult> {
   const showDetails = () => setCurrentDetails(jobDetails(status));
   const setState = (state: JobState) => {
     status.state = state;
+    if (FINAL_JOB_STATES.has(state)) recordFinished(spec.pool, state);
     upsertSearchAttributes([{ key: SA_JOB_STATE, value: state }]);
     showDetails();
   };
@@ -117,6 +120,7 @@ async function runJob(input: JobSpec): Promise<JobResult> {
       return await fn();
     } finally {
       stages[stage] = Date.now() - start;
+      recordStage(spec.pool, stage, stages[stage]);
       showDetails();
     }
   };
@@ -188,25 +192,32 @@ async function runJob(input: JobSpec): Promise<JobResult> {
             );
           }
 
-          const runScript = withOptions('runScript', {
+          const runOptions: ActivityOptions = {
             startToCloseTimeout: `${spec.timeoutSeconds + 600}s`,
             heartbeatTimeout: HEARTBEAT,
             retry,
             // Let the activity kill the script before cleanup destroys the VM under it.
             cancellationType: 'WAIT_CANCELLATION_COMPLETED' as ActivityOptions['cancellationType'],
-          });
+          };
+          const runScript = withOptions('runScript', runOptions);
+          const runRequest = {
+            id: spec.id,
+            script: spec.script,
+            env: spec.env ?? {},
+            secrets: spec.secrets ?? {},
+            timeoutSeconds: spec.timeoutSeconds,
+          };
+          // A GitHub Actions job runs a JIT runner (activities/github.ts); patched for histories from before.
+          const github = spec.github && patched('github-jit-runner') ? spec.github : undefined;
           const run = await timed('run', 'running', () =>
-            runScript(
-              `run script in ${vm}`,
-              { ...vmTarget, ip: booted.ip },
-              {
-                id: spec.id,
-                script: spec.script,
-                env: spec.env ?? {},
-                secrets: spec.secrets ?? {},
-                timeoutSeconds: spec.timeoutSeconds,
-              },
-            ),
+            github
+              ? withOptions('runGithubRunner', runOptions)(
+                  `run GitHub runner ${github.runnerName} in ${vm}`,
+                  { ...vmTarget, ip: booted.ip },
+                  runRequest,
+                  github,
+                )
+              : runScript(`run script in ${vm}`, { ...vmTarget, ip: booted.ip }, runRequest),
           );
 
           let snapshot: JobResult['snapshot'];

@@ -37,7 +37,7 @@ import {
   type PoolEvent,
 } from '../src/policy/pool-core';
 import { describePool, poolView } from '../src/policy/pool-view';
-import { validateControl } from '../src/policy/pool-controls';
+import { settingsRequestProblem, validateControl } from '../src/policy/pool-controls';
 import { packState, unpackState, type PoolStatePart } from '../src/policy/pool-snapshot';
 import {
   SA_HOST,
@@ -54,6 +54,8 @@ import {
   requestLeaseSignal,
   standbyReadySignal,
   syncHostsSignal,
+  applySettingsUpdate,
+  poolSettingsQuery,
   type LeaseRequestMsg,
   type PoolInput,
   type PoolSettings,
@@ -159,10 +161,42 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
   setDescribedHandler(hostDrainSignal, (d) => void feed({ type: 'host-cordon', ...d }));
   setDescribedHandler(standbyReadySignal, (r) => void feed({ type: 'standby-ready', ...r }));
   setDescribedHandler(prePullDoneSignal, (r) => void feed({ type: 'prepull-done', ...r }));
+  // Settings have one writer: `marina pool apply` (src/client/pool-settings.ts). A worker only starts a
+  // pool that is not running; one from before versioned settings still signals its config, which a
+  // versioned pool ignores, so workers with different files cannot make the settings flap.
+  let settingsVersion = input.settingsVersion;
+  setDescribedHandler(poolSettingsQuery, () => ({ settings, version: settingsVersion ?? null }));
   setDescribedHandler(syncHostsSignal, (next) => {
+    if (settingsVersion) {
+      log.warn(
+        `pool ${state.name}: ignored settings sent by an older worker; this pool runs settings v${settingsVersion.version} set by ${settingsVersion.by} (change them with marina pool apply)`,
+      );
+      return;
+    }
     settings = next;
     feed({ type: 'settings', settings: next });
   });
+  setDescribedHandler(
+    applySettingsUpdate,
+    (request) => {
+      settings = request.settings;
+      settingsVersion = {
+        version: (settingsVersion?.version ?? 0) + 1,
+        by: request.by,
+        at: new Date(Date.now()).toISOString(),
+        ...(request.source ? { source: request.source } : {}),
+      };
+      feed({ type: 'settings', settings });
+      return settingsVersion;
+    },
+    {
+      validator: (request) => {
+        const problem = settingsRequestProblem(request, settingsVersion?.version ?? 0);
+        if (problem)
+          throw ApplicationFailure.create({ message: problem, type: 'InvalidPoolSettings', nonRetryable: true });
+      },
+    },
+  );
 
   // Planner and operator controls: validated, so a bad request fails at once with the fix and changes
   // nothing; a good one is recorded and answered at once. A drain's or a retire's progress shows in the
@@ -299,7 +333,11 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
       dirty = false;
       feed({ type: 'tick' });
       dirty = false;
-      const d = describePool(state, outbox.length);
+      const d =
+        describePool(state, outbox.length) +
+        (settingsVersion
+          ? `\n\nSettings v${settingsVersion.version}, set by ${settingsVersion.by} at ${settingsVersion.at}`
+          : '');
       if (d !== details) setCurrentDetails((details = d));
     }
     const now = Date.now();
@@ -325,7 +363,10 @@ export async function poolWorkflow(input: PoolInput, ...parts: PoolStatePart[]):
       await condition(() => starting === 0 && allHandlersFinished());
       // Packed, and its queue, leases and outbox cut into parts: no payload near Temporal's limits.
       const { packed, parts: next } = packState(state);
-      await continueAsNew<typeof poolWorkflow>({ name: state.name, settings, packed }, ...next);
+      await continueAsNew<typeof poolWorkflow>(
+        { name: state.name, settings, packed, ...(settingsVersion ? { settingsVersion } : {}) },
+        ...next,
+      );
     }
     let backoff = Infinity;
     for (const e of outbox) if (e.notBefore !== undefined && e.notBefore < backoff) backoff = e.notBefore;

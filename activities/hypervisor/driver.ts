@@ -1,12 +1,14 @@
 /**
- * What Marina needs from a hypervisor on a Mac host. Tart implements it over SSH
- * today; a Parallels (`prlctl`) driver implements the same methods next to it.
- * Every method is safe to repeat: activities call them again after a crash.
+ * What Marina needs from a hypervisor on a Mac host: Tart (tart.ts) and Parallels Desktop
+ * (parallels.ts) implement it over SSH. Every method is safe to repeat: activities call them
+ * again after a crash.
  */
 export interface VmSettings {
   cpu?: number;
   /** MiB */
   memory?: number;
+  /** GiB the VM's disk grows to (never shrinks): a job's `disk` resource. */
+  diskGiB?: number;
 }
 
 export interface VmInfo {
@@ -32,6 +34,13 @@ export interface HypervisorDriver {
   stop(vm: string, timeoutSeconds: number): Promise<void>;
   /** Stops, then deletes; no-op if absent. */
   destroy(vm: string): Promise<boolean>;
+  /**
+   * Makes a pulled image folder `dir` a VM known as `name`, ready to clone. Tart finds it by its
+   * folder; Parallels registers the bundle. No-op if `name` is known.
+   */
+  adopt(name: string, dir: string): Promise<void>;
+  /** The last lines of the VM's own log (boot and hypervisor trouble); '' if there is none. */
+  logTail(vm: string, lines: number): Promise<string>;
 }
 
 export interface SharedDir {

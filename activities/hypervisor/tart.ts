@@ -1,6 +1,7 @@
 /** The Tart CLI driven over SSH (the contract is in shared/reference/tart.md). */
 import type { SshConnection } from '../ssh/connection';
 import { shq } from '../ssh/connection';
+import { traceparentPrefix } from '../../src/telemetry/trace-context';
 import type { HypervisorDriver, SharedDir, VmInfo, VmSettings } from './driver';
 
 // Tart: 2 = VM does not exist / not running / already running.
@@ -15,7 +16,7 @@ export class TartDriver implements HypervisorDriver {
   constructor(private readonly ssh: SshConnection) {}
 
   private async tart(args: string, okCodes: number[] = [0]): Promise<{ code: number; stdout: string; stderr: string }> {
-    const r = await this.ssh.exec(`tart ${args}`);
+    const r = await this.ssh.exec(`${traceparentPrefix()}tart ${args}`);
     const code = r.code ?? -1;
     if (!okCodes.includes(code)) {
       // Tart prints one human sentence on stderr; keep the first line, as Orchard does.
@@ -49,6 +50,8 @@ export class TartDriver implements HypervisorDriver {
     let args = `set ${shq(vm)} --random-mac`;
     if (settings.cpu) args += ` --cpu ${Math.max(1, Math.round(settings.cpu))}`;
     if (settings.memory) args += ` --memory ${Math.round(settings.memory)}`;
+    // Tart only grows a disk: a smaller size than the image's is refused by `tart set`.
+    if (settings.diskGiB) args += ` --disk-size ${Math.max(1, Math.round(settings.diskGiB))}`;
     await this.tart(args);
   }
 
@@ -63,7 +66,7 @@ export class TartDriver implements HypervisorDriver {
       .join('');
     const extra = (opts.args ?? []).map((a) => `${shq(a)} `).join('');
     await this.ssh.run(
-      `mkdir -p "$HOME/.marina/vms"; nohup tart run --no-graphics ${dirs}${extra}${shq(vm)} >${log} 2>&1 </dev/null & sleep 0.2; ` +
+      `mkdir -p "$HOME/.marina/vms"; ${traceparentPrefix()}nohup tart run --no-graphics ${dirs}${extra}${shq(vm)} >${log} 2>&1 </dev/null & sleep 0.2; ` +
         `if ! kill -0 $! 2>/dev/null; then wait $!; rc=$?; [ $rc = 2 ] && exit 0; tail -n 5 ${log} >&2; exit $rc; fi`,
     );
   }
@@ -74,6 +77,17 @@ export class TartDriver implements HypervisorDriver {
 
   async stop(vm: string, timeoutSeconds: number): Promise<void> {
     await this.tart(`stop ${shq(vm)} --timeout ${timeoutSeconds}`, [0, EXIT_STATE]);
+  }
+
+  async adopt(name: string): Promise<void> {
+    // A pull renames the finished folder into Tart's VM directory: that is all Tart needs.
+    if (!(await this.exists(name))) throw new TartError(`${name} is not in Tart's VM directory after its pull`);
+  }
+
+  async logTail(vm: string, lines: number): Promise<string> {
+    return this.ssh.run(
+      `tail -n ${Math.max(1, Math.round(lines))} "$HOME"/.marina/vms/${shq(`${vm}.log`)} 2>/dev/null; true`,
+    );
   }
 
   async destroy(vm: string): Promise<boolean> {

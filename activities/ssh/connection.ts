@@ -2,6 +2,7 @@
  * SSH to hosts and, through them, to VMs, with ssh2. Connections are cached per
  * target and reused across activities; a dropped one is replaced on next use.
  */
+import { recordSshError } from '../../src/telemetry/metrics';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import { ApplicationFailure } from '@temporalio/common';
 import { verifyHostKey, type KnownHostEntry } from './known-hosts';
@@ -33,6 +34,16 @@ export interface ExecResult {
   signal?: string;
   stdout: string;
   stderr: string;
+}
+
+/** The kind of a failed connection, for `marina_ssh_errors`: a few stable words, not messages. */
+function sshErrorKind(err: Error & { level?: string; code?: string }): string {
+  if (err.level === 'client-timeout') return 'handshake-timeout';
+  if (err.level === 'client-authentication') return 'auth';
+  if (err.code === 'ECONNREFUSED') return 'refused';
+  if (err.code === 'ETIMEDOUT' || err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH') return 'unreachable';
+  if (err.code === 'ECONNRESET') return 'reset';
+  return 'connect';
 }
 
 export class SshError extends Error {
@@ -97,6 +108,7 @@ export class SshConnection {
             client.destroy();
             return;
           }
+          recordSshError(keyVerdict ? 'host-key' : sshErrorKind(err));
           if (keyVerdict) return reject(hostKeyFailure(target, keyVerdict));
           const why = err.level === 'client-timeout' ? `${err.message} (${config.readyTimeout} ms)` : err.message;
           // Only the first error settles the promise; the later ones say nothing new.
@@ -113,6 +125,7 @@ export class SshConnection {
     return new Promise((resolve, reject) => {
       this.client.exec(command, (err, stream: ClientChannel) => {
         if (err) {
+          recordSshError('channel');
           reject(new SshError(`${this.target.label}: cannot open a channel: ${err.message}`));
           return;
         }
@@ -145,6 +158,7 @@ export class SshConnection {
             abandon();
             settled = true;
             options.signal?.removeEventListener('abort', onAbort);
+            recordSshError('command-timeout');
             reject(new SshError(`${this.target.label}: command timed out after ${options.timeoutMs} ms`));
           }, options.timeoutMs);
         }

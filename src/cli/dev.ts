@@ -2,6 +2,8 @@
 import { startDevStack, type DevStack } from '../emulator/dev-stack';
 import { onStopSignals, SIGNAL_EXIT_CODES, type StopSignal } from './signals';
 import { createMarinaWorker } from '../worker';
+import { applyPoolSettings } from '../client/pool-settings';
+import { prebuiltWorkflowBundle } from '../workflow-bundle';
 import { followLog, startJob } from '../client/jobs';
 import { SEED_IMAGE } from '../emulator/seed-image';
 import { WorkflowFailedError } from '@temporalio/client';
@@ -16,6 +18,7 @@ echo done`;
 export async function runDev(o: {
   stateDir: string;
   hosts: number;
+  parallelsHosts?: number;
   temporalPort: number;
   uiPort: number;
   demo: boolean;
@@ -66,8 +69,8 @@ export async function runDev(o: {
   let w;
   try {
     // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE, as for `marina worker`) skips the webpack step on start.
-    const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
-    w = await createMarinaWorker(stack.config, bundle ? { workflowBundle: { codePath: bundle } } : {});
+    const bundle = prebuiltWorkflowBundle();
+    w = await createMarinaWorker(stack.config, bundle ? { workflowBundle: bundle } : {});
   } catch (e) {
     disposeSignals();
     await stack.stop();
@@ -82,6 +85,13 @@ export async function runDev(o: {
     await worker.close();
   };
   log(`worker up; config ${stack.configPath}`);
+  // The stack's config is written afresh each start (ports move), so the dev stack is the one place
+  // that applies it on start: elsewhere a running pool's settings change only by `marina pool apply`.
+  for (const p of stack.config.pools) {
+    const r = await applyPoolSettings(worker.client, stack.config, p.name, 'marina dev');
+    if (r.changes.length > 0)
+      log(`pool ${p.name}: settings v${r.version.version} applied (${r.changes.length} change(s))`);
+  }
   if (stack.uiUrl) log(`Temporal Web UI: ${stack.uiUrl}`);
   const shutdown = async () => {
     disposeSignals();

@@ -11,6 +11,10 @@ interface Flags {
   zones?: string;
   quota: string;
   scrub?: string;
+  stopping?: string;
+  occupied?: string;
+  settle?: string;
+  notFoundFor?: string;
   sshKey?: string;
   sshPort: string;
   stateDir: string;
@@ -33,6 +37,10 @@ export function registerEc2EmulatorCommand(program: Command): void {
     .option('--zones <list>', 'zones and their Mac hosts, e.g. us-east-1a=10,us-east-1b=10')
     .option('--quota <n>', 'dedicated hosts per family the account may hold', '20')
     .option('--scrub <range>', 'scrub duration range, e.g. 1h-2h')
+    .option('--stopping <duration>', 'stop/terminate → the instance is gone and the scrub begins (default 15m)')
+    .option('--occupied <duration>', 'after a terminate, ReleaseHosts answers Client.InvalidHost.Occupied this long (default 20m)')
+    .option('--settle <duration>', 'after a scrub, listed available but launches fail this long (default 5m)')
+    .option('--not-found-for <duration>', 'eventual consistency: a new host or instance id is unknown this long, real time (default off)')
     .option('--ssh-key <pubkey-file>', 'let running instances answer SSH (as emulated Mac hosts) for this public key')
     .option('--ssh-port <port>', "port of each instance's SSH server at its 127.78.x.y address", '2222')
     .option('--state-dir <dir>', 'where emulated instances keep their state', '.marina/ec2')
@@ -61,6 +69,17 @@ export function registerEc2EmulatorCommand(program: Command): void {
           scrubSeconds: [parseDuration('--scrub', lo), parseDuration('--scrub', hi)],
         };
       }
+      const window = (flag: string, v: string | undefined): number | undefined =>
+        v === undefined ? undefined : parseDuration(flag, v);
+      const windows = {
+        stoppingSeconds: window('--stopping', o.stopping),
+        occupiedSeconds: window('--occupied', o.occupied),
+        settleSeconds: window('--settle', o.settle),
+      };
+      for (const [k, v] of Object.entries(windows))
+        if (v !== undefined) opts.cloud.timings = { ...opts.cloud.timings, [k]: v };
+      const notFoundMs = window('--not-found-for', o.notFoundFor);
+      if (notFoundMs !== undefined) opts.cloud.consistency = { hostMs: notFoundMs * 1000, instanceMs: notFoundMs * 1000 };
       opts.faults = { ...opts.faults, throttleRate: rate('--throttle-rate', o.throttleRate), seed: Number(o.seed) };
       if (o.sshKey) {
         opts.ssh = {

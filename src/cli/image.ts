@@ -14,6 +14,7 @@ import { DEFAULT_RETENTION } from '../images/chunked/gc';
 import { localHelper } from '../images/chunked/helper';
 import { pullVersion, pushDisk, type Candidate } from '../images/chunked/transfer';
 import { unpackVmArchive, VM_DISK } from '../images/chunked/vm-files';
+import { isPvmBundle, PVM_DISK, PVM_HDD, PvmError, unpackPvm, writePvmBundle } from '../images/chunked/pvm';
 import { assertImageRef } from '../domain/image-ref';
 import { UsageError } from './args';
 import { ExitError, imageExitCode, notFound } from './exit-codes';
@@ -62,12 +63,28 @@ function parseRate(v: string | undefined): number {
   return Number(v) * 1e6;
 }
 
-/** The versions a cache directory may hold (`<dir>/<hex>/disk.img`); the helper decides which are verified. */
+/**
+ * The versions a cache directory may hold (`<dir>/<hex>/disk.img`, or a Parallels bundle's disk in
+ * `<dir>/<hex>/harddisk.hdd/`); the helper decides which are verified.
+ */
 function cacheCandidates(cacheDir: string): Candidate[] {
   if (!existsSync(cacheDir)) return [];
   return readdirSync(cacheDir)
     .filter((x) => /^[0-9a-f]{64}$/.test(x))
-    .map((hex) => ({ digest: `sha256:${hex}`, dir: join(cacheDir, hex), disk: VM_DISK }));
+    .map((hex) => ({
+      digest: `sha256:${hex}`,
+      dir: join(cacheDir, hex),
+      disk: existsSync(join(cacheDir, hex, PVM_HDD)) ? PVM_DISK : VM_DISK,
+    }));
+}
+
+/** A Parallels bundle that cannot be an image is the caller's to fix (usage), with the fix named. */
+function unpackPvmOrUsage(bundle: string): ReturnType<typeof unpackPvm> {
+  try {
+    return unpackPvm(bundle);
+  } catch (e) {
+    throw e instanceof PvmError ? new UsageError(e.message) : e;
+  }
 }
 
 /** Every failure leaves with the exit code of its class (exit-codes.ts). */
@@ -91,7 +108,9 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
   const image = program.command('image').description('images in the store');
   image
     .command('push <ref> [archive]')
-    .description('push a VM (a tart export archive, or a raw disk with --disk) to the chunked store')
+    .description(
+      'push a VM (a tart export archive, a Parallels .pvm bundle, or a raw disk with --disk) to the chunked store',
+    )
     .option('--disk <file>', 'a raw disk image: chunked, only chunks the store lacks are uploaded')
     .option('--chunk-size <size>', 'chunk size (256K-4M)', '256K')
     .option(
@@ -121,7 +140,8 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
             `warning: ${ref} records no VM host key; pools with vm.hostKeys: pinned (the default) refuse it. Give --vm-host-key.`,
           );
         const { s3, chunked } = stores();
-        const vm = archive ? unpackVmArchive(archive) : undefined;
+        const pvm = archive !== undefined && isPvmBundle(archive);
+        const vm = archive ? (pvm ? unpackPvmOrUsage(archive) : unpackVmArchive(archive)) : undefined;
         try {
           let bar: ReturnType<typeof progress> | undefined;
           let stage = '';
@@ -130,6 +150,7 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
             maxBytesPerSecond,
             ...(o.cacheDir ? { candidates: cacheCandidates(o.cacheDir) } : {}),
             ...(vm ? { extras: vm.extras } : {}),
+            ...(pvm ? { diskPath: PVM_DISK } : {}),
             ...(vmHostKey ? { vmHostKey } : {}),
             onProgress: (p) => {
               if (p.stage !== stage) {
@@ -156,8 +177,9 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
     .requiredOption('--cache-dir <dir>', 'where pulled VMs are kept, by digest')
     .option('--concurrency <n>', 'ranged GETs at once', '8')
     .option('--max-rate <MB/s>', 'cap the download, in MB/s')
+    .option('--out <path.pvm>', 'a Parallels image: also write it out as a .pvm bundle there, for `prlctl register`')
     .action(
-      classified(async (ref: string, o: { cacheDir: string; concurrency: string; maxRate?: string }) => {
+      classified(async (ref: string, o: { cacheDir: string; concurrency: string; maxRate?: string; out?: string }) => {
         assertImageRef(ref);
         const concurrency = Number(o.concurrency);
         if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 64)
@@ -169,13 +191,17 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
           if (!r) throw notFound(`no chunked image ${ref} in the store; see marina image ls`);
           mkdirSync(o.cacheDir, { recursive: true });
           const dir = join(o.cacheDir, r.digest.slice('sha256:'.length));
+          const disk = r.manifest.disk ?? VM_DISK;
+          if (o.out && disk !== PVM_DISK)
+            throw new UsageError(`--out: ${ref} is not a Parallels image (it was not pushed from a .pvm bundle)`);
+          if (o.out && existsSync(o.out)) throw new UsageError(`--out: ${o.out} exists; give a new path`);
           let bar: ReturnType<typeof progress> | undefined;
           const { plan, stats } = await pullVersion(
             chunked,
             localHelper(),
             r,
             cacheCandidates(o.cacheDir),
-            { dir, disk: VM_DISK },
+            { dir, disk },
             {
               concurrency,
               maxBytesPerSecond,
@@ -184,6 +210,10 @@ export function registerImageCommands(program: Command, config: () => LoadedConf
             },
           );
           bar?.stop();
+          if (o.out) {
+            writePvmBundle(dir, o.out);
+            console.log(`${ref} -> ${o.out} (register it with: prlctl register ${o.out} --regenerate-src-uuid)`);
+          }
           if (stats.alreadyComplete) return void console.log(`${ref} ${r.digest}: already cached (verified) at ${dir}`);
           console.log(
             `${ref} ${r.digest} -> ${dir}: ${gb(stats.fetchedBytes)} fetched in ${stats.ranges} GETs (${stats.retries} retried), ${gb(stats.copiedBytes)} copied locally${plan.seed ? ` from ${plan.seed.slice(0, 19)}` : ''}, ${stats.resumedChunks} chunks resumed, ${stats.seconds.toFixed(1)} s`,

@@ -27,10 +27,14 @@ import { parse as parseYaml } from 'yaml';
 import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
 import { registerTraceExportCommand } from './trace-export';
+import { registerPoolApplyCommand } from './pool-apply';
+import { flushTraces } from '../telemetry/tracer';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
+import { registerGithubCommands } from './github';
 import { TraceError } from '../sim/trace';
 import { createMarinaWorker } from '../worker';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { installRuntime } from '../telemetry/runtime';
+import { prebuiltWorkflowBundle } from '../workflow-bundle';
 
 const program = new Command('marina')
   .description('Durable CI on macOS fleets, on Temporal')
@@ -45,6 +49,7 @@ async function withClient<T>(fn: (client: Client, cfg: LoadedConfig) => Promise<
     return await fn(client, cfg);
   } finally {
     await client.connection.close();
+    await flushTraces();
   }
 }
 
@@ -53,18 +58,29 @@ program
   .description('start the local stack: Temporal dev server + Web UI, S3, emulated Mac hosts, a worker')
   .option('--state-dir <dir>', 'where the stack keeps its state', '.marina/dev')
   .option('--hosts <n>', 'emulated Mac hosts', '2')
+  .option('--parallels-hosts <n>', 'emulated Parallels Desktop hosts, in a second pool local-parallels', '0')
   .option('--port <port>', 'Temporal frontend port', '7233')
   .option('--ui-port <port>', 'Temporal Web UI port', '8233')
   .option('--demo', 'run one demo job through the whole stack, show its output, then stop')
-  .action(async (o: { stateDir: string; hosts: string; port: string; uiPort: string; demo?: boolean }) => {
-    process.exitCode = await runDev({
-      stateDir: o.stateDir,
-      hosts: Number(o.hosts),
-      temporalPort: Number(o.port),
-      uiPort: Number(o.uiPort),
-      demo: Boolean(o.demo),
-    });
-  });
+  .action(
+    async (o: {
+      stateDir: string;
+      hosts: string;
+      parallelsHosts: string;
+      port: string;
+      uiPort: string;
+      demo?: boolean;
+    }) => {
+      process.exitCode = await runDev({
+        stateDir: o.stateDir,
+        hosts: Number(o.hosts),
+        parallelsHosts: Number(o.parallelsHosts),
+        temporalPort: Number(o.port),
+        uiPort: Number(o.uiPort),
+        demo: Boolean(o.demo),
+      });
+    },
+  );
 
 program
   .command('worker')
@@ -72,11 +88,10 @@ program
   .action(async () => {
     const cfg = config();
     const level = process.env.MARINA_LOG_LEVEL as 'ERROR' | 'WARN' | 'INFO' | 'DEBUG' | undefined;
-    // Signals are ours, not the SDK's: a second one must be able to end the process at once.
-    Runtime.install({ logger: new DefaultLogger(level ?? 'INFO'), shutdownSignals: [] });
-    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE) skips the webpack step on start.
-    const bundle = process.env.MARINA_WORKFLOW_BUNDLE;
-    const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: { codePath: bundle } } : {});
+    installRuntime(cfg, level ?? 'INFO');
+    // A prebuilt bundle (MARINA_WORKFLOW_BUNDLE, as the Docker image sets) skips the webpack step on start.
+    const bundle = prebuiltWorkflowBundle();
+    const w = await createMarinaWorker(cfg, bundle ? { workflowBundle: bundle } : {});
     const grace = cfg.worker.shutdownGraceSeconds;
     let stopping = false;
     onStopSignals(
@@ -96,7 +111,8 @@ program
       },
     );
     console.error(
-      `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}`,
+      `marina worker: task queue "${cfg.temporal.taskQueue}" on ${cfg.temporal.address}, pools: ${cfg.pools.map((p) => p.name).join(', ')}, ` +
+        `workflows: ${bundle ? `prebuilt bundle ${bundle.codePath}` : 'bundled from source'}`,
     );
     try {
       await w.worker.run();
@@ -273,6 +289,7 @@ job.command('cancel <id>').action(async (id: string) =>
 );
 
 const pool = program.command('pool').description("a pool's state, and the planner's and operator's controls");
+registerPoolApplyCommand(pool, () => program.opts<{ config?: string }>().config);
 pool
   .command('show <name>')
   .description("the pool's full state: hosts, leases, queue, fleet, latest decisions")
@@ -423,6 +440,7 @@ program
 registerSimulateCommands(program);
 registerTraceExportCommand(program, config);
 registerEc2EmulatorCommand(program);
+registerGithubCommands(program, config);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   if (e instanceof ConfigError || e instanceof UsageError || e instanceof TraceError)

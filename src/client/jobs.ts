@@ -1,4 +1,5 @@
 /** The typed client CI systems and the CLI use to submit, follow and cancel jobs. */
+import { clientTracingInterceptors, ensureProcessTracer } from '../telemetry/tracer';
 import {
   Client,
   Connection,
@@ -10,7 +11,16 @@ import { ListObjectsV2Command, GetObjectCommand } from '@aws-sdk/client-s3';
 import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
 import { whyNeverFits } from '../policy/placement';
 import { checkSecurity } from '../domain/security';
-import { findPool, hostSpecs, hostTemplates, logsLocation, type LoadedConfig } from '../config/load';
+import {
+  findPool,
+  hostSpecs,
+  hostTemplates,
+  hypervisorOf,
+  logsLocation,
+  mixedHypervisors,
+  type LoadedConfig,
+} from '../config/load';
+import { imageHypervisor } from '../images/chunked/pvm';
 import { s3ClientFor } from '../config/s3';
 import { logChunkPrefix, logObjectKey, offsetOfChunkKey, type LogRef } from '../logs/keys';
 import { ChunkedStore } from '../images/chunked/store';
@@ -30,7 +40,9 @@ export async function connectClient(config: LoadedConfig): Promise<Client> {
       { cause: e },
     );
   }
-  return new Client({ connection, namespace: config.temporal.namespace });
+  ensureProcessTracer(config);
+  // A job's trace starts here, at its submit (a no-op unless telemetry.traces is set).
+  return new Client({ connection, namespace: config.temporal.namespace, interceptors: clientTracingInterceptors() });
 }
 
 /**
@@ -89,12 +101,31 @@ export async function checkJobSpec(
     const s3 = s3ClientFor(config, config.imageStore);
     try {
       const store = new ChunkedStore(s3, config.imageStore);
-      if (!(await store.resolve(spec.image))) {
+      const found = await store.resolve(spec.image);
+      if (!found) {
         const known = (await store.tags()).map((t) => t.ref);
         errors.push({
           field: 'image',
           message: `unknown image "${spec.image}"; the store has: ${known.join(', ') || '(none)'}`,
         });
+      } else if (pool) {
+        // An image runs on the hypervisor it was made for: only that hypervisor's hosts can take the job.
+        const kind = imageHypervisor(found.manifest);
+        const kinds = new Set(
+          pool.hosts.length ? pool.hosts.map((h) => hypervisorOf(pool, h.name)) : [pool.hypervisor],
+        );
+        const asked = spec.labels?.hypervisor;
+        if (!kinds.has(kind))
+          errors.push({
+            field: 'image',
+            message: `"${spec.image}" is a ${kind === 'parallels' ? 'Parallels (.pvm)' : 'Tart'} image, and pool "${pool.name}" has no ${kind} host (its hosts run ${[...kinds].join(', ')})`,
+          });
+        else if (asked !== undefined && asked !== kind)
+          errors.push({
+            field: 'labels.hypervisor',
+            message: `"${spec.image}" is a ${kind} image: it cannot run on a ${asked} host; drop the label or give a ${asked} image`,
+          });
+        else if (mixedHypervisors(pool)) spec = { ...spec, labels: { ...spec.labels, hypervisor: kind } };
       }
     } finally {
       s3.destroy();

@@ -3,7 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { homedir } from 'node:os';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { configSchema, type MarinaConfig, type PoolConfig, type S3Location } from './schema';
+import { configSchema, type Hypervisor, type MarinaConfig, type PoolConfig, type S3Location } from './schema';
 import type { HostSpec } from '../domain/pool';
 
 export class ConfigError extends Error {
@@ -70,12 +70,24 @@ export function findPool(config: MarinaConfig, name: string): PoolConfig | undef
   return config.pools.find((p) => p.name === name);
 }
 
+/** A host's hypervisor: its own, else its pool's. A host Marina allocated (EC2) runs the pool's. */
+export function hypervisorOf(pool: PoolConfig, host: string): Hypervisor {
+  return pool.hosts.find((h) => h.name === host)?.hypervisor ?? pool.hypervisor;
+}
+
+/** Whether a pool's hosts run more than one hypervisor: then each host carries a `hypervisor` label. */
+export function mixedHypervisors(pool: PoolConfig): boolean {
+  return new Set(pool.hosts.map((h) => h.hypervisor ?? pool.hypervisor)).size > 1;
+}
+
 /** The non-secret view of a pool's hosts that the pool workflow holds. */
 export function hostSpecs(pool: PoolConfig): HostSpec[] {
+  const mixed = mixedHypervisors(pool);
   return pool.hosts.map((h) => ({
     name: h.name,
     resources: { ...(h.resources ?? pool.hostResources) },
-    labels: { ...(h.labels ?? {}) },
+    // In a mixed pool a job's image runs on one hypervisor only: the label lets it ask for that one.
+    labels: { ...(mixed ? { hypervisor: h.hypervisor ?? pool.hypervisor } : {}), ...(h.labels ?? {}) },
     ...((h.resourceModifiers ?? pool.resourceModifiers).length > 0
       ? { modifiers: h.resourceModifiers ?? pool.resourceModifiers }
       : {}),

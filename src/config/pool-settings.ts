@@ -44,11 +44,19 @@ export function poolSettings(pool: PoolConfig): PoolSettings {
 export function poolStartOptions(
   config: LoadedConfig,
   pool: PoolConfig,
+  /** Who starts it: recorded as the author of its first settings version. */
+  by: string,
 ): WorkflowStartOptions<typeof poolWorkflow> & { workflowId: string; taskQueue: string } {
   return {
     workflowId: poolWorkflowId(pool.name),
     taskQueue: config.temporal.taskQueue,
-    args: [{ name: pool.name, settings: poolSettings(pool) }],
+    args: [
+      {
+        name: pool.name,
+        settings: poolSettings(pool),
+        settingsVersion: { version: 1, by, at: new Date().toISOString(), source: config.path },
+      },
+    ],
     typedSearchAttributes: [{ key: SA_POOL, value: pool.name }],
     staticSummary: pool.aws
       ? `Pool ${pool.name}: up to ${pool.aws.maxHosts} EC2 ${pool.aws.instanceType} host(s) in ${pool.aws.zones.join(', ')}`

@@ -4,6 +4,7 @@ import { BILLING_MODES } from '../ec2mac/model';
 import { periodError } from '../policy/schedule';
 import { DEFAULT_AFFINITY_SLACK } from '../policy/placement';
 import { checkSecurity } from '../domain/security';
+import { githubSchemas } from './github';
 
 const name = z
   .string()
@@ -23,6 +24,9 @@ export const secretRef = z.union(
   },
 );
 export type SecretRef = z.infer<typeof secretRef>;
+
+/** GitHub Actions: the App and webhook (top level), each pool's runner labels (src/config/github.ts). */
+const gh = githubSchemas(secretRef);
 
 const fileRef = z.object({ file: z.string().min(1) }).strict();
 
@@ -54,10 +58,21 @@ const resourceModifiers = z.array(
     .strict(),
 );
 
+/** Which hypervisor a host's VMs run on: Tart, or Parallels Desktop (`prlctl`). README "Parallels Desktop hosts". */
+export const HYPERVISORS = ['tart', 'parallels'] as const;
+export type Hypervisor = (typeof HYPERVISORS)[number];
+const hypervisor = z.enum(HYPERVISORS, {
+  error: 'must be "tart" or "parallels" (Parallels Desktop, driven with prlctl)',
+});
+/** macOS VMs one Mac may run at once, whatever the hypervisor: Apple's licence (Parallels enforces it too). */
+export const MAX_MACOS_VMS_PER_HOST = 2;
+
 const host = z
   .object({
     name,
     address: z.string().min(1, 'the host name or IP that the worker reaches over SSH'),
+    /** This host's hypervisor, in place of the pool's (a pool may mix Tart and Parallels hosts). */
+    hypervisor: hypervisor.optional(),
     ssh: sshSettings.optional(),
     resources: resources.optional(),
     labels: labels.optional(),
@@ -169,7 +184,8 @@ const pool = z
   .object({
     name,
     aws: awsPool.optional(),
-    hypervisor: z.enum(['tart']).default('tart'),
+    /** The hypervisor of the pool's hosts (each host may say otherwise). */
+    hypervisor: hypervisor.default('tart'),
     /** SSH defaults for the pool's hosts; each host may override any field. */
     ssh: sshSettings.default({}),
     /** How the worker reaches VMs: through the host (SSH forwarding) on this port, as this user. */
@@ -291,9 +307,18 @@ const pool = z
       .strict()
       .default({ budgetGiB: 300, prePull: [] }),
     hosts: z.array(host).default([]),
+    /** GitHub Actions jobs whose labels match run in this pool (README, GitHub Actions). */
+    github: gh.pool.optional(),
   })
   .strict()
   .superRefine((p, ctx) => {
+    if (p.aws && p.hypervisor === 'parallels')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['hypervisor'],
+        message:
+          'the EC2 Mac hosts Marina allocates run Tart; list Parallels Desktop hosts under hosts: in a pool without aws:',
+      });
     p.imageCache.prePull.forEach((image, i) => {
       const verdict = checkSecurity(p.name, p.security, { image });
       if (verdict.violations.length > 0)
@@ -318,6 +343,29 @@ const pool = z
         ctx.addIssue({ code: 'custom', path: ['hosts', i, 'name'], message: `duplicate host name "${h.name}"` });
       }
       seen.add(h.name);
+      const kind = h.hypervisor ?? p.hypervisor;
+      if (kind === 'parallels') {
+        const slots = (h.resources ?? p.hostResources).vm;
+        if (slots !== undefined && slots > MAX_MACOS_VMS_PER_HOST)
+          ctx.addIssue({
+            code: 'custom',
+            path: h.resources ? ['hosts', i, 'resources', 'vm'] : ['hostResources', 'vm'],
+            message: `a Parallels host runs at most ${MAX_MACOS_VMS_PER_HOST} macOS VMs (Apple's licence, which Parallels Desktop enforces); set vm: ${MAX_MACOS_VMS_PER_HOST} or fewer`,
+          });
+        if ((h.resourceModifiers ?? p.resourceModifiers).length > 0)
+          ctx.addIssue({
+            code: 'custom',
+            path: h.resourceModifiers ? ['hosts', i, 'resourceModifiers'] : ['resourceModifiers'],
+            message:
+              'resource modifiers are `tart run` options, which a Parallels host cannot take; remove them for this host, or set hypervisor: tart',
+          });
+        if (p.vm.network === 'softnet')
+          ctx.addIssue({
+            code: 'custom',
+            path: ['vm', 'network'],
+            message: `softnet is Tart's; host ${h.name} runs Parallels, whose VMs use its Shared network: set vm.network: shared, or move the host to a Tart pool`,
+          });
+      }
       const ssh = { ...p.ssh, ...h.ssh };
       if (!ssh.privateKey) {
         ctx.addIssue({
@@ -391,6 +439,34 @@ const worker = z
 
 export const DEFAULT_DEPLOYMENT = 'default';
 
+const bindAddress = (example: string) =>
+  z.string().regex(/^[\w.:[\]-]+:\d{1,5}$/, `an address and port to listen on, e.g. ${example}`);
+
+/** Metrics and traces (README "Operating Marina"); everything off unless set. */
+const telemetry = z
+  .object({
+    metrics: z
+      .object({
+        /** Marina's own metrics (OpenTelemetry, Prometheus text format at /metrics). */
+        prometheus: bindAddress('0.0.0.0:9464').optional(),
+        /** The Temporal SDK's metrics and the metrics workflows record (jobs, queue wait), at /metrics. */
+        temporalPrometheus: bindAddress('0.0.0.0:9465').optional(),
+        /** How often the worker reads each pool's state for the pool gauges. */
+        poolPollSeconds: z.number().positive('seconds between reads of pool state, e.g. 15').default(15),
+      })
+      .strict()
+      .optional(),
+    traces: z
+      .object({
+        /** OTLP/HTTP traces endpoint, e.g. an OpenTelemetry Collector's http://collector:4318/v1/traces. */
+        otlpEndpoint: z.string().url('an OTLP/HTTP URL, e.g. http://127.0.0.1:4318/v1/traces'),
+        serviceName: z.string().min(1).default('marina'),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     /**
@@ -417,6 +493,8 @@ export const configSchema = z
     secrets: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), secretRef).default({}),
     pools: z.array(pool).min(1, 'configure at least one pool'),
     worker: worker.default({ shutdownGraceSeconds: 10 }),
+    telemetry: telemetry.default({}),
+    github: gh.github.optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -433,3 +511,5 @@ export type MarinaConfig = z.infer<typeof configSchema>;
 export type PoolConfig = MarinaConfig['pools'][number];
 export type HostConfig = PoolConfig['hosts'][number];
 export type S3Location = z.infer<typeof s3Location>;
+export type GithubConfig = NonNullable<MarinaConfig['github']>;
+export type GithubPoolConfig = NonNullable<PoolConfig['github']>;

@@ -38,6 +38,8 @@ export interface JobSpec {
   volumes?: Volume[];
   /** Among one client's queued jobs, higher runs first (-100..100, default 0). */
   priority?: number;
+  /** Set for a GitHub Actions job: the run step registers a JIT runner for it (src/github). */
+  github?: GithubJobRef;
 }
 
 export interface Volume {
@@ -61,6 +63,7 @@ export class JobSpecError extends Error {
 }
 
 import { formatImageRef, imageRefError, parseImageRef } from './image-ref';
+import { githubJobRefErrors, type GithubJobRef } from '../github/types';
 
 export { formatImageRef, parseImageRef, type ImageRef } from './image-ref';
 
@@ -159,6 +162,7 @@ export function validateJobSpec(spec: unknown): FieldError[] {
           err(`volumes.${i}.readOnly`, 'must be true or false');
       });
   }
+  errors.push(...githubJobRefErrors(s.github));
   return errors;
 }
 

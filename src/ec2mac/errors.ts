@@ -19,11 +19,16 @@ const FATAL = new Set([
   'UnauthorizedOperation',
   'OptInRequired',
   'InvalidAction',
+  'UnknownParameter',
+  // A DryRun's answer: nothing was done, and sending it again does nothing either.
+  'DryRunOperation',
 ]);
 
 export function classifyEc2Error(code: string): Ec2ErrorClass {
   if (code === 'InsufficientHostCapacity' || code === 'UnavailableHostRequirements') return 'next-zone';
-  if (FATAL.has(code) || code.startsWith('InvalidAMIID.') || code.startsWith('InvalidAMIName.')) return 'fatal';
+  // A malformed id stays malformed however often it is sent.
+  if (FATAL.has(code) || code.startsWith('InvalidAMIID.') || code.startsWith('InvalidAMIName.') || code.endsWith('.Malformed'))
+    return 'fatal';
   // Throttling, 5xx, a host still scrubbing or handing off (InsufficientCapacityOnHost), and
   // eventual consistency (a new id not yet visible): the same call succeeds later.
   return 'retry';

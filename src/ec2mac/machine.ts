@@ -167,8 +167,9 @@ function refuse(h: MacHost, c: MacCommand): MacVerdict {
 
 /**
  * ReleaseHosts' verdict. Too young: refused until 24 h after allocation. Occupied: while an
- * instance lives, and for `occupiedSeconds` after a terminate (macOSWorld), except once the
- * host scrubs (Aquarium Fish releases scrubbing hosts).
+ * instance lives, and for `occupiedSeconds` after a terminate whatever the host does meanwhile
+ * (macOSWorld: "approximately 20 minutes" after TerminateInstances). Past that window a scrubbing
+ * host is released (Aquarium Fish releases `pending` hosts), so both field reports hold.
  */
 export function releaseCheck(h: MacHost, now: number, t: MacTimings, hostId = 'h-?', instanceType = 'mac'): MacVerdict {
   const releasableAt = h.allocatedAt + MIN_ALLOCATION_SECONDS;
@@ -182,7 +183,7 @@ export function releaseCheck(h: MacHost, now: number, t: MacTimings, hostId = 'h
     };
   }
   const recent = h.terminatedAt !== undefined && now - h.terminatedAt < t.occupiedSeconds;
-  if (hasInstance(h.state) || (recent && h.state !== 'scrubbing') || h.state === 'allocating') {
+  if (hasInstance(h.state) || recent || h.state === 'allocating') {
     return {
       ok: false,
       code: 'Client.InvalidHost.Occupied',

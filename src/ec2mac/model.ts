@@ -30,7 +30,7 @@ export interface MacTimings {
   vmBootSeconds: number;
   /** Stop/terminate → the instance is gone and the scrub begins: billed, the host still occupied. */
   stoppingSeconds: number;
-  /** Terminate → ReleaseHosts stops answering `Client.InvalidHost.Occupied` (a scrubbing host is released at once). */
+  /** Terminate → ReleaseHosts stops answering `Client.InvalidHost.Occupied`, scrubbing or not (~20 min, macOSWorld). */
   occupiedSeconds: number;
   /** The scrub (`pending`, unbilled): instance gone → the host is listed `available` again. */
   scrubSeconds: [number, number];

@@ -11,3 +11,22 @@ export function seeded(seed: number): Uniform {
   uniformFloat64(rng);
   return () => uniformFloat64(rng);
 }
+
+/** A seeded uniform source whose position can be saved and put back (the emulator's DryRun undoes its draws). */
+export interface RestorableUniform {
+  draw: Uniform;
+  save(): unknown;
+  restore(saved: unknown): void;
+}
+
+export function restorableSeeded(seed: number): RestorableUniform {
+  let rng = xoroshiro128plus(seed);
+  uniformFloat64(rng);
+  return {
+    draw: () => uniformFloat64(rng),
+    save: () => rng.clone(),
+    restore: (saved) => {
+      rng = (saved as typeof rng).clone();
+    },
+  };
+}

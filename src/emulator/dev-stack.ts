@@ -10,7 +10,16 @@ import { freePort } from './processes';
 import { startTemporalDevServer } from './temporal-dev-server';
 import { DEV_S3_CREDENTIALS, ensureBucket, startS3Server } from './s3-server';
 import { sshKeygen, startEmulatedHost, type EmulatedHost } from './mac-host';
-import { buildSeedImage, publicKeyOf, SEED_IMAGE, vmHostKeyOfArchive } from './seed-image';
+import {
+  buildSeedImage,
+  buildSeedPvm,
+  publicKeyOf,
+  PVM_SEED_IMAGE,
+  SEED_IMAGE,
+  vmHostKeyOfArchive,
+  vmHostKeyOfPvm,
+} from './seed-image';
+import { pushPvmBundle } from '../images/chunked/pvm';
 import { ChunkedStore } from '../images/chunked/store';
 import { pushVmArchive } from '../images/chunked/vm-files';
 import { loadConfig, type LoadedConfig } from '../config/load';
@@ -18,6 +27,8 @@ import { loadConfig, type LoadedConfig } from '../config/load';
 export interface DevStackOptions {
   stateDir: string;
   hosts?: number;
+  /** Emulated hosts in a second pool, `local-parallels`, driven with `prlctl` (default none). */
+  parallelsHosts?: number;
   temporalPort?: number;
   uiPort?: number;
   s3Port?: number;
@@ -42,6 +53,8 @@ export interface DevStack {
   uiUrl?: string;
   s3Endpoint: string;
   hosts: EmulatedHost[];
+  /** SIGKILLs the Temporal dev server and starts it again on its database and port (chaos runs). */
+  killAndRestartTemporal(downMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -56,24 +69,38 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
   try {
     const temporalPort = o.temporalPort ?? (await freePort());
     const uiPort = o.uiPort ?? (await freePort());
-    let temporal: { address: string };
-    if (o.temporalAddress) {
-      temporal = { address: o.temporalAddress };
-    } else {
+    const temporalOptions = {
+      port: temporalPort,
+      uiPort,
+      ...(o.inMemory ? {} : { dbFile: join(state, 'temporal.db') }),
+      logFile: join(state, 'logs', 'temporal.log'),
+      headless: o.headless,
+      ...(o.temporalDynamicConfig ? { dynamicConfig: o.temporalDynamicConfig } : {}),
+    };
+    // With temporalAddress (a cluster, src/emulator/temporal-cluster.ts) the stack starts no dev server.
+    let dev: Awaited<ReturnType<typeof startTemporalDevServer>> | undefined;
+    if (!o.temporalAddress) {
       log(
         `starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`,
       );
-      const dev = await startTemporalDevServer({
-        port: temporalPort,
-        uiPort,
-        ...(o.inMemory ? {} : { dbFile: join(state, 'temporal.db') }),
-        logFile: join(state, 'logs', 'temporal.log'),
-        headless: o.headless,
-        ...(o.temporalDynamicConfig ? { dynamicConfig: o.temporalDynamicConfig } : {}),
-      });
-      stops.push(() => dev.stop());
-      temporal = dev;
+      dev = await startTemporalDevServer(temporalOptions);
+      stops.push(() => dev?.stop() ?? Promise.resolve());
     }
+    const temporal = { address: o.temporalAddress ?? dev!.address };
+    const killAndRestartTemporal = async (downMs: number) => {
+      const running = dev;
+      if (!running)
+        throw new Error('this stack runs no dev server: restart a cluster with src/emulator/temporal-cluster.ts');
+      const exited = new Promise((r) => running.child.once('exit', r));
+      try {
+        process.kill(-running.child.pid!, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+      await exited;
+      await new Promise((r) => setTimeout(r, downMs));
+      dev = await startTemporalDevServer(temporalOptions);
+    };
 
     const s3Port = o.s3Port ?? (await freePort());
     log(`starting S3 (moto) on 127.0.0.1:${s3Port}`);
@@ -106,11 +133,41 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       hosts.push(host);
       stops.push(() => host.stop());
     }
+    const prlHosts: EmulatedHost[] = [];
+    for (let i = 0; i < (o.parallelsHosts ?? 0); i++) {
+      const name = `mac-p${i + 1}`;
+      const host = await startEmulatedHost({
+        name,
+        dir: join(state, 'hosts', name),
+        port: await freePort(),
+        authorizedKey: publicKeyOf(workerKey),
+        netIndex: hostCount + i + 1,
+        vmPort,
+        bootSeconds: o.vmBootSeconds ?? 1,
+      });
+      prlHosts.push(host);
+      stops.push(() => host.stop());
+    }
     log(
-      `started ${hostCount} emulated Mac hosts (Linux stand-ins): ${hosts.map((h) => `${h.name}@${h.port}`).join(', ')}`,
+      `started ${hostCount + prlHosts.length} emulated Mac hosts (Linux stand-ins): ${[...hosts, ...prlHosts].map((h) => `${h.name}@${h.port}`).join(', ')}`,
     );
-    writeFileSync(join(state, 'known_hosts'), hosts.map((h) => h.knownHostsLine).join('\n') + '\n');
+    writeFileSync(join(state, 'known_hosts'), [...hosts, ...prlHosts].map((h) => h.knownHostsLine).join('\n') + '\n');
 
+    const localPool = (name: string, hypervisor: 'tart' | 'parallels', poolHosts: EmulatedHost[]) => ({
+      name,
+      hypervisor,
+      ssh: { user: 'root', privateKey: { file: 'keys/worker_ed25519' }, knownHosts: { file: 'known_hosts' } },
+      vm: { user: 'root', port: vmPort, privateKey: { file: 'keys/vm_ed25519' }, bootTimeoutSeconds: 60 },
+      hostResources: { vm: 2, cpu: 8, memory: 16384 },
+      healthCheckSeconds: o.healthCheckSeconds ?? 30,
+      leaseCheckSeconds: o.leaseCheckSeconds ?? 15,
+      hosts: poolHosts.map((h) => ({
+        name: h.name,
+        address: '127.0.0.1',
+        ssh: { port: h.port },
+        labels: { os: 'macos', arch: 'arm64' },
+      })),
+    });
     const config = {
       temporal: { address: temporal.address, namespace: 'default', taskQueue: 'marina' },
       imageStore: {
@@ -127,21 +184,8 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       logs: { prefix: 'logs/' },
       secrets: { 'demo-token': { file: 'secrets/demo-token' } },
       pools: [
-        {
-          name: 'local',
-          hypervisor: 'tart',
-          ssh: { user: 'root', privateKey: { file: 'keys/worker_ed25519' }, knownHosts: { file: 'known_hosts' } },
-          vm: { user: 'root', port: vmPort, privateKey: { file: 'keys/vm_ed25519' }, bootTimeoutSeconds: 60 },
-          hostResources: { vm: 2, cpu: 8, memory: 16384 },
-          healthCheckSeconds: o.healthCheckSeconds ?? 30,
-          leaseCheckSeconds: o.leaseCheckSeconds ?? 15,
-          hosts: hosts.map((h) => ({
-            name: h.name,
-            address: '127.0.0.1',
-            ssh: { port: h.port },
-            labels: { os: 'macos', arch: 'arm64' },
-          })),
-        },
+        localPool('local', 'tart', hosts),
+        ...(prlHosts.length ? [localPool('local-parallels', 'parallels', prlHosts)] : []),
       ],
     };
     const configPath = join(state, 'marina.yaml');
@@ -163,8 +207,13 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
     // Pushed again if a store from an older Marina holds it without its guest's host key (jobs would refuse it).
     if (!(await store.resolve(SEED_IMAGE))?.manifest.vmHostKey)
       await pushVmArchive(store, SEED_IMAGE, seed, { vmHostKey: vmHostKeyOfArchive(seed) });
+    if (prlHosts.length && !(await store.resolve(PVM_SEED_IMAGE))) {
+      const bundle = join(state, 'seed-image.pvm');
+      buildSeedPvm(bundle, publicKeyOf(vmKey));
+      await pushPvmBundle(store, PVM_SEED_IMAGE, bundle, { vmHostKey: vmHostKeyOfPvm(bundle) });
+    }
     s3c.destroy();
-    log(`seeded image ${SEED_IMAGE}`);
+    log(`seeded image ${SEED_IMAGE}${prlHosts.length ? ` and ${PVM_SEED_IMAGE}` : ''}`);
 
     return {
       config: loaded,
@@ -172,7 +221,8 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       temporalAddress: temporal.address,
       uiUrl: o.headless || o.temporalAddress ? undefined : `http://127.0.0.1:${uiPort}`,
       s3Endpoint: s3.endpoint,
-      hosts,
+      hosts: [...hosts, ...prlHosts],
+      killAndRestartTemporal,
       stop,
     };
   } catch (e) {

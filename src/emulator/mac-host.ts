@@ -1,6 +1,7 @@
 /**
  * An emulated Mac host: a real OpenSSH server on loopback whose `tart` is the
- * Linux stand-in in tart-emulator.sh. It is not macOS; it lets the whole stack
+ * Linux stand-in in tart-emulator.sh and whose `prlctl` (and `prl_disk_tool`) the one in
+ * prlctl-emulator.sh. It is not macOS, nor Tart, nor Parallels Desktop; it lets the whole stack
  * (SSH, host keys, detached runs, VM slots) run for real on a Linux machine.
  */
 import { execFileSync } from 'node:child_process';
@@ -10,6 +11,8 @@ import { sshd } from '../tools/binaries';
 import { portOpen, startProcess, waitFor, type Managed } from './processes';
 
 export const TART_EMULATOR = resolve(__dirname, 'tart-emulator.sh');
+export const PRLCTL_EMULATOR = resolve(__dirname, 'prlctl-emulator.sh');
+export const PRL_DISK_TOOL_EMULATOR = resolve(__dirname, 'prl-disk-tool-emulator.sh');
 
 export interface EmulatedHostOptions {
   name: string;
@@ -51,13 +54,19 @@ export async function startEmulatedHost(o: EmulatedHostOptions): Promise<Emulate
   mkdirSync('/run/sshd', { recursive: true });
   sshKeygen(join(dir, 'ssh_host_ed25519_key'), `marina-emulated-host-${o.name}`);
   writeFileSync(join(dir, 'authorized_keys'), `${o.authorizedKey.trim()}\n`);
-  const tart = join(dir, 'bin', 'tart');
-  rmSync(tart, { force: true });
-  symlinkSync(TART_EMULATOR, tart);
+  // Both hypervisors' CLIs: which one Marina drives is the config's choice (a host's `hypervisor`).
+  for (const [bin, target] of [
+    ['tart', TART_EMULATOR],
+    ['prlctl', PRLCTL_EMULATOR],
+    ['prl_disk_tool', PRL_DISK_TOOL_EMULATOR],
+  ] as const) {
+    rmSync(join(dir, 'bin', bin), { force: true });
+    symlinkSync(target, join(dir, 'bin', bin));
+  }
   writeFileSync(
     join(dir, 'login'),
     `#!/usr/bin/env bash
-export HOME='${dir}/home' TART_HOME='${dir}/tart' PATH='${dir}/bin:/usr/local/bin:/usr/bin:/bin'
+export HOME='${dir}/home' TART_HOME='${dir}/tart' PRL_HOME='${dir}/parallels' MARINA_PRL_LEASES='${dir}/parallels/parallels_dhcp_leases' PATH='${dir}/bin:/usr/local/bin:/usr/bin:/bin'
 export MARINA_EMU_HOST='${o.name}' MARINA_EMU_NET='127.77.${o.netIndex}' MARINA_EMU_VM_PORT='${o.vmPort}' MARINA_EMU_BOOT_SECONDS='${o.bootSeconds}' MARINA_EMU_SSHD='${sshd()}'
 cd "$HOME"
 [ -n "\${SSH_ORIGINAL_COMMAND:-}" ] || exec /bin/bash -l
@@ -119,14 +128,14 @@ LogLevel ERROR
   };
 }
 
-/** Stops every VM of an emulated host (their `tart run` processes outlive sshd, as on a real Mac). */
+/** Stops every VM of an emulated host (their `tart run` and Parallels VM processes outlive sshd, as on a real Mac). */
 export function stopEmulatedVms(hostDir: string): void {
   try {
     execFileSync(
       'bash',
       [
         '-c',
-        `for p in "$1"/tart/vms/*/run.pid; do [ -f "$p" ] && kill -TERM "$(cat "$p")" 2>/dev/null; done; sleep 0.5; true`,
+        `for p in "$1"/tart/vms/*/run.pid "$1"/home/Parallels/*.pvm/run.pid; do [ -f "$p" ] && kill -TERM "$(cat "$p")" 2>/dev/null; done; sleep 0.5; true`,
         '_',
         hostDir,
       ],

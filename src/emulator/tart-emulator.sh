@@ -15,6 +15,9 @@ BOOT_SECONDS="${MARINA_EMU_BOOT_SECONDS:-1}"
 MAX_VMS="${MARINA_EMU_MAX_VMS:-2}"
 SSHD="${MARINA_EMU_SSHD:-/usr/sbin/sshd}"
 mkdir -p "$VMS"
+# Real Tart traces itself with OpenTelemetry when TRACEPARENT is set; the stand-in only notes the parent
+# it was given, one line per command, so a test can see a job's trace reach the hypervisor.
+if [ -n "${TRACEPARENT:-}" ]; then echo "$TRACEPARENT ${1:-}" >> "$TART_HOME/traceparents.log"; fi
 
 die() { local code=$1; shift; echo "Error: $*" >&2; exit "$code"; }
 vmdir() { echo "$VMS/$1"; }
@@ -34,13 +37,8 @@ setcfg() { # setcfg vm key value
   grep -v "^$2=" "$f" > "$f.tmp" || true; echo "$2=$3" >> "$f.tmp"; mv "$f.tmp" "$f"; }
 getcfg() { grep "^$2=" "$(vmdir "$1")/config.env" | tail -1 | cut -d= -f2-; }
 
-kill_vm_processes() { # every process started inside the VM carries its directory in MARINA_EMU_VM
-  local d=$1 sig=$2 f pid
-  for f in $(grep -lzx "MARINA_EMU_VM=$d" /proc/[0-9]*/environ 2>/dev/null); do
-    pid=${f#/proc/}; pid=${pid%/environ}
-    [ "$pid" = "$$" ] || kill "-$sig" "$pid" 2>/dev/null || true
-  done
-}
+# shellcheck source=emu-guest.sh
+. "$(dirname "$(readlink -f "$0")")/emu-guest.sh"
 
 cmd_list() {
   local fmt=text quiet=0
@@ -114,46 +112,7 @@ cmd_run() {
   local ip; ip=$(allocate_ip)
   echo $$ > "$d/run.pid"; echo "$ip" > "$d/ip.pending"
   unlock
-  local sshd_pid=""
-  shutdown() {
-    rm -f "$d/ip" "$d/ip.pending"
-    [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null
-    kill_vm_processes "$d" TERM; sleep 0.2; kill_vm_processes "$d" KILL
-    rm -f "$d/run.pid"; exit 0
-  }
-  trap shutdown INT TERM
-  sleep "$BOOT_SECONDS" & wait $!
-  cat > "$d/login" <<LOGIN
-#!/usr/bin/env bash
-export MARINA_EMU_VM='$d' HOME='$d/root' USER=admin PATH=/usr/local/bin:/usr/bin:/bin
-cd "\$HOME"
-if [ -n "\${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/bash -c "\$SSH_ORIGINAL_COMMAND"; else exec /bin/bash -l; fi
-LOGIN
-  chmod 755 "$d/login"
-  cat > "$d/sshd_config" <<CONF
-ListenAddress $ip:$VM_PORT
-HostKey $d/ssh_host_ed25519_key
-AuthorizedKeysFile $d/root/.ssh/authorized_keys
-PidFile none
-StrictModes no
-UsePAM no
-PermitRootLogin yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-AllowTcpForwarding no
-X11Forwarding no
-ForceCommand $d/login
-# Not this machine's ~/.bashrc (see mac-host.ts): the VM's login sets its own environment.
-SetEnv SHLVL=1
-# VERBOSE: tests read who authenticated (a host-key mismatch must end the handshake before any login).
-LogLevel VERBOSE
-CONF
-  mkdir -p /run/sshd
-  "$SSHD" -D -e -f "$d/sshd_config" &
-  sshd_pid=$!
-  mv "$d/ip.pending" "$d/ip"
-  wait "$sshd_pid"
-  shutdown
+  run_guest "$d" "$ip" "$d/disk.img"
 }
 
 cmd_ip() {

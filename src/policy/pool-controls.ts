@@ -82,3 +82,23 @@ export function effectiveAws(
     ...(over?.headroomSlots !== undefined ? { headroomSlots: over.headroomSlots } : {}),
   };
 }
+
+/**
+ * Why a pool cannot take these settings (a message naming the field and the fix), or undefined. The full
+ * schema is checked where the file is read (src/config/schema.ts); this guards the pool against a stale
+ * difference and against callers that skipped that check.
+ */
+export function settingsRequestProblem(
+  request: { settings?: Partial<PoolSettings>; by?: string; basedOn?: number },
+  currentVersion: number,
+): string | undefined {
+  if (request.basedOn !== undefined && request.basedOn !== currentVersion)
+    return `the pool's settings moved to v${currentVersion} since the difference was made against v${request.basedOn}: run marina pool apply again to see the new difference`;
+  if (typeof request.by !== 'string' || request.by.trim() === '') return 'by: say who applies the settings';
+  const s = request.settings;
+  if (!s || !Array.isArray(s.hosts)) return 'settings.hosts: give the list of hosts (may be empty)';
+  for (const field of ['healthCheckSeconds', 'leaseCheckSeconds'] as const)
+    if (!(typeof s[field] === 'number' && s[field] > 0))
+      return `settings.${field}: must be a positive number of seconds`;
+  return undefined;
+}

@@ -190,7 +190,7 @@ export function simulate(trace: readonly TraceJob[], policy: FleetPolicy, config
     }
   };
 
-  /** A retiring host goes once AWS lets it (a scrubbing host at once; after a terminate, when Occupied ends). */
+  /** A retiring host goes once AWS lets it (when the Occupied window after its terminate ends, scrubbing or not). */
   const tryRelease = (h: SimHost): void => {
     if (hasInstance(h.mac.state)) return; // its stop ends in a machine timer
     if (releaseCheck(h.mac, now, t).ok) command(h, 'release');

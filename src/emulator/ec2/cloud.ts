@@ -1,200 +1,42 @@
 /**
  * The emulated EC2 Mac cloud: dedicated hosts, instances, images and root-volume tasks,
- * moved through time by the EC2 Mac model (src/ec2mac/model.ts). Transitions are lazy:
+ * moved through time by the EC2 Mac machine (src/ec2mac/machine.ts). Transitions are lazy:
  * every read first settles whatever the clock says has happened. No I/O here; the server
  * (server.ts) speaks the wire protocol and starts SSH servers for instances that boot.
+ * Records and options: resources.ts; the clock: clock.ts; the bill: ledger.ts.
  */
 import { createHash } from 'node:crypto';
-import { BILLING_MODES, DEFAULT_TIMINGS, billedSeconds, type BillingMode, type MacTimings } from '../../ec2mac/model';
+import { allocateMac, awsHostState, macCommand, macForget, macSettle, releaseCheck } from '../../ec2mac/machine';
+import { restorableSeeded, type RestorableUniform } from '../../ec2mac/random';
+import type { EmulatorClock } from './clock';
+import { idempotent, type TokenRecords } from './idempotency';
+import { ledgerOf, type Ledger } from './ledger';
+import { setHostHealth, vanishHost, type HostHealth, type VanishedHost } from './outside';
 import {
-  allocateMac,
-  awsHostState,
-  macCommand,
-  macForget,
-  macSettle,
-  releaseCheck,
-  scrubbedSoFar,
-  type MacHost,
-} from '../../ec2mac/machine';
-import { seeded, type Uniform } from '../../ec2mac/random';
+  DEFAULT_METADATA_OPTIONS,
+  MAC_TYPES,
+  SEEDED_IMAGES,
+  ACCOUNT_ID,
+  family,
+  isHeld,
+  type CloudOptions,
+  type Consistency,
+  type ConsoleRule,
+  type Host,
+  type HostState,
+  type Image,
+  type Instance,
+  type LaunchParams,
+  type RootVolumeTask,
+  type StateChange,
+  type ZoneSpec,
+} from './resources';
 import { Ec2Error, type Tags } from './wire';
 
-/** The EC2 Mac machine's timings (stop and terminate both take `stoppingSeconds`), and the emulator's own. */
-export interface EmulatorTimings extends MacTimings {
-  /** How long a terminated instance stays listed. */
-  terminatedVisibleSeconds: number;
-  /** CreateImage: `pending` → `available`. */
-  imageSeconds: number;
-  /** SSH answers → EC2 posts the boot's console output (GetConsoleOutput answers an empty Output until then). */
-  consolePostSeconds: number;
-}
-
-export const DEFAULT_EMULATOR_TIMINGS: EmulatorTimings = {
-  ...DEFAULT_TIMINGS,
-  // AllocateHosts answers with hosts `available` at once in practice; callers launch on them straight away.
-  allocationSeconds: 0,
-  terminatedVisibleSeconds: 3600,
-  imageSeconds: 10 * 60,
-  consolePostSeconds: 3 * 60,
-};
-
-export interface ZoneSpec {
-  name: string;
-  id: string;
-  /** Mac hosts this zone has for the account (InsufficientHostCapacity beyond). */
-  capacity: number;
-}
-
-export interface CloudOptions {
-  region: string;
-  zones: ZoneSpec[];
-  /** Hosts of a family the account may hold, scrubbing ones included (HostLimitExceeded beyond). */
-  quotaPerFamily: number;
-  timings: EmulatorTimings;
-  seed: number;
-}
-
-export const MAC_TYPES: Readonly<
-  Record<string, { vcpus: number; memoryGiB: number; arch: 'x86_64_mac' | 'arm64_mac' }>
-> = {
-  'mac1.metal': { vcpus: 12, memoryGiB: 32, arch: 'x86_64_mac' },
-  'mac2.metal': { vcpus: 8, memoryGiB: 16, arch: 'arm64_mac' },
-  'mac2-m2.metal': { vcpus: 8, memoryGiB: 24, arch: 'arm64_mac' },
-  'mac2-m2pro.metal': { vcpus: 12, memoryGiB: 32, arch: 'arm64_mac' },
-  'mac-m4.metal': { vcpus: 10, memoryGiB: 24, arch: 'arm64_mac' },
-  'mac-m4pro.metal': { vcpus: 14, memoryGiB: 48, arch: 'arm64_mac' },
-};
-
-const family = (type: string): string => type.split('.')[0]!;
-
-/** Virtual time in epoch seconds: real time × speed, plus any explicit advance. */
-export class EmulatorClock {
-  private realStart = Date.now();
-  private base: number;
-  constructor(
-    private speedFactor = 1,
-    start = Date.now() / 1000,
-  ) {
-    this.base = start;
-  }
-  now(): number {
-    return this.base + ((Date.now() - this.realStart) / 1000) * this.speedFactor;
-  }
-  get speed(): number {
-    return this.speedFactor;
-  }
-  setSpeed(speed: number): void {
-    this.base = this.now();
-    this.realStart = Date.now();
-    this.speedFactor = speed;
-  }
-  advance(seconds: number): void {
-    this.base += seconds;
-  }
-}
-
-export type HostState =
-  'available' | 'pending' | 'under-assessment' | 'permanent-failure' | 'released' | 'released-permanent-failure';
-export type InstanceState = 'pending' | 'running' | 'stopping' | 'stopped' | 'shutting-down' | 'terminated';
-export const INSTANCE_CODES: Record<InstanceState, number> = {
-  pending: 0,
-  running: 16,
-  'shutting-down': 32,
-  terminated: 48,
-  stopping: 64,
-  stopped: 80,
-};
-
-export interface Host {
-  id: string;
-  instanceType: string;
-  zone: ZoneSpec;
-  state: HostState;
-  allocatedAt: number;
-  releasedAt?: number;
-  clientToken?: string;
-  autoPlacement: string;
-  hostRecovery: string;
-  hostMaintenance: string;
-  tags: Tags;
-  /** The host's one live (not terminated) instance. */
-  instanceId?: string;
-  /** The EC2 Mac machine (src/ec2mac/machine.ts): the host's life, timings and 24 h rule. */
-  mac: MacHost;
-}
-
-export interface Instance {
-  id: string;
-  hostId: string;
-  imageId: string;
-  instanceType: string;
-  state: InstanceState;
-  /** When the current state ends, for timed states. */
-  until?: number;
-  launchedAt: number;
-  /** When SSH answers (while running). */
-  sshAt?: number;
-  clientToken: string;
-  tags: Tags;
-  privateIp: string;
-  terminatedAt?: number;
-  /** Bumped by each root-volume replacement: the SSH server restarts with a fresh disk. */
-  generation: number;
-  /** RunInstances' UserData, decoded. */
-  userData?: string;
-  metadataOptions: MetadataOptions;
-}
-
-/** RunInstances' MetadataOptions as EC2 applies them (its defaults where not given). */
-export interface MetadataOptions {
-  httpTokens: 'optional' | 'required';
-  httpPutResponseHopLimit: number;
-  httpEndpoint: 'enabled' | 'disabled';
-}
-
-export const DEFAULT_METADATA_OPTIONS: MetadataOptions = {
-  httpTokens: 'optional',
-  httpPutResponseHopLimit: 1,
-  httpEndpoint: 'enabled',
-};
-
-/**
- * Test control of what instances print to the console: for the instance with this id, or every instance
- * carrying this tag (so a test can aim at an instance not launched yet), a host key to print instead of the
- * instance's own, or nothing at all.
- */
-export interface ConsoleRule {
-  instanceId?: string;
-  tag?: { key: string; value: string };
-  hostKey?: string;
-  empty?: boolean;
-}
-
-export interface Image {
-  id: string;
-  name: string;
-  arch: 'x86_64_mac' | 'arm64_mac';
-  state: 'pending' | 'available';
-  availableAt: number;
-  createdAt: number;
-  owner: string;
-  tags: Tags;
-  sourceInstance?: string;
-}
-
-export interface RootVolumeTask {
-  id: string;
-  instanceId: string;
-  state: 'pending' | 'in-progress' | 'succeeded' | 'failed';
-  startedAt: number;
-  doneAt: number;
-  clientToken: string;
-  imageId?: string;
-  snapshotId?: string;
-  deleteReplaced: boolean;
-}
-
-export type StateChange = { id: string; previous: InstanceState; current: InstanceState };
+// Kept for importers of the cloud module (tests, the CLI): the records and the clock live in their own files.
+export * from './resources';
+export { EmulatorClock } from './clock';
+export type { Ledger, LedgerEntry } from './ledger';
 
 const hostBusy = (hostId: string): Ec2Error =>
   new Ec2Error(
@@ -202,69 +44,14 @@ const hostBusy = (hostId: string): Ec2Error =>
     `There is not enough capacity on the Dedicated Host ${hostId} to launch or start the instance.`,
   );
 
-interface TokenRecord {
-  action: string;
-  fingerprint: string;
-  result: string[];
-}
 
-export const ACCOUNT_ID = '123456789012';
-
-export const SEEDED_IMAGES: Omit<Image, 'availableAt' | 'createdAt' | 'tags'>[] = [
-  {
-    id: 'ami-0a1b2c3d4e5f60715',
-    name: 'amzn-ec2-macos-15.7-arm64',
-    arch: 'arm64_mac',
-    state: 'available',
-    owner: 'amazon',
-  },
-  {
-    id: 'ami-0a1b2c3d4e5f60714',
-    name: 'amzn-ec2-macos-14.8-arm64',
-    arch: 'arm64_mac',
-    state: 'available',
-    owner: 'amazon',
-  },
-  {
-    id: 'ami-0a1b2c3d4e5f60713',
-    name: 'amzn-ec2-macos-15.7-x86_64',
-    arch: 'x86_64_mac',
-    state: 'available',
-    owner: 'amazon',
-  },
-];
-
-/** What the ledger says about one host: billed time under each reading, scrubbing apart. */
-export interface LedgerEntry {
-  hostId: string;
-  instanceType: string;
-  zone: string;
-  state: HostState;
-  allocatedAt: string;
-  releasedAt?: string;
-  tags: Record<string, string>;
-  allocatedSeconds: number;
-  scrubbingSeconds: number;
-  billedSeconds: Record<BillingMode, number>;
-}
-
-export interface Ledger {
-  now: string;
-  hosts: LedgerEntry[];
-  stillAllocated: string[];
-  billedHours: Record<BillingMode, number>;
-  scrubbingHours: number;
-}
-
-export interface LaunchParams {
-  imageId: string;
-  instanceType?: string;
-  hostId?: string;
-  tenancy?: string;
-  clientToken: string;
-  tags: Tags;
-  userData?: string;
-  metadataOptions?: Partial<MetadataOptions>;
+/** Everything a call can change, copied: DryRun runs the call on the cloud, then puts this back. */
+interface Snapshot {
+  maps: unknown;
+  counter: number;
+  ipCounter: number;
+  random: unknown;
+  failRootVolumeTasks: number;
 }
 
 export class Ec2MacCloud {
@@ -276,8 +63,13 @@ export class Ec2MacCloud {
   readonly rootVolumeTasks = new Map<string, RootVolumeTask>();
   /** Latest first: the first rule that matches an instance decides its console. */
   consoleRules: ConsoleRule[] = [];
-  private readonly tokens = new Map<string, TokenRecord>();
-  private readonly random: Uniform;
+  /** Fault injection: this many next root-volume replacement tasks fail (admin API). */
+  failRootVolumeTasks = 0;
+  /** Eventual consistency now in force (options.consistency, or the admin API). */
+  consistency: Consistency;
+  private readonly tokens: TokenRecords = new Map();
+  private readonly random: RestorableUniform;
+  private readonly draw: () => number;
   private counter = 0;
   private ipCounter = 0;
   /** Instances get addresses `<ipPrefix>.N`; the server picks a prefix per emulator so two never collide. */
@@ -287,10 +79,84 @@ export class Ec2MacCloud {
     readonly options: CloudOptions,
     readonly clock: EmulatorClock,
   ) {
-    this.random = seeded(options.seed);
+    this.random = restorableSeeded(options.seed);
+    this.draw = () => this.random.draw();
+    this.consistency = { ...(options.consistency ?? { hostMs: 0, instanceMs: 0 }) };
     const now = clock.now();
     for (const img of SEEDED_IMAGES)
       this.images.set(img.id, { ...img, availableAt: now, createdAt: now - 86400 * 30, tags: new Map() });
+  }
+
+  private snapshot(): Snapshot {
+    return {
+      maps: structuredClone([this.hosts, this.forgotten, this.instances, this.images, this.rootVolumeTasks, this.tokens]),
+      counter: this.counter,
+      ipCounter: this.ipCounter,
+      random: this.random.save(),
+      failRootVolumeTasks: this.failRootVolumeTasks,
+    };
+  }
+
+  private restore(s: Snapshot): void {
+    const saved = s.maps as Map<string, unknown>[];
+    const live = [this.hosts, this.forgotten, this.instances, this.images, this.rootVolumeTasks, this.tokens] as Map<
+      string,
+      unknown
+    >[];
+    live.forEach((m, n) => {
+      m.clear();
+      for (const [k, v] of saved[n]!) m.set(k, v);
+    });
+    // Hosts share their zone with the options (capacity is counted by zone name; keep the one object).
+    for (const h of [...this.hosts.values(), ...this.forgotten.values()])
+      h.zone = this.options.zones.find((z) => z.name === h.zone.name) ?? h.zone;
+    this.counter = s.counter;
+    this.ipCounter = s.ipCounter;
+    this.random.restore(s.random);
+    this.failRootVolumeTasks = s.failRootVolumeTasks;
+  }
+
+  /**
+   * DryRun: whether the call would succeed, without its effect. It runs on the cloud as it is and everything
+   * it changed is put back, so the verdict is the real call's (an unknown id, a busy host, a bad state).
+   */
+  dryRun<T>(call: () => T): T {
+    this.settle(); // what the clock has done by now is no effect of the call: keep it
+    const before = this.snapshot();
+    try {
+      return call();
+    } finally {
+      this.restore(before);
+    }
+  }
+
+  /** Whether an id is visible yet to calls other than the one that made it (eventual consistency). */
+  private visible(r: { createdMs: number }, delayMs: number): boolean {
+    return delayMs <= 0 || Date.now() - r.createdMs >= delayMs;
+  }
+
+  /** The host by id as EC2's other calls see it: undefined while unknown (not made, or not propagated yet). */
+  findHost(id: string): Host | undefined {
+    const h = this.hosts.get(id);
+    return h && this.visible(h, this.consistency.hostMs) ? h : undefined;
+  }
+
+  /** The instance by id as EC2's other calls see it: undefined while unknown (not made, or not propagated yet). */
+  findInstance(id: string): Instance | undefined {
+    const i = this.instances.get(id);
+    return i && this.visible(i, this.consistency.instanceMs) ? i : undefined;
+  }
+
+  /** Hosts a listing shows: a new one only once it has propagated. */
+  listedHosts(): Host[] {
+    this.settle();
+    return [...this.hosts.values()].filter((h) => this.visible(h, this.consistency.hostMs));
+  }
+
+  /** Instances a listing shows: a new one only once it has propagated. */
+  listedInstances(): Instance[] {
+    this.settle();
+    return [...this.instances.values()].filter((i) => this.visible(i, this.consistency.instanceMs));
   }
 
   private newId(prefix: string): string {
@@ -322,41 +188,29 @@ export class Ec2MacCloud {
         this.instances.delete(i.id);
     }
     for (const h of this.hosts.values()) {
-      macSettle(h.mac, now, this.options.timings, this.random);
+      macSettle(h.mac, now, this.options.timings, this.draw);
       // AWS's side states (assessment, failure) outrank what the machine would list.
       if (h.state === 'available' || h.state === 'pending') h.state = awsHostState(h.mac.state) as HostState;
     }
     for (const img of this.images.values())
       if (img.state === 'pending' && img.availableAt <= now) img.state = 'available';
     for (const t of this.rootVolumeTasks.values()) {
-      if (t.state === 'pending' && now >= t.startedAt + 5) t.state = 'in-progress';
-      if (t.state === 'in-progress' && now >= t.doneAt) {
-        t.state = 'succeeded';
+      if (t.state === 'pending' && now >= t.startedAt + 5) t.state = t.fails ? 'failing' : 'in-progress';
+      if ((t.state === 'in-progress' || t.state === 'failing') && now >= t.doneAt) {
         const i = this.instances.get(t.instanceId);
-        if (i) i.sshAt = t.doneAt;
+        t.state = t.state === 'failing' ? 'failed' : 'succeeded';
+        if (i && i.state === 'running') {
+          i.sshAt = t.doneAt;
+          // AWS reboots a failed task's instance on its original root volume: the old disk, keys and all.
+          if (t.state === 'failed') i.generation--;
+        }
       }
     }
   }
 
-  /** Idempotency: a token seen before returns its result, or refuses different parameters. */
+  /** Idempotency: a token seen before returns its result, or refuses different parameters (idempotency.ts). */
   private idempotent(action: string, token: string | undefined, fingerprint: string, make: () => string[]): string[] {
-    if (!token) return make();
-    if (token.length > 64)
-      throw new Ec2Error('InvalidClientToken', 'The client token must be at most 64 ASCII characters.');
-    const key = `${action}/${token}`;
-    const seen = this.tokens.get(key);
-    if (seen) {
-      if (seen.fingerprint !== fingerprint) {
-        throw new Ec2Error(
-          'IdempotentParameterMismatch',
-          `The client token ${token} was used with different parameters.`,
-        );
-      }
-      return seen.result;
-    }
-    const result = make();
-    this.tokens.set(key, { action, fingerprint, result });
-    return result;
+    return idempotent(this.tokens, action, token, fingerprint, make);
   }
 
   private zone(name: string | undefined): ZoneSpec {
@@ -370,7 +224,7 @@ export class Ec2MacCloud {
     return z;
   }
 
-  private held = (h: Host): boolean => h.state !== 'released' && h.state !== 'released-permanent-failure';
+  private held = isHeld;
 
   allocateHosts(p: {
     instanceType?: string;
@@ -429,7 +283,7 @@ export class Ec2MacCloud {
       for (let i = 0; i < p.quantity; i++) {
         const id = this.newId('h');
         const mac = allocateMac(now, this.options.timings);
-        macSettle(mac, now, this.options.timings, this.random);
+        macSettle(mac, now, this.options.timings, this.draw);
         this.hosts.set(id, {
           id,
           instanceType: type,
@@ -442,6 +296,7 @@ export class Ec2MacCloud {
           hostRecovery: p.hostRecovery ?? 'off',
           hostMaintenance: p.hostMaintenance ?? 'on',
           tags: new Map(p.tags),
+          createdMs: Date.now(),
         });
         ids.push(id);
       }
@@ -451,7 +306,7 @@ export class Ec2MacCloud {
 
   host(id: string): Host {
     this.settle();
-    const h = this.hosts.get(id);
+    const h = this.findHost(id);
     if (!h) throw new Ec2Error('InvalidHostID.NotFound', `The host ID '${id}' does not exist`);
     return h;
   }
@@ -461,7 +316,7 @@ export class Ec2MacCloud {
     const now = this.clock.now();
     const out = { successful: [] as string[], unsuccessful: [] as { id: string; code: string; message: string }[] };
     for (const id of ids) {
-      const h = this.hosts.get(id);
+      const h = this.findHost(id);
       if (!h || !this.held(h)) {
         out.unsuccessful.push({
           id,
@@ -526,7 +381,7 @@ export class Ec2MacCloud {
     if (p.hostId) {
       host = this.host(p.hostId);
     } else {
-      host = [...this.hosts.values()].find(
+      host = this.listedHosts().find(
         (h) =>
           h.state === 'available' &&
           !h.instanceId &&
@@ -577,6 +432,7 @@ export class Ec2MacCloud {
       generation: 0,
       ...(p.userData !== undefined ? { userData: p.userData } : {}),
       metadataOptions: { ...DEFAULT_METADATA_OPTIONS, ...p.metadataOptions },
+      createdMs: Date.now(),
     });
     host.instanceId = id;
     return id;
@@ -584,7 +440,7 @@ export class Ec2MacCloud {
 
   instance(id: string): Instance {
     this.settle();
-    const i = this.instances.get(id);
+    const i = this.findInstance(id);
     if (!i) throw new Ec2Error('InvalidInstanceID.NotFound', `The instance ID '${id}' does not exist`);
     return i;
   }
@@ -654,7 +510,7 @@ export class Ec2MacCloud {
   createTags(ids: string[], tags: Tags): void {
     this.settle();
     for (const id of ids) {
-      const r = this.hosts.get(id) ?? this.instances.get(id) ?? this.images.get(id);
+      const r = this.findHost(id) ?? this.findInstance(id) ?? this.images.get(id);
       if (!r) {
         const kind = id.startsWith('h-')
           ? 'InvalidHostID.NotFound'
@@ -719,7 +575,9 @@ export class Ec2MacCloud {
         imageId: p.imageId,
         snapshotId: p.snapshotId,
         deleteReplaced: p.deleteReplaced,
+        fails: this.failRootVolumeTasks > 0,
       };
+      if (t.fails) this.failRootVolumeTasks--;
       // The instance reboots onto a fresh root volume: SSH goes away until the task is done.
       i.sshAt = undefined;
       i.generation++;
@@ -736,81 +594,18 @@ export class Ec2MacCloud {
     );
   }
 
-  /** Fault injection: AWS moves a host into a side state (its instance keeps running, as AWS warns). */
-  setHostHealth(id: string, state: 'under-assessment' | 'permanent-failure' | 'available'): void {
-    const h = this.host(id);
-    if (!this.held(h)) throw new Ec2Error('InvalidHostState', `Host ${id} is released.`);
-    h.state = state;
+  /** Fault injection: AWS moves a host into a side state (outside.ts). */
+  setHostHealth(id: string, state: HostHealth): void {
+    setHostHealth(this, id, state);
   }
 
-  /**
-   * Fault injection: the host is released behind the caller's back, as when someone runs `aws ec2
-   * release-hosts` (after terminating its instance) or AWS reclaims it. Its instance is terminated at once and
-   * the host is `released`. Unless `keepListed`, both then drop out of every listing, as released hosts and
-   * terminated instances do after a while on AWS: DescribeHosts answers `InvalidHostID.NotFound`,
-   * DescribeInstances `InvalidInstanceID.NotFound`, ReleaseHosts `Client.InvalidHostID.NotFound`. The ledger
-   * keeps the host (it was billed until now).
-   */
-  vanishHost(id: string, keepListed = false): { hostId: string; instanceId?: string; listed: boolean } {
-    const h = this.host(id);
-    const now = this.clock.now();
-    const instanceId = h.instanceId;
-    const i = instanceId ? this.instances.get(instanceId) : undefined;
-    if (i && i.state !== 'terminated') {
-      i.state = 'terminated';
-      i.terminatedAt = now;
-      i.until = i.sshAt = undefined;
-    }
-    h.instanceId = undefined;
-    if (this.held(h)) {
-      macForget(h.mac, now);
-      h.state = h.state === 'permanent-failure' ? 'released-permanent-failure' : 'released';
-      h.releasedAt = now;
-    }
-    if (!keepListed) {
-      this.hosts.delete(id);
-      this.forgotten.set(id, h);
-      for (const x of [...this.instances.values()]) if (x.hostId === id) this.instances.delete(x.id);
-    }
-    return { hostId: id, ...(instanceId ? { instanceId } : {}), listed: keepListed };
+  /** Fault injection: the host is released behind the caller's back (outside.ts). */
+  vanishHost(id: string, keepListed = false): VanishedHost {
+    return vanishHost(this, id, keepListed);
   }
 
   ledger(): Ledger {
     this.settle();
-    const now = this.clock.now();
-    const billedHours = Object.fromEntries(BILLING_MODES.map((m) => [m, 0])) as Record<BillingMode, number>;
-    let scrubbingHours = 0;
-    const hosts: LedgerEntry[] = [];
-    for (const h of [...this.hosts.values(), ...this.forgotten.values()]) {
-      const end = h.releasedAt ?? now;
-      const scrubbing = scrubbedSoFar(h.mac, now);
-      const allocated = end - h.allocatedAt;
-      const billed = Object.fromEntries(
-        BILLING_MODES.map((m) => [m, billedSeconds(allocated, scrubbing, m)]),
-      ) as Record<BillingMode, number>;
-      for (const m of BILLING_MODES) billedHours[m] += billed[m] / 3600;
-      scrubbingHours += scrubbing / 3600;
-      hosts.push({
-        hostId: h.id,
-        instanceType: h.instanceType,
-        zone: h.zone.name,
-        state: h.state,
-        allocatedAt: new Date(h.allocatedAt * 1000).toISOString(),
-        ...(h.releasedAt ? { releasedAt: new Date(h.releasedAt * 1000).toISOString() } : {}),
-        tags: Object.fromEntries(h.tags),
-        allocatedSeconds: allocated,
-        scrubbingSeconds: scrubbing,
-        billedSeconds: billed,
-      });
-    }
-    return {
-      now: new Date(now * 1000).toISOString(),
-      hosts,
-      stillAllocated: hosts
-        .filter((h) => h.state !== 'released' && h.state !== 'released-permanent-failure')
-        .map((h) => h.hostId),
-      billedHours,
-      scrubbingHours,
-    };
+    return ledgerOf([...this.hosts.values(), ...this.forgotten.values()], this.clock.now());
   }
 }

@@ -62,7 +62,15 @@ export interface VersionManifest {
   extras?: { sha256: string; size: number };
   /** The guest's SSH host key, `<type> <base64>` (src/images/vm-host-key.ts): jobs trust no other. */
   vmHostKey?: string;
+  /**
+   * Where the disk sits in the VM's directory when not at its top as `disk.img`: a Parallels bundle's
+   * `harddisk.hdd/harddisk.hdd.0.{…}.hds` (src/images/chunked/pvm.ts). Absent: a Tart VM.
+   */
+  disk?: string;
 }
+
+/** A relative path inside a VM directory, no `..`, no leading `/`: where a manifest may put the disk. */
+export const DISK_PATH = /^(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9._{}-]+(\/[A-Za-z0-9._{}-]+)*$/;
 
 /** A version's digest: SHA-256 over its chunk list, so the same disk content has one digest. */
 export function versionDigest(m: VersionManifest): string {
@@ -72,6 +80,8 @@ export function versionDigest(m: VersionManifest): string {
   if (m.extras) h.update(`extras ${m.extras.sha256}\n`);
   // Part of the version: the same disk with another trusted key is another version.
   if (m.vmHostKey) h.update(`vm-host-key ${m.vmHostKey}\n`);
+  // Part of the version: the same bytes laid out as another hypervisor's VM are another version.
+  if (m.disk) h.update(`disk ${m.disk}\n`);
   return `sha256:${h.digest('hex')}`;
 }
 
@@ -109,6 +119,8 @@ export function manifestError(m: VersionManifest): string | undefined {
     return `${m.chunks.length} chunks cannot cover ${m.size} bytes of ${m.chunkSize}`;
   if (m.extras && !/^[0-9a-f]{64}$/.test(m.extras.sha256)) return 'extras has no SHA-256 hash';
   if (m.vmHostKey !== undefined && !isVmHostKey(m.vmHostKey)) return 'vmHostKey is not an SSH public key';
+  if (m.disk !== undefined && (typeof m.disk !== 'string' || !DISK_PATH.test(m.disk)))
+    return 'disk is not a relative path inside the VM directory';
   const bad = m.chunks.findIndex((c) => c !== null && !/^[0-9a-f]{64}$/.test(c.hash));
   if (bad >= 0) return `chunk ${bad} has no SHA-256 hash`;
   const patched = m.chunks.findIndex((c) => c?.base);

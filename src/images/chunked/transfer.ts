@@ -27,6 +27,8 @@ export interface PushOptions {
   extras?: Buffer;
   /** The guest's SSH host key (src/images/vm-host-key.ts), recorded in the version. */
   vmHostKey?: string;
+  /** Where the disk sits in the VM directory, if not `disk.img` at its top (a Parallels bundle). */
+  diskPath?: string;
   onProgress?: (p: { stage: 'hash' | 'upload'; bytes: number; total: number }) => void;
   signal?: AbortSignal;
   /**
@@ -134,6 +136,7 @@ export async function pushDisk(
     chunks,
     ...(extras ? { extras } : {}),
     ...(opts.vmHostKey ? { vmHostKey: opts.vmHostKey } : {}),
+    ...(opts.diskPath && opts.diskPath !== 'disk.img' ? { disk: opts.diskPath } : {}),
   };
   const digest = await store.publishVersion(ref, manifest);
   const zero = hashes.filter((h) => h === null).length;

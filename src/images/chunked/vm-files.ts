@@ -12,12 +12,21 @@ import { pushDisk, type PushOptions } from './transfer';
 
 export const VM_DISK = 'disk.img';
 
-/** Never part of an image: the disk (chunked apart) and what a running VM or a pull leaves behind. */
-export const VM_RUNTIME_FILES = [VM_DISK, `${VM_DISK}.journal`, '.complete', 'run.pid', 'ip', 'login', 'sshd_config'];
+/**
+ * Never part of an image: what a running VM or a pull leaves behind (the emulators' run files, a
+ * Parallels VM's log and lock). The disk itself is chunked apart.
+ */
+export const VM_RUNTIME_FILES = ['.complete', 'run.pid', 'ip', 'login', 'sshd_config', 'parallels.log', '.lock'];
 
-/** The shell command that writes a VM directory's small files as tar.gz to stdout (run on a host). */
-export const vmFilesTarCommand = (dirExpr: string): string =>
-  `tar -czf - -C ${dirExpr} ${VM_RUNTIME_FILES.map((f) => `--exclude=./${f}`).join(' ')} .`;
+/**
+ * The shell command that writes a VM directory's small files as tar.gz to stdout (run on a host).
+ * `disk` is where the disk sits in the directory (`disk.img` for Tart; a path in the `.hdd` of a bundle).
+ */
+export const vmFilesTarCommand = (dirExpr: string, disk: string = VM_DISK): string => {
+  const skip = [disk, `${disk}.journal`, ...VM_RUNTIME_FILES];
+  // Each pattern quoted: a Parallels disk's name holds braces. Anchored (./), so a guest file of the same name stays.
+  return `tar -czf - -C ${dirExpr} ${skip.map((f) => `'--exclude=./${f.replace(/'/g, `'\\''`)}'`).join(' ')} .`;
+};
 
 /** Splits a `tart export` archive (tar.gz of a VM directory) into its disk and its small files. */
 export function unpackVmArchive(archive: string): { disk: string; extras: Buffer; cleanup(): void } {
