@@ -7,10 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import { startDevStack, type DevStack } from '../../src/emulator/dev-stack';
 import { startCluster, stopCluster } from '../../src/emulator/temporal-cluster';
-import { WORKFLOWS_PATH } from '../../src/worker';
+import { bundleWorkflows } from '../../src/workflow-bundle';
 
 export default async function setup(project: TestProject) {
   const stateDir = mkdtempSync(join(tmpdir(), 'marina-cluster-test-'));
@@ -35,7 +34,7 @@ export default async function setup(project: TestProject) {
       leaseCheckSeconds: 2,
       temporalAddress: cluster.address,
     });
-    const bundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
+    const bundle = await bundleWorkflows({ logger: quietLogger });
     const bundlePath = join(stateDir, 'workflow-bundle.js');
     writeFileSync(bundlePath, bundle.code);
     project.provide('stack', { stateDir, configPath: stack.configPath, bundlePath, address: cluster.address });
