@@ -41,6 +41,8 @@ export interface DevStackOptions {
   leaseCheckSeconds?: number;
   /** Temporal server dynamic config. */
   temporalDynamicConfig?: Record<string, number | string | boolean>;
+  /** An already running Temporal (a cluster, `src/emulator/temporal-cluster.ts`): no dev server is started. */
+  temporalAddress?: string;
   log?: (line: string) => void;
 }
 
@@ -67,9 +69,6 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
   try {
     const temporalPort = o.temporalPort ?? (await freePort());
     const uiPort = o.uiPort ?? (await freePort());
-    log(
-      `starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`,
-    );
     const temporalOptions = {
       port: temporalPort,
       uiPort,
@@ -78,18 +77,29 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       headless: o.headless,
       ...(o.temporalDynamicConfig ? { dynamicConfig: o.temporalDynamicConfig } : {}),
     };
-    let temporal = await startTemporalDevServer(temporalOptions);
-    stops.push(() => temporal.stop());
+    // With temporalAddress (a cluster, src/emulator/temporal-cluster.ts) the stack starts no dev server.
+    let dev: Awaited<ReturnType<typeof startTemporalDevServer>> | undefined;
+    if (!o.temporalAddress) {
+      log(
+        `starting Temporal dev server on 127.0.0.1:${temporalPort}${o.headless ? '' : ` (Web UI http://127.0.0.1:${uiPort})`}`,
+      );
+      dev = await startTemporalDevServer(temporalOptions);
+      stops.push(() => dev?.stop() ?? Promise.resolve());
+    }
+    const temporal = { address: o.temporalAddress ?? dev!.address };
     const killAndRestartTemporal = async (downMs: number) => {
-      const exited = new Promise((r) => temporal.child.once('exit', r));
+      const running = dev;
+      if (!running)
+        throw new Error('this stack runs no dev server: restart a cluster with src/emulator/temporal-cluster.ts');
+      const exited = new Promise((r) => running.child.once('exit', r));
       try {
-        process.kill(-temporal.child.pid!, 'SIGKILL');
+        process.kill(-running.child.pid!, 'SIGKILL');
       } catch {
         /* already gone */
       }
       await exited;
       await new Promise((r) => setTimeout(r, downMs));
-      temporal = await startTemporalDevServer(temporalOptions);
+      dev = await startTemporalDevServer(temporalOptions);
     };
 
     const s3Port = o.s3Port ?? (await freePort());
@@ -209,7 +219,7 @@ export async function startDevStack(o: DevStackOptions): Promise<DevStack> {
       config: loaded,
       configPath,
       temporalAddress: temporal.address,
-      uiUrl: o.headless ? undefined : `http://127.0.0.1:${uiPort}`,
+      uiUrl: o.headless || o.temporalAddress ? undefined : `http://127.0.0.1:${uiPort}`,
       s3Endpoint: s3.endpoint,
       hosts: [...hosts, ...prlHosts],
       killAndRestartTemporal,
