@@ -40,7 +40,7 @@ while [ "$(done_lanes)" -le "$n" ]; do
   sleep 5
   if [ $(( ($(date +%s) - start) % 60 )) -lt 5 ]; then
     line="tests: $(( $(date +%s) - start )) s;"
-    for i in $(seq 0 "$n"); do line+=" lane $((i + 1)) $(grep -c '✓\|×' "$logs/$i.log" 2>/dev/null || echo 0) done"; done
+    for i in $(seq 0 "$n"); do line+=" lane $((i + 1)) $(cat "$logs/$i.log" 2>/dev/null | grep -c '✓\|×') done"; done
     echo "$line"
   fi
 done
