@@ -31,6 +31,17 @@ const version = (): string =>
 const say = (line: string) => process.stdout.write(`marina: ${line}\n`);
 const warn = (line: string) => process.stderr.write(`marina: ${line}\n`);
 
+/**
+ * What went wrong, down to the root: Temporal wraps an activity's error in "Activity task failed", which alone
+ * tells the runner's log nothing (which host, which SSH error).
+ */
+function failureText(e: unknown): string {
+  const messages: string[] = [];
+  for (let c: unknown = e; c instanceof Error && messages.length < 5; c = (c as { cause?: unknown }).cause)
+    if (c.message && !messages.includes(c.message)) messages.push(c.message);
+  return messages.join(': ') || String(e);
+}
+
 /** Runs one executor call; every way out is an exit code the runner understands. */
 async function call(fn: (codes: ReturnType<typeof failureCodes>) => Promise<number>): Promise<void> {
   const codes = failureCodes(process.env);
@@ -42,7 +53,7 @@ async function call(fn: (codes: ReturnType<typeof failureCodes>) => Promise<numb
       warn(`refused: ${e.message}`);
       process.exitCode = codes.buildFailure;
     } else {
-      warn(`system failure: ${e instanceof Error ? e.message : String(e)}`);
+      warn(`system failure: ${failureText(e)}`);
       process.exitCode = codes.systemFailure;
     }
   }
