@@ -6,6 +6,7 @@
  * hosts failed. Nothing here throws to the CLI's generic handler, whose exit code would mean nothing
  * to the runner.
  */
+import { failureText } from '../client/failure-text';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -30,17 +31,6 @@ const version = (): string =>
 
 const say = (line: string) => process.stdout.write(`marina: ${line}\n`);
 const warn = (line: string) => process.stderr.write(`marina: ${line}\n`);
-
-/**
- * What went wrong, down to the root: Temporal wraps an activity's error in "Activity task failed", which alone
- * tells the runner's log nothing (which host, which SSH error).
- */
-function failureText(e: unknown): string {
-  const messages: string[] = [];
-  for (let c: unknown = e; c instanceof Error && messages.length < 5; c = (c as { cause?: unknown }).cause)
-    if (c.message && !messages.includes(c.message)) messages.push(c.message);
-  return messages.join(': ') || String(e);
-}
 
 /** Runs one executor call; every way out is an exit code the runner understands. */
 async function call(fn: (codes: ReturnType<typeof failureCodes>) => Promise<number>): Promise<void> {

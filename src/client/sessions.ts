@@ -2,6 +2,7 @@
  * The client side of a session (the job workflow in session mode): open it, wait until its VM is up,
  * send it steps and follow their output, close it. What `marina gitlab prepare|run|cleanup` use.
  */
+import { failureText } from './failure-text';
 import { createHash } from 'node:crypto';
 import {
   WorkflowFailedError,
@@ -107,8 +108,8 @@ async function failureOf(handle: WorkflowHandle<SessionWorkflow>): Promise<strin
     const v = await handle.result();
     return `session ${v.jobId} is ${v.state}${v.closedBy ? ` (${v.closedBy})` : ''}`;
   } catch (e) {
-    if (e instanceof WorkflowFailedError) return e.cause?.message ?? e.message;
-    return (e as Error).message;
+    if (e instanceof WorkflowFailedError && e.cause) return failureText(e.cause);
+    return failureText(e);
   }
 }
 
@@ -180,7 +181,7 @@ export async function runSessionStep(
       waitForStage: 'ACCEPTED',
     });
   } catch (e) {
-    if (e instanceof WorkflowUpdateFailedError) throw new SessionFailed(e.cause?.message ?? e.message);
+    if (e instanceof WorkflowUpdateFailedError) throw new SessionFailed(failureText(e.cause ?? e));
     if (e instanceof WorkflowNotFoundError) throw await sessionEnded(handle);
     throw e;
   }
@@ -193,7 +194,7 @@ export async function runSessionStep(
   try {
     return await done;
   } catch (e) {
-    if (e instanceof WorkflowUpdateFailedError) throw new SessionFailed(e.cause?.message ?? e.message);
+    if (e instanceof WorkflowUpdateFailedError) throw new SessionFailed(failureText(e.cause ?? e));
     throw new SessionFailed(`the session ended while ${stage} ran: ${await failureOf(handle)}`);
   }
 }
