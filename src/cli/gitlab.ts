@@ -6,13 +6,12 @@
  * hosts failed. Nothing here throws to the CLI's generic handler, whose exit code would mean nothing
  * to the runner.
  */
+import { withClient } from '../client/with-client';
 import { failureText } from '../client/failure-text';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { Client } from '@temporalio/client';
 import type { LoadedConfig } from '../config/load';
-import { connectClient } from '../client/jobs';
 import {
   SessionFailed,
   SessionRefused,
@@ -46,19 +45,6 @@ async function call(fn: (codes: ReturnType<typeof failureCodes>) => Promise<numb
       warn(`system failure: ${failureText(e)}`);
       process.exitCode = codes.systemFailure;
     }
-  }
-}
-
-async function withClient<T>(
-  config: () => LoadedConfig,
-  fn: (client: Client, cfg: LoadedConfig) => Promise<T>,
-): Promise<T> {
-  const cfg = config();
-  const client = await connectClient(cfg);
-  try {
-    return await fn(client, cfg);
-  } finally {
-    await client.connection.close();
   }
 }
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 /** `marina`: the command line for CI systems, operators and developers. */
+import { withClient as withConfiguredClient } from '../client/with-client';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Command } from 'commander';
 import { CancelledFailure, WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
-import { checkJobSpec, connectClient, followLog, startJob } from '../client/jobs';
+import { checkJobSpec, followLog, startJob } from '../client/jobs';
 import { unwrapJobResult } from '../client/job-result';
 import { ExitError } from './exit-codes';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
@@ -29,7 +30,6 @@ import { scheduleErrors, type CapacitySchedule } from '../policy/schedule';
 import { registerSimulateCommands } from './simulate';
 import { registerTraceExportCommand } from './trace-export';
 import { registerPoolApplyCommand } from './pool-apply';
-import { flushTraces } from '../telemetry/tracer';
 import { registerEc2EmulatorCommand } from './ec2-emulator';
 import { registerGithubCommands } from './github';
 import { TraceError } from '../sim/trace';
@@ -43,16 +43,8 @@ const program = new Command('marina')
 
 const config = (): LoadedConfig => loadConfig(program.opts<{ config?: string }>().config);
 
-async function withClient<T>(fn: (client: Client, cfg: LoadedConfig) => Promise<T>): Promise<T> {
-  const cfg = config();
-  const client = await connectClient(cfg);
-  try {
-    return await fn(client, cfg);
-  } finally {
-    await client.connection.close();
-    await flushTraces();
-  }
-}
+const withClient = <T>(fn: (client: Client, cfg: LoadedConfig) => Promise<T>): Promise<T> =>
+  withConfiguredClient(config, fn);
 
 program
   .command('dev')
