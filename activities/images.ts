@@ -53,6 +53,18 @@ export async function hostPaths(
   return { home: home!, layout: vmLayout(kind, home!, tart!), platform: platformOf(os!, arch!), helpers };
 }
 
+/** `hostPaths` once per connection: a host's home and Tart's folder do not move while a session lasts. */
+const pathsByConnection = new WeakMap<SshConnection, Promise<Awaited<ReturnType<typeof hostPaths>>>>();
+function knownHostPaths(conn: SshConnection, kind: VmLayout['kind']): ReturnType<typeof hostPaths> {
+  let p = pathsByConnection.get(conn);
+  if (!p) {
+    p = hostPaths(conn, kind);
+    pathsByConnection.set(conn, p);
+    p.catch(() => pathsByConnection.delete(conn));
+  }
+  return p;
+}
+
 /**
  * The helper on a host: copied there once per build (its name carries its SHA-256, so a host never
  * runs a stale one), written under a temporary name and renamed, so a cut copy is never run.
@@ -70,6 +82,7 @@ export async function hostHelper(
       `mkdir -p ${shq(`${host.home}/.marina/bin`)} && t=${shq(`${path}.tmp`)}.$$ && cat > "$t" && chmod 755 "$t" && mv "$t" ${shq(path)}`,
       { stdin: readFileSync(binary.path) },
     );
+    host.helpers.push(name);
   }
   return {
     async run(cmd, order, onEvent, signal) {
@@ -221,23 +234,25 @@ export function imageActivities(ctx: ActivityContext) {
       const driver = await ctx.driver(target);
       const conn = await ctx.hostConnection(target);
       const kind = hypervisorOf(pool, target.host);
-      const paths = await hostPaths(conn, kind);
+      const paths = await knownHostPaths(conn, kind);
       const vm = cachedImageName(image);
-      const vmsPresent = new Set((await driver.list()).map((v) => v.name));
       const runner = await hostHelper(conn, paths);
-      const entries = await readCache(conn, paths, vmsPresent);
       const place = (digest: string) => cachedPlace(paths, digest);
       // One rule with the CLI's cache (integrity.ts): only a VM the helper verified whole is cached or a seed.
-      const [state, ...states] = await inspectPlaces(runner, [
-        place(image.digest),
-        ...entries.map((e) => place(e.digest)),
-      ]);
+      // The version asked for is looked at first, alone: a cache hit, the common case, costs three round trips.
+      const [state] = await inspectPlaces(runner, [place(image.digest)]);
       if (state === 'verified') {
         // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet.
         await driver.adopt(vm, paths.layout.dir(vm));
         await recordCacheEntry(conn, paths, image.digest);
         return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
       }
+      const vmsPresent = new Set((await driver.list()).map((v) => v.name));
+      const entries = await readCache(conn, paths, vmsPresent);
+      const states = await inspectPlaces(
+        runner,
+        entries.map((e) => place(e.digest)),
+      );
       const verified = entries.filter((_, i) => states[i] === 'verified');
       for (const e of entries.filter((x, i) => states[i] !== 'verified' && x.digest !== image.digest)) {
         // Unverified (a pull by an older helper, or damaged): dropped, unless a job may be cloning it right now.

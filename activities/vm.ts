@@ -26,25 +26,6 @@ export function vmActivities(ctx: ActivityContext) {
       // Before anything boots: a VM whose key cannot be checked is never booted for a job.
       vmKnownHosts(pool, target);
       const driver = await ctx.driver(target);
-      actx.heartbeat('clone');
-      await driver.clone(cachedImageName(image), target.vm);
-      const vms = await driver.list();
-      if (!vms.find((v) => v.name === target.vm)?.running) {
-        await driver.configure(target.vm, { cpu: resources.cpu, memory: resources.memory, diskGiB: resources.disk });
-        actx.heartbeat('start');
-        await driver.start(target.vm, {
-          dirs: volumes.map((v) => ({
-            name: v.name ?? v.hostPath.split('/').filter(Boolean).pop() ?? 'root',
-            path: v.hostPath,
-            readOnly: v.readOnly === true,
-          })),
-          // Softnet isolates the VM from the other VMs on the host, so none can take its address.
-          args:
-            pool.vm.network === 'softnet' && !runArgs.includes('--net-softnet')
-              ? [...runArgs, '--net-softnet']
-              : runArgs,
-        });
-      }
       const deadline = Date.now() + pool.vm.bootTimeoutSeconds * 1000;
       // The waits below can last minutes: a worker shutting down hands the boot over instead of
       // holding its exit. The VM stays; the next attempt finds it by name and waits on.
@@ -56,11 +37,26 @@ export function vmActivities(ctx: ActivityContext) {
         const tail = (await driver.logTail(target.vm, 20).catch(() => '')).trim();
         return tail ? `; the VM's log ends:\n${tail}` : '';
       };
+      const request = {
+        source: cachedImageName(image),
+        vm: target.vm,
+        settings: { cpu: resources.cpu, memory: resources.memory, diskGiB: resources.disk },
+        dirs: volumes.map((v) => ({
+          name: v.name ?? v.hostPath.split('/').filter(Boolean).pop() ?? 'root',
+          path: v.hostPath,
+          readOnly: v.readOnly === true,
+        })),
+        // Softnet isolates the VM from the other VMs on the host, so none can take its address.
+        args:
+          pool.vm.network === 'softnet' && !runArgs.includes('--net-softnet') ? [...runArgs, '--net-softnet'] : runArgs,
+        waitSeconds: 5,
+      };
+      // Clone, start and the first wait for the address are one round trip; later ones only wait on.
       let ip: string | undefined;
       while (!ip) {
         handOver();
-        actx.heartbeat('ip');
-        ip = await driver.ip(target.vm, 5).catch(() => undefined);
+        actx.heartbeat('boot');
+        ip = await driver.boot(request);
         if (!ip && Date.now() > deadline) {
           throw ApplicationFailure.create({
             message: `${target.vm} on ${target.host} got no IP within ${pool.vm.bootTimeoutSeconds}s${await vmLog()}`,

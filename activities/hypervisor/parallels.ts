@@ -5,7 +5,14 @@
  */
 import type { SshConnection } from '../ssh/connection';
 import { shq } from '../ssh/connection';
-import type { HypervisorDriver, SharedDir, VmInfo, VmSettings } from './driver';
+import {
+  bootByParts,
+  type BootRequest,
+  type HypervisorDriver,
+  type SharedDir,
+  type VmInfo,
+  type VmSettings,
+} from './driver';
 import { PVM_HDD } from '../../src/images/chunked/pvm';
 
 export class ParallelsError extends Error {
@@ -186,6 +193,10 @@ export class ParallelsDriver implements HypervisorDriver {
         );
       await new Promise((r) => setTimeout(r, 1000));
     }
+  }
+
+  boot(req: BootRequest): Promise<string | undefined> {
+    return bootByParts(this, req);
   }
 
   async stop(vm: string, timeoutSeconds: number): Promise<void> {
