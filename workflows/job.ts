@@ -13,7 +13,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { setDescribedHandler } from './handlers';
-import { NON_RETRYABLE, withOptions } from './activity-call';
+import { NON_RETRYABLE, withLocalOptions, withOptions } from './activity-call';
 import { sessionJob } from './session';
 import { isSessionSpec } from '../src/domain/session';
 import { LeaseClient } from './lease';
@@ -111,10 +111,12 @@ async function runJob(input: JobSpec): Promise<JobResult> {
     }
   };
 
-  const resolveImage = withOptions('resolveImage', {
-    startToCloseTimeout: '1m',
-    retry: { ...retry, maximumAttempts: 10 },
-  });
+  const resolveOptions = { startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 } };
+  // A tag's lookup is two small S3 reads: as a local activity it spares a trip through the task queue
+  // (issue 16). Histories from before keep their scheduled activity.
+  const resolveImage = patched('resolve-image-locally')
+    ? withLocalOptions('resolveImage', resolveOptions)
+    : withOptions('resolveImage', resolveOptions);
   const image = await timed('resolve', undefined, () => resolveImage(`resolve ${spec.image}`, spec.image));
 
   const leases = new LeaseClient(spec.pool);
