@@ -20,6 +20,7 @@ import type { ActivityContext, HostRef } from './context';
 import { imageHypervisor, vmLayout, type VmLayout } from './hypervisor/layout';
 import { hypervisorOf } from '../src/config/load';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
+import { checkDigest } from './inputs';
 
 /** The local VM name a host keeps an image under: by digest, so a cache hit is exact. */
 export const cachedImageName = (image: { digest: string }): string => imageCacheName(image.digest);
@@ -174,6 +175,26 @@ async function recordCacheEntry(conn: SshConnection, paths: HostPaths, digest: s
   return { ...(JSON.parse(out) as Omit<CacheEntry, 'usedAt'>), usedAt: Date.now() };
 }
 
+/**
+ * True if the host holds this version whole (marked used now), false if it must be pulled. One rule with
+ * the CLI's cache (integrity.ts): only a VM the helper verified whole is cached or a seed. The version is
+ * looked at alone, so a hit (the common case) costs three round trips.
+ */
+export async function useCachedImage(ctx: ActivityContext, target: HostRef, image: ResolvedImage): Promise<boolean> {
+  checkDigest(image.digest, 'image.digest');
+  const pool = ctx.pool(target.pool);
+  const conn = await ctx.hostConnection(target);
+  const paths = await knownHostPaths(conn, hypervisorOf(pool, target.host));
+  const runner = await hostHelper(conn, paths);
+  const [state] = await inspectPlaces(runner, [cachedPlace(paths, image.digest)]);
+  if (state !== 'verified') return false;
+  const vm = cachedImageName(image);
+  // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet.
+  await (await ctx.driver(target)).adopt(vm, paths.layout.dir(vm));
+  await recordCacheEntry(conn, paths, image.digest);
+  return true;
+}
+
 const mixedHint = (pool: { hosts: Array<{ hypervisor?: string }>; hypervisor: string }) =>
   new Set(pool.hosts.map((h) => h.hypervisor ?? pool.hypervisor)).size > 1
     ? ", or ask for this image's hosts with the label hypervisor"
@@ -238,13 +259,7 @@ export function imageActivities(ctx: ActivityContext) {
       const vm = cachedImageName(image);
       const runner = await hostHelper(conn, paths);
       const place = (digest: string) => cachedPlace(paths, digest);
-      // One rule with the CLI's cache (integrity.ts): only a VM the helper verified whole is cached or a seed.
-      // The version asked for is looked at first, alone: a cache hit, the common case, costs three round trips.
-      const [state] = await inspectPlaces(runner, [place(image.digest)]);
-      if (state === 'verified') {
-        // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet.
-        await driver.adopt(vm, paths.layout.dir(vm));
-        await recordCacheEntry(conn, paths, image.digest);
+      if (await useCachedImage(ctx, target, image)) {
         return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
       }
       const vmsPresent = new Set((await driver.list()).map((v) => v.name));

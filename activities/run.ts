@@ -111,8 +111,9 @@ export function runActivities(ctx: ActivityContext) {
       const ref: LogRef = { jobId: req.id, ...(byRun && runId ? { runId } : {}) };
 
       const script = req.scriptRef ? await fetchStepScript(ctx, target.jobId, req.scriptRef) : req.script;
-      const launch = await vm.run('bash -s', { stdin: launchScript(ctx, { ...req, script }) });
-      const attached = launch.includes('ATTACHED');
+      // Launch (unless a runner already started: then attach) and follow in one session, one round trip.
+      const launch = launchScript(ctx, { ...req, script });
+      let attached = false;
 
       const logs = ctx.logsLocation;
       const s3 = ctx.s3(logs);
@@ -170,8 +171,8 @@ export function runActivities(ctx: ActivityContext) {
       actx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
       let follow;
       try {
-        follow = await vm.exec(`bash -s -- ${dir} ${offset}`, {
-          stdin: FOLLOW_SCRIPT,
+        follow = await vm.exec(`bash -s -- ${offset}`, {
+          stdin: `${launch}\n${FOLLOW_SCRIPT}`,
           signal: actx.cancellationSignal,
           onStdout: (d) => {
             offset += d.length;
@@ -180,7 +181,10 @@ export function runActivities(ctx: ActivityContext) {
             take(masker.push(d));
           },
           // The follow loop's last word is the script's status (one round trip fewer than reading it after).
-          onStderr: (d) => (status = (status + d.toString()).slice(-2000)),
+          onStderr: (d) => {
+            status = (status + d.toString()).slice(-2000);
+            if (!attached && status.includes('MARINA_ATTACHED')) attached = true;
+          },
         });
         if (follow.code === 0) take(masker.end());
         await flush();
@@ -283,9 +287,9 @@ async function stopScript(vm: SshConnection, dir: string): Promise<void> {
 }
 
 /**
- * Writes the job's files and starts the runner unless it already started. The
- * runner claims the job with an atomic mkdir, so however often this is sent, the
- * script starts once.
+ * Writes the job's files and starts the runner unless it already started (says which on stderr). The
+ * runner claims the job with an atomic mkdir, so however often this is sent, the script starts once.
+ * Sets d to the job's directory for the follow loop after it.
  */
 function launchScript(ctx: ActivityContext, req: RunRequest): string {
   const eof = `MARINA_EOF_${randomUUID().replace(/-/g, '')}`;
@@ -309,7 +313,7 @@ function launchScript(ctx: ActivityContext, req: RunRequest): string {
   return `set -eu
 d=${dir}
 mkdir -p "$d"
-if [ -d "$d/started" ]; then echo ATTACHED; exit 0; fi
+if [ -d "$d/started" ]; then echo MARINA_ATTACHED >&2; else
 umask 077
 cat > "$d/script.sh" <<'${eof}'
 ${req.script}
@@ -324,7 +328,9 @@ cat > "$d/runner.sh" <<'${eof}'
 ${RUNNER_SCRIPT.replace('__TIMEOUT__', String(Math.ceil(req.timeoutSeconds)))}
 ${eof}
 nohup bash "$d/runner.sh" "$d" >/dev/null 2>&1 </dev/null &
-echo STARTED
+echo MARINA_STARTED >&2
+fi
+set +eu
 `;
 }
 
@@ -349,7 +355,8 @@ echo $code > "$d/status.tmp"; mv "$d/status.tmp" "$d/status"`;
 
 // Streams the log from an offset until the status file appears, then says the status on stderr. It looks
 // every 0.05 s while output flows (or flowed in the last 10 s), every 0.2 s in a long quiet spell.
-const FOLLOW_SCRIPT = `d="$1"; off="$2"; quiet=0; rp=
+// It follows the launch in the same script, which set d; the offset is its argument.
+const FOLLOW_SCRIPT = `off="$1"; quiet=0; rp=
 [ -d "$d" ] || { echo "job directory $d is missing" >&2; exit ${RUNNER_LOST}; }
 while :; do
   done=0; [ -f "$d/status" ] && done=1

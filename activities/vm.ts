@@ -3,13 +3,13 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ResolvedImage } from '../src/images/chunked/store';
 import type { Volume } from '../src/domain/job';
-import { cachedImageName } from './images';
+import { cachedImageName, useCachedImage } from './images';
 import { vmKnownHosts, type ActivityContext, type VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 import { checkDigest, checkVmRef } from './inputs';
 
 export function vmActivities(ctx: ActivityContext) {
-  return {
+  const activities = {
     /** Idempotent: a retry after a crash finds the VM by its name and carries on. */
     async bootVm(
       target: VmRef,
@@ -86,6 +86,22 @@ export function vmActivities(ctx: ActivityContext) {
       }
     },
 
+    /**
+     * `bootVm` if the host holds the image whole, in the same activity (a job on a warm cache saves a
+     * trip through the task queue); null if it does not, and nothing was done: then fetch, then boot.
+     */
+    async bootCachedVm(
+      target: VmRef,
+      image: ResolvedImage,
+      resources: Record<string, number>,
+      volumes: Volume[] = [],
+      runArgs: string[] = [],
+    ): Promise<{ ip: string } | null> {
+      checkVmRef(target);
+      if (!(await useCachedImage(ctx, target, image))) return null;
+      return activities.bootVm(target, image, resources, volumes, runArgs);
+    },
+
     async destroyVm(target: VmRef): Promise<{ existed: boolean }> {
       checkVmRef(target);
       ctx.ssh.drop(`vm ${target.vm} on ${target.host}`);
@@ -94,4 +110,5 @@ export function vmActivities(ctx: ActivityContext) {
       return { existed };
     },
   };
+  return activities;
 }
