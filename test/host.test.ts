@@ -3,7 +3,7 @@
  * compressed time (1 real second = 2 virtual hours), with real SSH to the instances.
  * Every test ends with the emulator's ledger showing no host that no workflow owns.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
@@ -18,6 +18,7 @@ import { defaultEmulatorOptions, NO_FAULTS, startEc2Emulator, type Ec2Emulator }
 import { SEEDED_IMAGES } from '../src/emulator/ec2/cloud';
 import {
   drainHostSignal,
+  hostCommandSignal,
   hostStateQuery,
   hostWorkflowId,
   retireHostSignal,
@@ -262,6 +263,43 @@ describe('an EC2 Mac host workflow', () => {
     expect(entry.scrubbingSeconds).toBeGreaterThan(0);
     expect(entry.billedSeconds['minimum-of-metered']).toBe(86400);
     await recordHistory('host-whole-life', h);
+    await noOrphans();
+  });
+
+  it('cleans an instance launched longer ago than the SSH bound by root-volume replacement', async () => {
+    await inProcessWorker();
+    const timings = emu.cloud.options.timings;
+    onTestFinished(() => {
+      emu.cloud.options.timings = timings;
+    });
+    const h = await startHost(uniqueId('rootvol'));
+    await untilReady(h, 60_000);
+    const before = await h.query(hostStateQuery);
+    // Launched a day and more ago on EC2's clock: past aws.sshReadyTimeoutSeconds (24 h here). The replacement
+    // reboots the instance, and its SSH is gone until the task is done: the bound counts from the reboot, not
+    // from the launch (it once failed the host at the first look that found no SSH: InstanceNeverAnswered).
+    emu.clock.advance(25 * 3600);
+    // macOS answers SSH two EC2 hours (1 real second) after the task is done: the wait's first looks find none.
+    emu.cloud.options.timings = { ...timings, rootVolumeBootSeconds: 2 * 3600 };
+    await h.signal(hostCommandSignal, { action: 'replace-root', reason: 'test: clean it' });
+    // Serving again on the new disk, or given up on (retired): whichever comes first.
+    const after = await eventually(
+      'the root volume replaced and the host serving again',
+      async () => {
+        const v = await h.query(hostStateQuery);
+        return v.retireReason !== undefined || (v.phase === 'ready' && (v.replacements ?? 0) >= 1) ? v : undefined;
+      },
+      60_000,
+    );
+    expect(after.retireReason).toBeUndefined();
+    expect(after.replacements).toBe(1);
+    expect(after.instanceId).toBe(before.instanceId);
+    expect(after.error).toBeUndefined();
+    // A fresh disk, fresh SSH host keys: the new one is pinned, and it answers.
+    expect(after.endpoint!.knownHostsLine).not.toBe(before.endpoint!.knownHostsLine);
+    expect(await sshRun(after.endpoint!, 'echo on-$MARINA_EMU_HOST')).toMatch(new RegExp(`on-${before.instanceId}`));
+    await h.signal(retireHostSignal, { reason: 'test done' });
+    expect((await h.result()).phase).toBe('released');
     await noOrphans();
   });
 
