@@ -354,7 +354,7 @@ kill -- -$watchdog 2>/dev/null
 echo $code > "$d/status.tmp"; mv "$d/status.tmp" "$d/status"`;
 
 // Streams the log from an offset until the status file appears, then says the status on stderr. It looks
-// every 0.05 s while output flows (or flowed in the last 10 s), every 0.2 s in a long quiet spell.
+// every 0.01 s for the first 0.2 s after output (or the start), every 0.05 s for 10 s, then every 0.2 s.
 // It follows the launch in the same script, which set d; the offset is its argument.
 const FOLLOW_SCRIPT = `off="$1"; quiet=0; rp=
 [ -d "$d" ] || { echo "job directory $d is missing" >&2; exit ${RUNNER_LOST}; }
@@ -365,5 +365,5 @@ while :; do
   if [ $done = 1 ]; then echo "MARINA_STATUS $(cat "$d/status")$([ -f "$d/timed_out" ] && echo ' TIMEOUT')" >&2; exit 0; fi
   [ -z "$rp" ] && [ -f "$d/runner.pid" ] && rp=$(cat "$d/runner.pid")
   if [ -d "$d/started" ] && [ -n "$rp" ] && ! kill -0 "$rp" 2>/dev/null && [ ! -f "$d/status" ]; then exit ${RUNNER_LOST}; fi
-  if [ $quiet -lt 200 ]; then sleep 0.05; else sleep 0.2; fi
+  if [ $quiet -lt 20 ]; then sleep 0.01; elif [ $quiet -lt 200 ]; then sleep 0.05; else sleep 0.2; fi
 done`;

@@ -7,7 +7,7 @@ import type { BootRequest, HypervisorDriver, SharedDir, VmInfo, VmSettings } fro
 // Tart: 2 = VM does not exist / not running / already running.
 const EXIT_STATE = 2;
 /** How often a boot asks `tart ip` (whose own `--wait` polls once a second: too coarse for a VM that boots in one). */
-const IP_POLL_SECONDS = 0.1;
+const IP_POLL_SECONDS = 0.05;
 /** A `tart get` answer for a running VM (Tart's JSON may be pretty-printed). */
 const RUNNING = `'"State" *: *"running"'`;
 
@@ -65,7 +65,7 @@ export class TartDriver implements HypervisorDriver {
 
   /**
    * The whole boot in one SSH round trip: clone unless the VM exists, set and run it unless it runs,
-   * then ask `tart ip` every 0.1 s. A `tart run` that dies on the way (the 2-VM limit, a bad disk) ends
+   * then ask `tart ip` every 0.05 s. A `tart run` that dies on the way (the 2-VM limit, a bad disk) ends
    * the wait with its log's tail; one that exits 2 found the VM already running (a concurrent attempt).
    */
   async boot(req: BootRequest): Promise<string | undefined> {
@@ -107,7 +107,8 @@ exit 0`,
 
   async adopt(name: string): Promise<void> {
     // A pull renames the finished folder into Tart's VM directory: that is all Tart needs.
-    if (!(await this.exists(name))) throw new TartError(`${name} is not in Tart's VM directory after its pull`);
+    const r = await this.ssh.exec(`tart get ${shq(name)} --format json`);
+    if (r.code !== 0) throw new TartError(`${name} is not in Tart's VM directory after its pull`);
   }
 
   async logTail(vm: string, lines: number): Promise<string> {

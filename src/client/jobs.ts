@@ -197,7 +197,7 @@ export interface ScriptEnd {
 }
 
 /** The shortest and the longest wait between two looks at a job's log. */
-const LOOK_FAST_MS = 50;
+const LOOK_FAST_MS = 25;
 /** Output within this long keeps the follower looking every LOOK_FAST_MS; after it, the waits double. */
 const LIVELY_MS = 2000;
 /** Every this many looks that found nothing, the chunks are listed (a re-attached run may re-send from earlier). */
@@ -206,7 +206,7 @@ const LIST_EVERY = 10;
 /**
  * Streams a job's log to `write` while it runs (from the chunks the run activity uploads) and finishes
  * from the whole log object. Chunks are keyed by byte offset, so re-sent bytes after a worker restart are
- * printed once. The next chunk is looked for by its key, every 50 ms while output flows, backing off to
+ * printed once. The next chunk is looked for by its key, every 25 ms while output flows, backing off to
  * `maxWaitMs` in a quiet spell, so a line printed in the VM shows within a few tens of milliseconds.
  *
  * `job`: `{ jobId, runId }` (the run id is the start handle's `firstExecutionRunId`); a bare job id
