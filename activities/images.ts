@@ -176,23 +176,29 @@ async function recordCacheEntry(conn: SshConnection, paths: HostPaths, digest: s
 }
 
 /**
- * True if the host holds this version whole (marked used now), false if it must be pulled. One rule with
- * the CLI's cache (integrity.ts): only a VM the helper verified whole is cached or a seed. The version is
- * looked at alone, so a hit (the common case) costs three round trips.
+ * If the host holds this version whole: a promise that marks it used now (the caller may boot meanwhile,
+ * on another channel of the same connection); undefined if it must be pulled. One rule with the CLI's cache
+ * (integrity.ts): only a VM the helper verified whole is cached or a seed. The version is looked at alone,
+ * so a hit (the common case) costs one round trip, and one more for a hypervisor that registers VMs.
  */
-export async function useCachedImage(ctx: ActivityContext, target: HostRef, image: ResolvedImage): Promise<boolean> {
+export async function useCachedImage(
+  ctx: ActivityContext,
+  target: HostRef,
+  image: ResolvedImage,
+): Promise<Promise<unknown> | undefined> {
   checkDigest(image.digest, 'image.digest');
   const pool = ctx.pool(target.pool);
   const conn = await ctx.hostConnection(target);
   const paths = await knownHostPaths(conn, hypervisorOf(pool, target.host));
   const runner = await hostHelper(conn, paths);
   const [state] = await inspectPlaces(runner, [cachedPlace(paths, image.digest)]);
-  if (state !== 'verified') return false;
+  if (state !== 'verified') return undefined;
   const vm = cachedImageName(image);
-  // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet.
-  await (await ctx.driver(target)).adopt(vm, paths.layout.dir(vm));
-  await recordCacheEntry(conn, paths, image.digest);
-  return true;
+  const driver = await ctx.driver(target);
+  // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet; Tart
+  // knows a VM by its folder, which the helper just verified.
+  if (!driver.findsVmsByFolder) await driver.adopt(vm, paths.layout.dir(vm));
+  return recordCacheEntry(conn, paths, image.digest);
 }
 
 const mixedHint = (pool: { hosts: Array<{ hypervisor?: string }>; hypervisor: string }) =>
@@ -259,7 +265,9 @@ export function imageActivities(ctx: ActivityContext) {
       const vm = cachedImageName(image);
       const runner = await hostHelper(conn, paths);
       const place = (digest: string) => cachedPlace(paths, digest);
-      if (await useCachedImage(ctx, target, image)) {
+      const used = await useCachedImage(ctx, target, image);
+      if (used) {
+        await used;
         return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
       }
       const vmsPresent = new Set((await driver.list()).map((v) => v.name));

@@ -98,8 +98,11 @@ export function vmActivities(ctx: ActivityContext) {
       runArgs: string[] = [],
     ): Promise<{ ip: string } | null> {
       checkVmRef(target);
-      if (!(await useCachedImage(ctx, target, image))) return null;
-      return activities.bootVm(target, image, resources, volumes, runArgs);
+      const used = await useCachedImage(ctx, target, image);
+      if (!used) return null;
+      // The cache's use is recorded while the VM boots: a clone only needs the image there.
+      const [booted] = await Promise.all([activities.bootVm(target, image, resources, volumes, runArgs), used]);
+      return booted;
     },
 
     async destroyVm(target: VmRef): Promise<{ existed: boolean }> {

@@ -29,6 +29,8 @@ export interface BootRequest {
 
 export interface HypervisorDriver {
   readonly kind: string;
+  /** A VM folder in the hypervisor's place is a VM it knows (Tart); else `adopt` registers it (Parallels). */
+  readonly findsVmsByFolder: boolean;
   /**
    * Clone (unless the VM exists), configure and start (unless it runs), then wait for its address:
    * `undefined` if none came within `waitSeconds`. Safe to repeat; a retry finds its VM by name.

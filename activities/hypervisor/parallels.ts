@@ -76,6 +76,7 @@ const IPV4 = /^(\d{1,3}\.){3}\d{1,3}$/;
 
 export class ParallelsDriver implements HypervisorDriver {
   readonly kind = 'parallels';
+  readonly findsVmsByFolder = false;
   private readonly macs = new Map<string, string>();
   constructor(private readonly ssh: SshConnection) {}
 

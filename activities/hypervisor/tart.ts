@@ -17,6 +17,7 @@ export class TartError extends Error {
 
 export class TartDriver implements HypervisorDriver {
   readonly kind = 'tart';
+  readonly findsVmsByFolder = true;
   constructor(private readonly ssh: SshConnection) {}
 
   private async tart(args: string, okCodes: number[] = [0]): Promise<{ code: number; stdout: string; stderr: string }> {
