@@ -40,6 +40,8 @@ interface Sample {
   firstByte: number;
   lineLatencies: number[];
   exitToReturn: number;
+  /** The end stamp -> runScript's completion in the job's history (the whole log stored before it). */
+  exitToActivityDone: number;
   result: JobResult;
 }
 
@@ -110,6 +112,9 @@ async function main() {
       [...cold, ...warm].map((s) => s.exitToReturn),
       300,
       floors.s3,
+    );
+    console.log(
+      `    script end -> runScript done (history)  ${fmt([...cold, ...warm].map((s) => s.exitToActivityDone))}   (the follower returns once the whole log is stored, before this)`,
     );
     report(
       'script exit -> slot leased again (p50)',
@@ -187,7 +192,9 @@ async function sample(client: Client, config: LoadedConfig, pool: string, name: 
   );
   const returned = Date.now();
   if (!end) throw new Error(`${h.workflowId}: the follower saw no script end before the workflow ended`);
-  return { firstByte, lineLatencies, exitToReturn: returned - ended, result: await result };
+  const r = await result;
+  const runDone = (await eventTimes(client, h.workflowId)).activityDone('runScript');
+  return { firstByte, lineLatencies, exitToReturn: returned - ended, exitToActivityDone: runDone - ended, result: r };
 }
 
 /** A job holds the pool's only slot; a second waits; the figure is the first's script end -> the second's grant. */

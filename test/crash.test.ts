@@ -20,6 +20,7 @@ import {
   freshImage,
   leftoverVms,
   readJobLog,
+  recordHistory,
   spawnWorker,
   uniqueId,
 } from './helpers';
@@ -108,6 +109,8 @@ const killDuring = (stage: 'ensureImage' | 'bootVm' | 'runScript', d: Driver = D
     expect(leftoverVms(spec.id)).toEqual([]);
     // The kill really landed inside the stage: it took a second attempt.
     expect(startedAttempts(await handle.fetchHistory(), stage)).toBeGreaterThanOrEqual(2);
+    // A version no host caches yet: the boot from the cache answers "not here", then fetch and boot.
+    if (stage === 'ensureImage') await recordHistory('job-image-not-cached-worker-killed', handle);
     worker.kill('SIGTERM');
     await new Promise((r) => worker.once('exit', r));
   });
