@@ -1,5 +1,5 @@
 /** How the job workflow (both modes) calls its activities: with a summary for the Web UI. */
-import { proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import { patched, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
 
 /** Errors no retry can fix: a retry would only repeat them. */
@@ -20,4 +20,17 @@ export function withOptions<K extends keyof Activities>(name: K, options: Activi
     };
     return fn.executeWithOptions({ ...options, summary }, args);
   };
+}
+
+/**
+ * Options for a cleanup (destroyVm) that must go on until the VM is gone: no schedule-to-close timeout. With one
+ * (2 h before), a worker outage longer than it turned a job whose script had succeeded into an error and left
+ * the VM behind; without it, the attempt waits for a worker and the job ends as it would have (issue #22). A
+ * host that left the pool ends the retries: destroyVm then fails `UnknownHost`, which is not retried.
+ * Patch `cleanup-until-gone`: runs recorded before keep the timeout they scheduled with.
+ */
+export function untilGone(options: ActivityOptions): ActivityOptions {
+  if (!patched('cleanup-until-gone')) return options;
+  const { scheduleToCloseTimeout: _dropped, ...rest } = options;
+  return rest;
 }

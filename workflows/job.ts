@@ -13,7 +13,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { setDescribedHandler } from './handlers';
-import { NON_RETRYABLE, withOptions } from './activity-call';
+import { NON_RETRYABLE, untilGone, withOptions } from './activity-call';
 import { sessionJob } from './session';
 import { isSessionSpec } from '../src/domain/session';
 import { LeaseClient } from './lease';
@@ -266,11 +266,14 @@ async function cleanup(
   stages: Partial<Record<Stage, number>>,
   setState: (s: JobState) => void,
 ): Promise<void> {
-  const destroyVm = withOptions('destroyVm', {
-    startToCloseTimeout: '5m',
-    retry: { ...retry, maximumInterval: '1m' },
-    scheduleToCloseTimeout: '2h',
-  });
+  const destroyVm = withOptions(
+    'destroyVm',
+    untilGone({
+      startToCloseTimeout: '5m',
+      retry: { ...retry, maximumInterval: '1m' },
+      scheduleToCloseTimeout: '2h',
+    }),
+  );
   await CancellationScope.nonCancellable(async () => {
     setState('cleaning');
     const start = Date.now();
