@@ -12,11 +12,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import {
+  bundleWorkflowCode,
+  DefaultLogger,
+  Runtime,
+  Worker,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 import { temporalTestServer } from '../src/tools/binaries';
 import { jobWorkflowId, type JobSpec } from '../src/domain/job';
 import { poolWorkflowId, SEARCH_ATTRIBUTES, type JobResult } from '../workflows/definitions';
 import type { Activities } from '../activities/types';
+import { Context } from '@temporalio/activity';
 
 const QUEUE = 'outage';
 const POOL = 'outage';
@@ -96,4 +103,37 @@ describe('a cleanup that cannot finish for hours', () => {
     expect(attempts.at(-1)!).toBeGreaterThanOrEqual(3 * 3600 * 1000);
     expect(attempts.filter((t) => t > 2 * 3600 * 1000).length).toBeGreaterThan(30);
   }, 120_000);
+
+  it('a destroy attempt whose worker died is tried again within its heartbeat timeout, not after 5 minutes', async () => {
+    const spec: JobSpec = { id: 'outage-2', pool: `${POOL}2`, image: image.ref, script: 'echo ok', timeoutSeconds: 60 };
+    await env.client.workflow.start('grantingPoolWorkflow', {
+      taskQueue: QUEUE,
+      workflowId: poolWorkflowId(spec.pool),
+    });
+    // The first attempt never answers (its worker was SIGKILLed: no heartbeat, no result); the retry works.
+    const attempts: number[] = [];
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: QUEUE,
+      workflowBundle: bundle,
+      activities: activities(async () => {
+        const { attempt } = Context.current().info;
+        attempts.push(attempt);
+        // (It lets go when this worker shuts down at the end.)
+        if (attempt === 1)
+          await Promise.race([new Promise((r) => setTimeout(r, 90_000)), Context.current().cancelled.catch(() => 0)]);
+        return { existed: true };
+      }),
+    });
+    const result = (await worker.runUntil(async () => {
+      const job = await env.client.workflow.start('jobWorkflow', {
+        taskQueue: QUEUE,
+        workflowId: jobWorkflowId(spec.id),
+        args: [spec],
+      });
+      return job.result();
+    })) as JobResult;
+    expect(result.state).toBe('succeeded');
+    expect(attempts).toEqual([1, 2]);
+  }, 60_000);
 });
