@@ -27,7 +27,8 @@ import { jobWorkflowId } from '../src/domain/job';
 import { writeWorkflowBundle } from '../src/workflow-bundle';
 import { seeded } from '../src/ec2mac/random';
 import { AWS_POOL, startChaosAws } from './chaos/aws';
-import { retireHostSignal } from '../workflows/host';
+import { drainHostSignal, retireHostSignal } from '../workflows/host';
+import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
 import { check, LOG_LINES, patiently, settle, type Anomaly, type JobRecord } from './chaos/check';
 import { TcpFaultProxy } from './chaos/tcp-fault-proxy';
 import { S3FaultProxy } from './chaos/s3-fault-proxy';
@@ -178,10 +179,19 @@ async function main(): Promise<number> {
     /** Until when every worker is to stay stopped (all-workers-down): a killed worker is not restarted before. */
     let outageUntil = 0;
     const exited = (w: ChildProcess | undefined) => !w || w.exitCode !== null || w.signalCode !== null;
+    /** Worker exits the run did not cause (a worker started while Temporal was down exits), each restarted. */
+    let workerExits = 0;
+    let stopping = false;
+    const killed = new Set<ChildProcess>();
+    const kill = (w: ChildProcess | undefined) => {
+      if (!w) return;
+      killed.add(w);
+      w.kill('SIGKILL');
+    };
     const startWorker = (i: number) => {
-      if (Date.now() < outageUntil || !exited(workers[i])) return;
+      if (stopping || Date.now() < outageUntil || !exited(workers[i])) return;
       const out = openSync(join(state, 'logs', `worker-${i}.log`), 'a');
-      workers[i] = spawn(
+      const w = spawn(
         process.execPath,
         ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), '--config', configPath, 'worker'],
         {
@@ -190,11 +200,21 @@ async function main(): Promise<number> {
           env: { ...process.env, MARINA_WORKFLOW_BUNDLE: bundle, MARINA_LOG_LEVEL: 'WARN' },
         },
       );
+      workers[i] = w;
+      // A supervisor's part (systemd's Restart=, Docker's restart policy): a worker that exits on its own is
+      // started again; one the run killed comes back on the fault's own terms.
+      w.once('exit', () => {
+        if (killed.has(w) || stopping) return;
+        workerExits++;
+        log(`worker ${i} exited on its own (${w.exitCode ?? w.signalCode}); restarting it`);
+        setTimeout(() => startWorker(i), 2000);
+      });
     };
     startWorker(0);
     startWorker(1);
     stops.push(async () => {
-      for (const w of workers) w?.kill('SIGKILL');
+      stopping = true;
+      for (const w of workers) kill(w);
     });
 
     const client = await connectClient(config);
@@ -229,21 +249,36 @@ async function main(): Promise<number> {
       }
     })();
 
-    // Churn: an operator retires the oldest EC2 host now and then (it drains: running jobs finish), so the
+    // Churn: an operator retires the oldest EC2 host now and then, as an operator should: drain it, wait until
+    // its jobs are done, then retire it (`retireHost` alone terminates at once and its jobs run again). So the
     // pool allocates, launches, terminates and releases under EC2's faults, not only at the start.
     let retired = 0;
     const churn = (async () => {
       for (let at = o.retireEverySeconds * 1000; at < durationMs; at += o.retireEverySeconds * 1000) {
         await sleep(t0 + at - Date.now());
-        const wf = aws.oldestHostWorkflow();
-        if (!wf) continue;
-        log(`load: retire EC2 host ${wf}`);
-        await patiently('retire', () =>
-          client.workflow.getHandle(wf).signal(retireHostSignal, { reason: 'chaos: churn' }),
-        ).then(
-          () => retired++,
-          (e: unknown) => log(`retire ${wf} failed: ${String(e)}`),
-        );
+        const oldest = aws.oldestHostWorkflow();
+        if (!oldest) continue;
+        const host = client.workflow.getHandle(oldest.workflowId);
+        try {
+          await patiently('drain', () => host.signal(drainHostSignal, { drain: true }));
+          const until = Date.now() + 60_000;
+          const busy = async () =>
+            (
+              await patiently('pool state', () =>
+                client.workflow.getHandle(poolWorkflowId(AWS_POOL)).query(poolStateQuery),
+              )
+            ).leases.some((l) => l.host === oldest.hostId);
+          while ((await busy()) && Date.now() < until) await sleep(1000);
+          if (await busy()) {
+            log(`load: EC2 host ${oldest.hostId} still busy after 60 s of draining; not retired`);
+            continue;
+          }
+          log(`load: retire EC2 host ${oldest.hostId} (${oldest.workflowId}), drained`);
+          await patiently('retire', () => host.signal(retireHostSignal, { reason: 'chaos: churn' }));
+          retired++;
+        } catch (e) {
+          log(`retire ${oldest.workflowId} failed: ${String(e)}`);
+        }
       }
     })();
 
@@ -261,7 +296,7 @@ async function main(): Promise<number> {
       switch (f.kind) {
         case 'worker-kill': {
           const i = f.target % workers.length;
-          workers[i]?.kill('SIGKILL');
+          kill(workers[i]);
           setTimeout(() => startWorker(i), 2000 + random() * 3000);
           return;
         }
@@ -269,7 +304,7 @@ async function main(): Promise<number> {
           // Longer than every activity's heartbeat and start-to-close timeout that a stopped worker trips, and
           // longer than any schedule-to-close timeout left (none since the cleanup's went: README, "Chaos").
           outageUntil = Date.now() + o.outageSeconds * 1000;
-          for (const w of workers) w?.kill('SIGKILL');
+          for (const w of workers) kill(w);
           setTimeout(() => workers.forEach((_, i) => startWorker(i)), o.outageSeconds * 1000 + 50);
           return;
         }
@@ -356,6 +391,7 @@ async function main(): Promise<number> {
         ...aws.injected(),
       },
       ec2HostsRetiredByTheLoad: retired,
+      workerExitsRestarted: workerExits,
       notInjected: FAULT_KINDS.filter((k) => faultsDone[k] === 0),
       anomalies: byKind,
       ec2Ledger: ec2,

@@ -34,8 +34,8 @@ export interface ChaosAws {
   injected(): Record<string, number>;
   /** Every fault off (the run is settling); the baseline lag stays, as on EC2. */
   calm(): Promise<void>;
-  /** The workflow of the oldest EC2 host still allocated (the load retires it: churn under the faults). */
-  oldestHostWorkflow(): string | undefined;
+  /** The oldest EC2 host still allocated and not picked before, and its workflow (the load retires it: churn). */
+  oldestHostWorkflow(): { workflowId: string; hostId: string } | undefined;
   check(client: Client, anomalies: Anomaly[]): Promise<Record<string, number>>;
 }
 
@@ -77,6 +77,8 @@ export async function startChaosAws(o: {
     'ec2-consistency': 0,
   };
   const timers = new Set<NodeJS.Timeout>();
+  /** Hosts already handed to the churn (a retired host stays allocated until its 24 h are paid). */
+  const picked = new Set<string>();
   /** Each kind's window patches only its own field, so windows of different kinds may overlap. */
   const on: Record<Ec2FaultKind, [string, Record<string, number>, Record<string, number>]> = {
     'ec2-throttle': ['faults', { throttleRate: 0.3 }, { throttleRate: 0 }],
@@ -120,11 +122,31 @@ export async function startChaosAws(o: {
       const [path, set, reset] = on[kind];
       await admin(path, path === 'faults' ? { ...set, seed } : set);
       windows[kind]++;
-      const t = setTimeout(() => {
-        timers.delete(t);
+      // Open for windowMs, and on until it has bitten a few requests (EC2 traffic comes in bursts: an outage
+      // or a quiet pool may leave a window empty), up to four windows.
+      const bites = () => {
+        const i = emu.injected;
+        return {
+          'ec2-throttle': i.throttled,
+          'ec2-500': i.serverErrors,
+          'ec2-drop': i.droppedAfterCommit,
+          'ec2-consistency': emu.cloud.hiddenLookups,
+        }[kind];
+      };
+      const before = bites();
+      const closeBy = Date.now() + 4 * windowMs;
+      const close = () => {
+        if (bites() - before < 3 && Date.now() < closeBy) return schedule(2000);
         void admin(path, reset).catch(() => undefined);
-      }, windowMs);
-      timers.add(t);
+      };
+      const schedule = (ms: number) => {
+        const t = setTimeout(() => {
+          timers.delete(t);
+          close();
+        }, ms);
+        timers.add(t);
+      };
+      schedule(windowMs);
     },
     injected: () => ({
       ec2Throttled: emu.injected.throttled,
@@ -141,10 +163,16 @@ export async function startChaosAws(o: {
     oldestHostWorkflow() {
       const live = [...emu.cloud.hosts.values()]
         .filter(
-          (h) => h.tags.get('marina:pool') === AWS_POOL && h.state !== 'released' && h.tags.has('marina:workflow'),
+          (h) =>
+            h.tags.get('marina:pool') === AWS_POOL &&
+            h.state !== 'released' &&
+            h.tags.has('marina:workflow') &&
+            !picked.has(h.id),
         )
         .sort((a, b) => a.allocatedAt - b.allocatedAt);
-      return live[0]?.tags.get('marina:workflow');
+      const h = live[0];
+      if (h) picked.add(h.id);
+      return h ? { workflowId: h.tags.get('marina:workflow')!, hostId: h.id } : undefined;
     },
     async check(client, anomalies) {
       const ledger = (await (await fetch(`${emu.endpoint}/_emulator/ledger`)).json()) as Ledger;
