@@ -24,6 +24,7 @@ import { jobWorkflowId, type JobSpec } from '../src/domain/job';
 import { poolWorkflowId, SEARCH_ATTRIBUTES, type JobResult } from '../workflows/definitions';
 import type { Activities } from '../activities/types';
 import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
 
 const QUEUE = 'outage';
 const POOL = 'outage';
@@ -135,5 +136,46 @@ describe('a cleanup that cannot finish for hours', () => {
     })) as JobResult;
     expect(result.state).toBe('succeeded');
     expect(attempts).toEqual([1, 2]);
+  }, 60_000);
+
+  it('a job whose host left the pool right after the grant waits for the revoke and runs on another host', async () => {
+    const spec: JobSpec = { id: 'outage-3', pool: `${POOL}3`, image: image.ref, script: 'echo ok', timeoutSeconds: 60 };
+    // The pool took the host out and revokes its lease 30 s later (its message on the way); the job's first
+    // step on it answers UnknownHost before that.
+    await env.client.workflow.start('grantingPoolWorkflow', {
+      taskQueue: QUEUE,
+      workflowId: poolWorkflowId(spec.pool),
+      args: [{ revokeFirstAfterMs: 30_000 }],
+    });
+    const fetchedOn: string[] = [];
+    const worker = await Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: QUEUE,
+      workflowBundle: bundle,
+      activities: {
+        ...activities(async () => ({ existed: true })),
+        ensureImage: async (...[target]: Parameters<Activities['ensureImage']>) => {
+          fetchedOn.push(target.host);
+          if (target.host === 'mac-1')
+            throw ApplicationFailure.create({
+              type: 'UnknownHost',
+              message: `host "mac-1" is not (or no longer) in pool "${spec.pool}"`,
+              nonRetryable: true,
+            });
+          return {} as Awaited<ReturnType<Activities['ensureImage']>>;
+        },
+      },
+    });
+    const result = (await worker.runUntil(async () => {
+      const job = await env.client.workflow.start('jobWorkflow', {
+        taskQueue: QUEUE,
+        workflowId: jobWorkflowId(spec.id),
+        args: [spec],
+      });
+      return job.result();
+    })) as JobResult;
+    expect(result.state).toBe('succeeded');
+    expect(result.host).toBe('mac-2');
+    expect(fetchedOn).toEqual(['mac-1', 'mac-2']);
   }, 60_000);
 });
