@@ -262,12 +262,14 @@ async function main(): Promise<number> {
         try {
           await patiently('drain', () => host.signal(drainHostSignal, { drain: true }));
           const until = Date.now() + 60_000;
-          const busy = async () =>
-            (
-              await patiently('pool state', () =>
-                client.workflow.getHandle(poolWorkflowId(AWS_POOL)).query(poolStateQuery),
-              )
-            ).leases.some((l) => l.host === oldest.hostId);
+          // Retired only once the pool has the host cordoned (it places nothing new there) and no lease is on it.
+          const busy = async () => {
+            const view = await patiently('pool state', () =>
+              client.workflow.getHandle(poolWorkflowId(AWS_POOL)).query(poolStateQuery),
+            );
+            const cordoned = view.hosts.find((h) => h.name === oldest.hostId)?.cordoned !== undefined;
+            return !cordoned || view.leases.some((l) => l.host === oldest.hostId);
+          };
           while ((await busy()) && Date.now() < until) await sleep(1000);
           if (await busy()) {
             log(`load: EC2 host ${oldest.hostId} still busy after 60 s of draining; not retired`);
