@@ -70,12 +70,6 @@ export async function startChaosAws(o: {
     if (!r.ok) throw new Error(`emulator admin ${path}: ${r.status} ${await r.text()}`);
     return r.json();
   };
-  const windows: Record<Ec2FaultKind, number> = {
-    'ec2-throttle': 0,
-    'ec2-500': 0,
-    'ec2-drop': 0,
-    'ec2-consistency': 0,
-  };
   const timers = new Set<NodeJS.Timeout>();
   /** Hosts already handed to the churn (a retired host stays allocated until its 24 h are paid). */
   const picked = new Set<string>();
@@ -121,7 +115,6 @@ export async function startChaosAws(o: {
     async inject(kind, seed, windowMs) {
       const [path, set, reset] = on[kind];
       await admin(path, path === 'faults' ? { ...set, seed } : set);
-      windows[kind]++;
       // Open for windowMs, and on until it has bitten a few requests (EC2 traffic comes in bursts: an outage
       // or a quiet pool may leave a window empty), up to four windows.
       const bites = () => {
