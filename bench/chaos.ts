@@ -273,6 +273,7 @@ async function main(): Promise<number> {
           while ((await busy()) && Date.now() < until) await sleep(1000);
           if (await busy()) {
             log(`load: EC2 host ${oldest.hostId} still busy after 60 s of draining; not retired`);
+            await patiently('undrain', () => host.signal(drainHostSignal, { drain: false }));
             continue;
           }
           log(`load: retire EC2 host ${oldest.hostId} (${oldest.workflowId}), drained`);
