@@ -369,8 +369,12 @@ export function ec2Activities(ctx: ActivityContext) {
       const port = pool.ssh.port ?? 22;
       let seen = ref.seen === true;
       // When SSH first answered with no key on the console yet (EC2 seconds), kept across attempts in heartbeats.
-      const before = Context.current().info.heartbeatDetails as { consoleSince?: number } | undefined;
+      const before = Context.current().info.heartbeatDetails as { consoleSince?: number; since?: number } | undefined;
       let consoleSince = typeof before?.consoleSince === 'number' ? before.consoleSince : undefined;
+      // An instance that served (seen) is waited for again after a root-volume replacement rebooted it: its launch,
+      // hours or days ago, says nothing of when SSH is due, so the SSH bound counts from this wait's first look
+      // (EC2 seconds, kept across attempts in heartbeats). A new instance's counts from its launch.
+      let since = typeof before?.since === 'number' ? before.since : undefined;
       let waitingFor: string | undefined;
       const missing: NotFoundStreak = { count: 0 };
       for (;;) {
@@ -449,19 +453,25 @@ export function ec2Activities(ctx: ActivityContext) {
         // Only an instance that does not answer is given up on: a worker that was down a while finds it answering.
         const launched = inst?.LaunchTime ? inst.LaunchTime.getTime() / 1000 : undefined;
         const now = ctx.ec2Now(ref.pool);
+        if (ref.seen && now !== undefined) since ??= now;
+        const from = ref.seen ? since : launched;
         if (
           waitingFor !== 'console-pending' &&
-          launched !== undefined &&
+          from !== undefined &&
           now !== undefined &&
-          now - launched > pool.aws!.sshReadyTimeoutSeconds
+          now - from > pool.aws!.sshReadyTimeoutSeconds
         ) {
           throw ApplicationFailure.create({
-            message: `instance ${ref.instanceId} has not answered SSH ${Math.round((now - launched) / 60)} min after launch (aws.sshReadyTimeoutSeconds)`,
+            message: `instance ${ref.instanceId} has not answered SSH ${Math.round((now - from) / 60)} min after ${ref.seen ? 'its reboot onto a new root volume' : 'launch'} (aws.sshReadyTimeoutSeconds)`,
             type: 'InstanceNeverAnswered',
             nonRetryable: true,
           });
         }
-        Context.current().heartbeat({ state: waitingFor ?? 'unknown', consoleSince });
+        Context.current().heartbeat({
+          state: waitingFor ?? 'unknown',
+          consoleSince,
+          ...(since !== undefined ? { since } : {}),
+        });
         await Context.current().sleep(ref.pollMs);
       }
     },

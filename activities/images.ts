@@ -20,6 +20,7 @@ import type { ActivityContext, HostRef } from './context';
 import { imageHypervisor, vmLayout, type VmLayout } from './hypervisor/layout';
 import { hypervisorOf } from '../src/config/load';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
+import { checkDigest } from './inputs';
 
 /** The local VM name a host keeps an image under: by digest, so a cache hit is exact. */
 export const cachedImageName = (image: { digest: string }): string => imageCacheName(image.digest);
@@ -53,6 +54,18 @@ export async function hostPaths(
   return { home: home!, layout: vmLayout(kind, home!, tart!), platform: platformOf(os!, arch!), helpers };
 }
 
+/** `hostPaths` once per connection: a host's home and Tart's folder do not move while a session lasts. */
+const pathsByConnection = new WeakMap<SshConnection, Promise<Awaited<ReturnType<typeof hostPaths>>>>();
+function knownHostPaths(conn: SshConnection, kind: VmLayout['kind']): ReturnType<typeof hostPaths> {
+  let p = pathsByConnection.get(conn);
+  if (!p) {
+    p = hostPaths(conn, kind);
+    pathsByConnection.set(conn, p);
+    p.catch(() => pathsByConnection.delete(conn));
+  }
+  return p;
+}
+
 /**
  * The helper on a host: copied there once per build (its name carries its SHA-256, so a host never
  * runs a stale one), written under a temporary name and renamed, so a cut copy is never run.
@@ -70,6 +83,7 @@ export async function hostHelper(
       `mkdir -p ${shq(`${host.home}/.marina/bin`)} && t=${shq(`${path}.tmp`)}.$$ && cat > "$t" && chmod 755 "$t" && mv "$t" ${shq(path)}`,
       { stdin: readFileSync(binary.path) },
     );
+    host.helpers.push(name);
   }
   return {
     async run(cmd, order, onEvent, signal) {
@@ -161,6 +175,32 @@ async function recordCacheEntry(conn: SshConnection, paths: HostPaths, digest: s
   return { ...(JSON.parse(out) as Omit<CacheEntry, 'usedAt'>), usedAt: Date.now() };
 }
 
+/**
+ * If the host holds this version whole: a promise that marks it used now (the caller may boot meanwhile,
+ * on another channel of the same connection); undefined if it must be pulled. One rule with the CLI's cache
+ * (integrity.ts): only a VM the helper verified whole is cached or a seed. The version is looked at alone,
+ * so a hit (the common case) costs one round trip, and one more for a hypervisor that registers VMs.
+ */
+export async function useCachedImage(
+  ctx: ActivityContext,
+  target: HostRef,
+  image: ResolvedImage,
+): Promise<Promise<unknown> | undefined> {
+  checkDigest(image.digest, 'image.digest');
+  const pool = ctx.pool(target.pool);
+  const conn = await ctx.hostConnection(target);
+  const paths = await knownHostPaths(conn, hypervisorOf(pool, target.host));
+  const runner = await hostHelper(conn, paths);
+  const [state] = await inspectPlaces(runner, [cachedPlace(paths, image.digest)]);
+  if (state !== 'verified') return undefined;
+  const vm = cachedImageName(image);
+  const driver = await ctx.driver(target);
+  // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet; Tart
+  // knows a VM by its folder, which the helper just verified.
+  if (!driver.findsVmsByFolder) await driver.adopt(vm, paths.layout.dir(vm));
+  return recordCacheEntry(conn, paths, image.digest);
+}
+
 const mixedHint = (pool: { hosts: Array<{ hypervisor?: string }>; hypervisor: string }) =>
   new Set(pool.hosts.map((h) => h.hypervisor ?? pool.hypervisor)).size > 1
     ? ", or ask for this image's hosts with the label hypervisor"
@@ -221,23 +261,21 @@ export function imageActivities(ctx: ActivityContext) {
       const driver = await ctx.driver(target);
       const conn = await ctx.hostConnection(target);
       const kind = hypervisorOf(pool, target.host);
-      const paths = await hostPaths(conn, kind);
+      const paths = await knownHostPaths(conn, kind);
       const vm = cachedImageName(image);
-      const vmsPresent = new Set((await driver.list()).map((v) => v.name));
       const runner = await hostHelper(conn, paths);
-      const entries = await readCache(conn, paths, vmsPresent);
       const place = (digest: string) => cachedPlace(paths, digest);
-      // One rule with the CLI's cache (integrity.ts): only a VM the helper verified whole is cached or a seed.
-      const [state, ...states] = await inspectPlaces(runner, [
-        place(image.digest),
-        ...entries.map((e) => place(e.digest)),
-      ]);
-      if (state === 'verified') {
-        // A crash between a pull's rename and its registration leaves a folder Parallels does not know yet.
-        await driver.adopt(vm, paths.layout.dir(vm));
-        await recordCacheEntry(conn, paths, image.digest);
+      const used = await useCachedImage(ctx, target, image);
+      if (used) {
+        await used;
         return { cached: true, fetchedBytes: 0, copiedBytes: 0, seconds: 0, evicted: [] };
       }
+      const vmsPresent = new Set((await driver.list()).map((v) => v.name));
+      const entries = await readCache(conn, paths, vmsPresent);
+      const states = await inspectPlaces(
+        runner,
+        entries.map((e) => place(e.digest)),
+      );
       const verified = entries.filter((_, i) => states[i] === 'verified');
       for (const e of entries.filter((x, i) => states[i] !== 'verified' && x.digest !== image.digest)) {
         // Unverified (a pull by an older helper, or damaged): dropped, unless a job may be cloning it right now.

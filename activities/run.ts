@@ -13,6 +13,7 @@ import type { ActivityContext, VmRef } from './context';
 import { isWorkerShutdown, workerShutdownFailure } from './shutdown';
 import { logChunkKey, logChunkPrefix, logObjectKey, type LogRef } from '../src/logs/keys';
 import { deleteLogChunks } from '../src/logs/chunks';
+import { LOG_EXIT_META, LOG_TIMED_OUT_META } from '../src/logs/end';
 import { SecretMasker } from '../src/logs/mask';
 import { checkJobId, checkVmRef, invalidInput } from './inputs';
 import { fetchStepScript } from './session';
@@ -57,7 +58,15 @@ interface RunProgress {
 
 // Exit code of the follow loop when the runner died without writing a status (the VM crashed).
 const RUNNER_LOST = 3;
-const FLUSH_MS = 500;
+/**
+ * Output is stored as a chunk the moment it comes when none was stored in the last CHUNK_MIN_MS, else
+ * at that mark: a line after a quiet spell reaches a follower at once, a chatty build costs at most
+ * five PUTs a second.
+ */
+const CHUNK_MIN_MS = 200;
+const HEARTBEAT_MS = 500;
+/** A log up to this size is kept in memory while it streams, so storing it whole needs no second read. */
+const KEEP_IN_MEMORY = 64 * 1024 * 1024;
 
 /** The job's directory in the VM, as a shell word: `$HOME` expands, the id is quoted. */
 export const jobDir = (jobId: string): string => `"$HOME"/.marina/jobs/${shq(checkJobId(jobId))}`;
@@ -102,8 +111,9 @@ export function runActivities(ctx: ActivityContext) {
       const ref: LogRef = { jobId: req.id, ...(byRun && runId ? { runId } : {}) };
 
       const script = req.scriptRef ? await fetchStepScript(ctx, target.jobId, req.scriptRef) : req.script;
-      const launch = await vm.run('bash -s', { stdin: launchScript(ctx, { ...req, script }) });
-      const attached = launch.includes('ATTACHED');
+      // Launch (unless a runner already started: then attach) and follow in one session, one round trip.
+      const launch = launchScript(ctx, { ...req, script });
+      let attached = false;
 
       const logs = ctx.logsLocation;
       const s3 = ctx.s3(logs);
@@ -115,13 +125,26 @@ export function runActivities(ctx: ActivityContext) {
       let rawDecided = resumeFrom;
       let uploaded: RunProgress = { offset: resumeFrom, masked: pendingStart, byRun };
       let flushing: Promise<void> = Promise.resolve();
+      let lastFlush = 0;
+      let flushTimer: NodeJS.Timeout | undefined;
       const take = (masked: Buffer) => {
         if (masked.length > 0) pending.push(masked);
         pendingEnd += masked.length;
         rawDecided = offset - masker.held;
+        if (pending.length === 0 || flushTimer) return;
+        flushTimer = setTimeout(
+          () => {
+            flushTimer = undefined;
+            void flush().catch(() => undefined);
+          },
+          Math.max(0, lastFlush + CHUNK_MIN_MS - Date.now()),
+        );
       };
       const flush = () => {
+        if (flushTimer) clearTimeout(flushTimer);
+        flushTimer = undefined;
         if (pending.length === 0) return flushing;
+        lastFlush = Date.now();
         const body = Buffer.concat(pending);
         const start = pendingStart;
         const upTo: RunProgress = { offset: rawDecided, masked: pendingEnd, byRun };
@@ -136,10 +159,10 @@ export function runActivities(ctx: ActivityContext) {
         });
         return flushing;
       };
-      const timer = setInterval(() => {
-        void flush();
-        actx.heartbeat(uploaded satisfies RunProgress);
-      }, FLUSH_MS);
+      const timer = setInterval(() => actx.heartbeat(uploaded satisfies RunProgress), HEARTBEAT_MS);
+      /** The raw log as it streams, while it is whole from byte 0 and small enough to keep. */
+      let raw: Buffer[] | undefined = resumeFrom === 0 ? [] : undefined;
+      let status = '';
 
       let cancelled = false;
       const onCancel = () => {
@@ -148,17 +171,25 @@ export function runActivities(ctx: ActivityContext) {
       actx.cancellationSignal.addEventListener('abort', onCancel, { once: true });
       let follow;
       try {
-        follow = await vm.exec(`bash -s -- ${dir} ${offset}`, {
-          stdin: FOLLOW_SCRIPT,
+        follow = await vm.exec(`bash -s -- ${offset}`, {
+          stdin: `${launch}\n${FOLLOW_SCRIPT}`,
           signal: actx.cancellationSignal,
           onStdout: (d) => {
             offset += d.length;
+            if (raw && offset <= KEEP_IN_MEMORY) raw.push(d);
+            else raw = undefined;
             take(masker.push(d));
+          },
+          // The follow loop's last word is the script's status (one round trip fewer than reading it after).
+          onStderr: (d) => {
+            status = (status + d.toString()).slice(-2000);
+            if (!attached && status.includes('MARINA_ATTACHED')) attached = true;
           },
         });
         if (follow.code === 0) take(masker.end());
         await flush();
       } finally {
+        if (flushTimer) clearTimeout(flushTimer);
         clearInterval(timer);
         actx.cancellationSignal.removeEventListener('abort', onCancel);
       }
@@ -184,16 +215,18 @@ export function runActivities(ctx: ActivityContext) {
         });
       }
       if (follow.code !== 0)
-        throw new Error(`following the log in ${target.vm} failed: exit ${follow.code} ${follow.stderr}`);
+        throw new Error(`following the log in ${target.vm} failed: exit ${follow.code} ${status.trim()}`);
 
-      const status = (await vm.run(`cat ${dir}/status; [ -f ${dir}/timed_out ] && echo TIMEOUT || true`))
-        .trim()
-        .split('\n');
-      const exitCode = Number(status[0]);
-      const key = await uploadFullLog(ctx, vm, ref, masker);
+      const end = /MARINA_STATUS (-?\d+)( TIMEOUT)?\s*$/.exec(status);
+      const exitCode = end ? Number(end[1]) : -1;
+      const timedOut = end?.[2] !== undefined;
+      const key = await uploadFullLog(ctx, vm, ref, masker, {
+        ...(raw ? { raw: Buffer.concat(raw) } : {}),
+        end: { exitCode, timedOut },
+      });
       return {
-        exitCode: Number.isFinite(exitCode) ? exitCode : -1,
-        timedOut: status.includes('TIMEOUT'),
+        exitCode,
+        timedOut,
         attached,
         bytes: offset,
         log: { bucket: logs.bucket, key },
@@ -208,16 +241,37 @@ async function uploadFullLog(
   vm: SshConnection,
   ref: LogRef,
   masker: SecretMasker,
+  /** `raw`: the whole log as streamed, when this attempt saw all of it; `end`: how the script ended. */
+  opts: { raw?: Buffer; end?: { exitCode: number; timedOut: boolean } } = {},
 ): Promise<string> {
   const logs = ctx.logsLocation;
-  // Collected as raw bytes: a build log is not always valid UTF-8.
-  const chunks: Buffer[] = [];
-  await vm.run(`cat ${jobDir(ref.jobId)}/log`, { onStdout: (d) => chunks.push(d) });
+  let raw = opts.raw;
+  if (!raw) {
+    // Collected as raw bytes: a build log is not always valid UTF-8.
+    const chunks: Buffer[] = [];
+    await vm.run(`cat ${jobDir(ref.jobId)}/log`, { onStdout: (d) => chunks.push(d) });
+    raw = Buffer.concat(chunks);
+  }
   // Masked in one pass: the same bytes as the streamed chunks, which a follower already printed.
-  const body = masker.maskWhole(Buffer.concat(chunks));
+  const body = masker.maskWhole(raw);
   const key = logObjectKey(logs, ref);
   const s3 = ctx.s3(logs);
-  await s3.send(new PutObjectCommand({ Bucket: logs.bucket, Key: key, Body: body, ContentType: 'text/plain' }));
+  await s3.send(
+    new PutObjectCommand({
+      Bucket: logs.bucket,
+      Key: key,
+      Body: body,
+      ContentType: 'text/plain',
+      ...(opts.end
+        ? {
+            Metadata: {
+              [LOG_EXIT_META]: String(opts.end.exitCode),
+              [LOG_TIMED_OUT_META]: String(opts.end.timedOut),
+            },
+          }
+        : {}),
+    }),
+  );
   // The job's outcome does not hang on tidying: chunks left behind are what the lifecycle rule is for (README).
   await deleteLogChunks(s3, logs.bucket, logChunkPrefix(logs, ref)).catch((e: unknown) =>
     Context.current().log.warn('log chunks not deleted', { key, error: String(e) }),
@@ -233,9 +287,9 @@ async function stopScript(vm: SshConnection, dir: string): Promise<void> {
 }
 
 /**
- * Writes the job's files and starts the runner unless it already started. The
- * runner claims the job with an atomic mkdir, so however often this is sent, the
- * script starts once.
+ * Writes the job's files and starts the runner unless it already started (says which on stderr). The
+ * runner claims the job with an atomic mkdir, so however often this is sent, the script starts once.
+ * Sets d to the job's directory for the follow loop after it.
  */
 function launchScript(ctx: ActivityContext, req: RunRequest): string {
   const eof = `MARINA_EOF_${randomUUID().replace(/-/g, '')}`;
@@ -259,7 +313,7 @@ function launchScript(ctx: ActivityContext, req: RunRequest): string {
   return `set -eu
 d=${dir}
 mkdir -p "$d"
-if [ -d "$d/started" ]; then echo ATTACHED; exit 0; fi
+if [ -d "$d/started" ]; then echo MARINA_ATTACHED >&2; else
 umask 077
 cat > "$d/script.sh" <<'${eof}'
 ${req.script}
@@ -274,7 +328,9 @@ cat > "$d/runner.sh" <<'${eof}'
 ${RUNNER_SCRIPT.replace('__TIMEOUT__', String(Math.ceil(req.timeoutSeconds)))}
 ${eof}
 nohup bash "$d/runner.sh" "$d" >/dev/null 2>&1 </dev/null &
-echo STARTED
+echo MARINA_STARTED >&2
+fi
+set +eu
 `;
 }
 
@@ -297,14 +353,17 @@ wait $child; code=$?
 kill -- -$watchdog 2>/dev/null
 echo $code > "$d/status.tmp"; mv "$d/status.tmp" "$d/status"`;
 
-// Streams the log from an offset until the status file appears.
-const FOLLOW_SCRIPT = `d="$1"; off="$2"
+// Streams the log from an offset until the status file appears, then says the status on stderr. It looks
+// every 0.01 s for the first 0.2 s after output (or the start), every 0.05 s for 10 s, then every 0.2 s.
+// It follows the launch in the same script, which set d; the offset is its argument.
+const FOLLOW_SCRIPT = `off="$1"; quiet=0; rp=
 [ -d "$d" ] || { echo "job directory $d is missing" >&2; exit ${RUNNER_LOST}; }
 while :; do
   done=0; [ -f "$d/status" ] && done=1
   size=$(wc -c < "$d/log" 2>/dev/null || echo 0); size=$((size + 0))
-  if [ "$size" -gt "$off" ]; then tail -c +$((off + 1)) "$d/log" | head -c $((size - off)); off=$size; fi
-  [ $done = 1 ] && exit 0
-  if [ -d "$d/started" ] && [ -f "$d/runner.pid" ] && ! kill -0 "$(cat "$d/runner.pid")" 2>/dev/null && [ ! -f "$d/status" ]; then exit ${RUNNER_LOST}; fi
-  sleep 0.2
+  if [ "$size" -gt "$off" ]; then tail -c +$((off + 1)) "$d/log" | head -c $((size - off)); off=$size; quiet=0; else quiet=$((quiet + 1)); fi
+  if [ $done = 1 ]; then echo "MARINA_STATUS $(cat "$d/status")$([ -f "$d/timed_out" ] && echo ' TIMEOUT')" >&2; exit 0; fi
+  [ -z "$rp" ] && [ -f "$d/runner.pid" ] && rp=$(cat "$d/runner.pid")
+  if [ -d "$d/started" ] && [ -n "$rp" ] && ! kill -0 "$rp" 2>/dev/null && [ ! -f "$d/status" ]; then exit ${RUNNER_LOST}; fi
+  if [ $quiet -lt 20 ]; then sleep 0.01; elif [ $quiet -lt 200 ]; then sleep 0.05; else sleep 0.2; fi
 done`;

@@ -349,12 +349,19 @@ describe('bad job specs are refused with a clear error and leave nothing behind'
     });
     const err = (await handle.result().catch((e: unknown) => e)) as WorkflowFailedError;
     expect(err).toBeInstanceOf(WorkflowFailedError);
-    expect(String((err.cause?.cause as Error).message)).toMatch(/unknown image "ghost:1"/);
+    const causes: string[] = [];
+    for (let c: Error | undefined = err.cause; c; c = (c as { cause?: Error }).cause) causes.push(c.message);
+    expect(causes.join(' | ')).toMatch(/unknown image "ghost:1"/);
+    // The lookup is a local activity: one marker, attempt 1, and nothing scheduled on the task queue.
     const history = await handle.fetchHistory();
     const attempts = history
-      .events!.filter((e) => e.activityTaskStartedEventAttributes)
-      .map((e) => e.activityTaskStartedEventAttributes!.attempt);
+      .events!.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity')
+      .map((e) => {
+        const data = e.markerRecordedEventAttributes!.details?.data?.payloads?.[0]?.data;
+        return (JSON.parse(Buffer.from(data!).toString('utf8')) as { attempt: number }).attempt;
+      });
     expect(attempts).toEqual([1]);
+    expect(history.events!.filter((e) => e.activityTaskScheduledEventAttributes)).toEqual([]);
     expect(leftoverVms(spec.id)).toEqual([]);
   });
 });

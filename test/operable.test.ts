@@ -67,6 +67,8 @@ describe('failed jobs look failed', () => {
     expect(run.code).toBe(3);
 
     const handle = client.workflow.getHandle(jobWorkflowId(id));
+    // `marina run` returns at the script's end; the workflow ends once the VM is gone.
+    await handle.result().catch(() => undefined);
     const d = await handle.describe();
     expect(d.status.name).toBe('FAILED');
     // What the Web UI shows of it: its state first in the current details, and what its query is for.

@@ -59,6 +59,8 @@ function activities(destroyVm: Activities['destroyVm']): Partial<Activities> {
     resolveImage: async () => image,
     ensureImage: async () => ({}) as Awaited<ReturnType<Activities['ensureImage']>>,
     bootVm: async () => ({ ip: '10.0.0.2' }) as Awaited<ReturnType<Activities['bootVm']>>,
+    // No host holds the image: the job fetches and boots it (main's boot-from-cache path answers nothing).
+    bootCachedVm: async () => null as unknown as Awaited<ReturnType<Activities['bootCachedVm']>>,
     runScript: async () => ({
       exitCode: 0,
       timedOut: false,

@@ -1,5 +1,11 @@
 /** How the job workflow (both modes) calls its activities: with a summary for the Web UI. */
-import { patched, proxyActivities, type ActivityOptions } from '@temporalio/workflow';
+import {
+  patched,
+  proxyActivities,
+  proxyLocalActivities,
+  type ActivityOptions,
+  type LocalActivityOptions,
+} from '@temporalio/workflow';
 import type { Activities } from '../activities/types';
 
 /** Errors no retry can fix: a retry would only repeat them. */
@@ -17,6 +23,20 @@ export function withOptions<K extends keyof Activities>(name: K, options: Activi
   return (summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> => {
     const fn = proxyActivities<Activities>(options)[name] as unknown as {
       executeWithOptions(o: ActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>>;
+    };
+    return fn.executeWithOptions({ ...options, summary }, args);
+  };
+}
+
+/**
+ * The same, run as a local activity: in the worker that runs the workflow task, with no trip through the
+ * task queue and no history events of its own but a marker. For short reads only (a retry waits in the
+ * workflow task; past a minute it becomes a timer).
+ */
+export function withLocalOptions<K extends keyof Activities>(name: K, options: LocalActivityOptions) {
+  return (summary: string, ...args: Parameters<Activities[K]>): Promise<Awaited<ReturnType<Activities[K]>>> => {
+    const fn = proxyLocalActivities<Activities>(options)[name] as unknown as {
+      executeWithOptions(o: LocalActivityOptions, a: unknown[]): Promise<Awaited<ReturnType<Activities[K]>>>;
     };
     return fn.executeWithOptions({ ...options, summary }, args);
   };

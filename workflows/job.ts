@@ -15,7 +15,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { setDescribedHandler } from './handlers';
-import { NON_RETRYABLE, untilGone, withOptions } from './activity-call';
+import { NON_RETRYABLE, untilGone, withLocalOptions, withOptions } from './activity-call';
 import { sessionJob } from './session';
 import { isSessionSpec } from '../src/domain/session';
 import { LeaseClient } from './lease';
@@ -113,10 +113,12 @@ async function runJob(input: JobSpec): Promise<JobResult> {
     }
   };
 
-  const resolveImage = withOptions('resolveImage', {
-    startToCloseTimeout: '1m',
-    retry: { ...retry, maximumAttempts: 10 },
-  });
+  const resolveOptions = { startToCloseTimeout: '1m', retry: { ...retry, maximumAttempts: 10 } };
+  // A tag's lookup is two small S3 reads: as a local activity it spares a trip through the task queue
+  // (issue 16). Histories from before keep their scheduled activity.
+  const resolveImage = patched('resolve-image-locally')
+    ? withLocalOptions('resolveImage', resolveOptions)
+    : withOptions('resolveImage', resolveOptions);
   const image = await timed('resolve', undefined, () => resolveImage(`resolve ${spec.image}`, spec.image));
 
   const leases = new LeaseClient(spec.pool);
@@ -165,6 +167,26 @@ async function runJob(input: JobSpec): Promise<JobResult> {
           });
           const bootVm = withOptions('bootVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry });
           let booted: { ip: string } | undefined = standby;
+          // A host that holds the image boots it in the same activity that finds it there; patched, as it
+          // adds a command for histories from before.
+          if (!booted && patched('boot-from-cache')) {
+            booted =
+              (await timed('boot', 'booting', () =>
+                withOptions('bootCachedVm', { startToCloseTimeout: '20m', heartbeatTimeout: HEARTBEAT, retry })(
+                  `boot ${vm} on ${host} from its cache`,
+                  vmTarget,
+                  image,
+                  spec.resources ?? {},
+                  lease.volumes ?? [],
+                  lease.runArgs ?? [],
+                ),
+              )) ?? undefined;
+            if (booted) {
+              // The cache check was part of the boot: nothing was fetched.
+              stages.fetch = 0;
+              fetchedOn = host;
+            }
+          }
           if (!booted) {
             await timed('fetch', 'fetching', () => ensureImage(`fetch ${image.ref} on ${host}`, target, image));
             fetchedOn = host;

@@ -16,8 +16,26 @@ export interface VmInfo {
   running: boolean;
 }
 
+/** What `boot` is asked to do: the steps of a VM's start, each skipped when already done. */
+export interface BootRequest {
+  source: string;
+  vm: string;
+  settings: VmSettings;
+  dirs?: SharedDir[];
+  args?: string[];
+  /** How long to wait for the address before answering without one (the caller heartbeats and asks again). */
+  waitSeconds: number;
+}
+
 export interface HypervisorDriver {
   readonly kind: string;
+  /** A VM folder in the hypervisor's place is a VM it knows (Tart); else `adopt` registers it (Parallels). */
+  readonly findsVmsByFolder: boolean;
+  /**
+   * Clone (unless the VM exists), configure and start (unless it runs), then wait for its address:
+   * `undefined` if none came within `waitSeconds`. Safe to repeat; a retry finds its VM by name.
+   */
+  boot(req: BootRequest): Promise<string | undefined>;
   version(): Promise<string>;
   list(): Promise<VmInfo[]>;
   /** Clones `source` into `vm`; no-op if `vm` already exists (a retried step finds its own VM). */
@@ -47,4 +65,14 @@ export interface SharedDir {
   name: string;
   path: string;
   readOnly: boolean;
+}
+
+/** `boot` from a driver's separate steps, for a hypervisor without a faster way (a round trip each). */
+export async function bootByParts(driver: HypervisorDriver, req: BootRequest): Promise<string | undefined> {
+  await driver.clone(req.source, req.vm);
+  if (!(await driver.list()).find((v) => v.name === req.vm)?.running) {
+    await driver.configure(req.vm, req.settings);
+    await driver.start(req.vm, { dirs: req.dirs ?? [], args: req.args ?? [] });
+  }
+  return driver.ip(req.vm, req.waitSeconds).catch(() => undefined);
 }

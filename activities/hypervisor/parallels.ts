@@ -5,7 +5,14 @@
  */
 import type { SshConnection } from '../ssh/connection';
 import { shq } from '../ssh/connection';
-import type { HypervisorDriver, SharedDir, VmInfo, VmSettings } from './driver';
+import {
+  bootByParts,
+  type BootRequest,
+  type HypervisorDriver,
+  type SharedDir,
+  type VmInfo,
+  type VmSettings,
+} from './driver';
 import { PVM_HDD } from '../../src/images/chunked/pvm';
 
 export class ParallelsError extends Error {
@@ -69,6 +76,7 @@ const IPV4 = /^(\d{1,3}\.){3}\d{1,3}$/;
 
 export class ParallelsDriver implements HypervisorDriver {
   readonly kind = 'parallels';
+  readonly findsVmsByFolder = false;
   private readonly macs = new Map<string, string>();
   constructor(private readonly ssh: SshConnection) {}
 
@@ -186,6 +194,10 @@ export class ParallelsDriver implements HypervisorDriver {
         );
       await new Promise((r) => setTimeout(r, 1000));
     }
+  }
+
+  boot(req: BootRequest): Promise<string | undefined> {
+    return bootByParts(this, req);
   }
 
   async stop(vm: string, timeoutSeconds: number): Promise<void> {

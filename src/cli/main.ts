@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { CancelledFailure, WorkflowFailedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load';
 import { JobSpecError, jobWorkflowId, type JobSpec } from '../domain/job';
-import { checkJobSpec, followLog, startJob } from '../client/jobs';
+import { checkJobSpec, followJobLog, startJob } from '../client/jobs';
 import { unwrapJobResult } from '../client/job-result';
 import { ExitError } from './exit-codes';
 import { collect, parseDuration, parseNumberPairs, parsePairs, UsageError } from './args';
@@ -131,6 +131,7 @@ program
   .option('--snapshot <ref>', 'push the VM as this image after success')
   .option('--client <name>', 'submitting CI system, for fair share and the UI')
   .option('--detach', 'print the workflow id and return at once')
+  .option('--wait-cleanup', "return once the job's VM is gone too, not at the script's end")
   .option('--cancel-wait <duration>', 'on SIGINT/SIGTERM, how long to wait for the cancelled job to clean up', '60s')
   .action(async (o) => {
     let script = o.script as string | undefined;
@@ -164,12 +165,24 @@ program
       console.error(`marina: started ${handle.workflowId}`);
       cancel.attach(() => handle.cancel());
       const result = handle.result();
-      await followLog(
+      // The script's end decides a job without a snapshot: the VM's cleanup goes on in the workflow.
+      const { end } = await followJobLog(
         cfg,
         { jobId: spec.id, runId: handle.firstExecutionRunId },
         (b) => process.stdout.write(b),
         result,
+        { untilScriptEnd: !spec.snapshot && !o.waitCleanup },
       );
+      if (end && !cancel.signal) {
+        void result.catch(() => undefined);
+        const state = end.timedOut ? 'timed out' : end.exitCode === 0 ? 'succeeded' : 'failed';
+        console.error(
+          `marina: job ${spec.id} ${state} (exit ${end.exitCode}); its VM is being cleaned up (\`marina job show ${spec.id}\`)`,
+        );
+        process.exitCode = end.exitCode === 0 ? 0 : end.exitCode > 0 && end.exitCode < 256 ? end.exitCode : 1;
+        cancel.dispose();
+        return;
+      }
       try {
         const r = await result;
         printResult(r);

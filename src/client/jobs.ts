@@ -7,7 +7,7 @@ import {
   WorkflowIdReusePolicy,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
-import { ListObjectsV2Command, GetObjectCommand } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, GetObjectCommand, HeadObjectCommand } from '@aws-sdk/client-s3';
 import { JobSpecError, jobWorkflowId, normalizeJobSpec, type FieldError, type JobSpec } from '../domain/job';
 import { whyNeverFits } from '../policy/placement';
 import { checkSecurity } from '../domain/security';
@@ -22,7 +22,8 @@ import {
 } from '../config/load';
 import { imageHypervisor } from '../images/chunked/pvm';
 import { s3ClientFor } from '../config/s3';
-import { logChunkPrefix, logObjectKey, offsetOfChunkKey, type LogRef } from '../logs/keys';
+import { logChunkKey, logChunkPrefix, logObjectKey, offsetOfChunkKey, type LogRef } from '../logs/keys';
+import { LOG_EXIT_META, LOG_TIMED_OUT_META } from '../logs/end';
 import { ChunkedStore } from '../images/chunked/store';
 import { temporalConnectionOptions } from './connection';
 import { jobHandle } from './job-result';
@@ -189,62 +190,129 @@ export async function startJob(
   return jobHandle(handle);
 }
 
+/** How a job's script ended, as its stored log says (before the job's cleanup is over). */
+export interface ScriptEnd {
+  exitCode: number;
+  timedOut: boolean;
+}
+
+/** The shortest and the longest wait between two looks at a job's log. */
+const LOOK_FAST_MS = 25;
+/** Output within this long keeps the follower looking every LOOK_FAST_MS; after it, the waits double. */
+const LIVELY_MS = 2000;
+/** Every this many looks that found nothing, the chunks are listed (a re-attached run may re-send from earlier). */
+const LIST_EVERY = 10;
+
 /**
- * Streams a job's log to `write` while it runs (from the chunks the run activity
- * uploads) and finishes from the final log object. Chunks are keyed by byte
- * offset, so re-sent bytes after a worker restart are printed once.
+ * Streams a job's log to `write` while it runs (from the chunks the run activity uploads) and finishes
+ * from the whole log object. Chunks are keyed by byte offset, so re-sent bytes after a worker restart are
+ * printed once. The next chunk is looked for by its key, every 25 ms while output flows, backing off to
+ * `maxWaitMs` in a quiet spell, so a line printed in the VM shows within a few tens of milliseconds.
  *
  * `job`: `{ jobId, runId }` (the run id is the start handle's `firstExecutionRunId`); a bare job id
  * follows the layout from before logs were kept per run. The final object is the one the job's
- * result names, when `done` resolves to a JobResult.
+ * result names, when `done` resolves to a JobResult. With `untilScriptEnd`, it returns as soon as the
+ * script's end is stored with the whole log (the job's cleanup may still run), with how it ended.
  */
-export async function followLog(
+export async function followJobLog(
   config: LoadedConfig,
   job: string | LogRef,
   write: (chunk: Buffer) => void,
   done: Promise<unknown>,
-  pollMs = 300,
-): Promise<number> {
+  opts: { maxWaitMs?: number; untilScriptEnd?: boolean } = {},
+): Promise<{ printed: number; end?: ScriptEnd }> {
   const ref: LogRef = typeof job === 'string' ? { jobId: job } : job;
   const loc = logsLocation(config);
   const s3 = s3ClientFor(config, loc);
+  const maxWait = Math.max(LOOK_FAST_MS, opts.maxWaitMs ?? 1000);
   let printed = 0;
   let finished = false;
-  void done.finally(() => (finished = true)).catch(() => undefined);
-  const seen = new Set<string>();
+  let wake: (() => void) | undefined;
+  void done
+    .finally(() => {
+      finished = true;
+      wake?.();
+    })
+    .catch(() => undefined);
+  const print = (body: Buffer, start: number) => {
+    if (start > printed || start + body.length <= printed) return;
+    write(body.subarray(printed - start));
+    printed = start + body.length;
+  };
+  const get = async (key: string, range?: string) => {
+    try {
+      const out = await s3.send(
+        new GetObjectCommand({ Bucket: loc.bucket, Key: key, ...(range ? { Range: range } : {}) }),
+      );
+      return { body: Buffer.from(await out.Body!.transformToByteArray()), meta: out.Metadata ?? {} };
+    } catch (e) {
+      if (missing(e)) return undefined;
+      throw e;
+    }
+  };
+  /** The next chunk, by the key it must have; true if one was printed. */
+  const nextChunk = async () => {
+    const got = await get(logChunkKey(loc, ref, printed));
+    if (!got || got.body.length === 0) return false;
+    print(got.body, printed);
+    return true;
+  };
+  const listChunks = async () => {
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      const out = await s3.send(
+        new ListObjectsV2Command({ Bucket: loc.bucket, Prefix: logChunkPrefix(loc, ref), ContinuationToken: token }),
+      );
+      for (const o of out.Contents ?? []) keys.push(o.Key!);
+      token = out.NextContinuationToken;
+    } while (token);
+    keys.sort();
+    for (const key of keys) {
+      const start = offsetOfChunkKey(key);
+      if (start > printed) break; // a gap: an earlier chunk is still on its way
+      const got = await get(key);
+      if (got) print(got.body, start);
+    }
+  };
+  /** The script's end, from the whole log's metadata (written once every chunk is stored), and the rest of it. */
+  const scriptEnd = async (): Promise<ScriptEnd | undefined> => {
+    const head = await s3
+      .send(new HeadObjectCommand({ Bucket: loc.bucket, Key: logObjectKey(loc, ref) }))
+      .catch((e: unknown) => {
+        if (missing(e)) return undefined;
+        throw e;
+      });
+    const code = head?.Metadata?.[LOG_EXIT_META];
+    if (code === undefined || !/^-?\d+$/.test(code)) return undefined;
+    if ((head!.ContentLength ?? 0) > printed) {
+      const rest = await get(logObjectKey(loc, ref), `bytes=${printed}-`);
+      if (rest) print(rest.body, printed);
+    }
+    return { exitCode: Number(code), timedOut: head!.Metadata?.[LOG_TIMED_OUT_META] === 'true' };
+  };
   try {
-    const drainChunks = async () => {
-      const keys: string[] = [];
-      let token: string | undefined;
-      do {
-        const out = await s3.send(
-          new ListObjectsV2Command({
-            Bucket: loc.bucket,
-            Prefix: logChunkPrefix(loc, ref),
-            ContinuationToken: token,
-          }),
-        );
-        for (const o of out.Contents ?? []) keys.push(o.Key!);
-        token = out.NextContinuationToken;
-      } while (token);
-      keys.sort();
-      for (const key of keys) {
-        const start = offsetOfChunkKey(key);
-        if (start > printed) break; // a gap: an earlier chunk is still on its way
-        if (seen.has(key)) continue;
-        const body = Buffer.from(
-          await (await s3.send(new GetObjectCommand({ Bucket: loc.bucket, Key: key }))).Body!.transformToByteArray(),
-        );
-        seen.add(key);
-        if (start + body.length > printed) {
-          write(body.subarray(printed - start));
-          printed = start + body.length;
-        }
-      }
-    };
+    let lastOutput = Date.now();
+    let wait = LOOK_FAST_MS;
+    let misses = 0;
     while (!finished) {
-      await drainChunks().catch(() => undefined);
-      await new Promise((r) => setTimeout(r, pollMs));
+      const got = await nextChunk().catch(() => false);
+      if (got) {
+        lastOutput = Date.now();
+        wait = LOOK_FAST_MS;
+        continue;
+      }
+      misses++;
+      if (misses % LIST_EVERY === 0) await listChunks().catch(() => undefined);
+      if (opts.untilScriptEnd) {
+        const end = await scriptEnd().catch(() => undefined);
+        if (end) return { printed, end };
+      }
+      wait = Date.now() - lastOutput < LIVELY_MS ? LOOK_FAST_MS : Math.min(wait * 2, maxWait);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, wait);
+      });
     }
     // Chunks are deleted once the full log is stored: what was not printed yet is read from it.
     const result = await done.then(
@@ -254,16 +322,30 @@ export async function followLog(
     try {
       const key = result?.log?.key ?? logObjectKey(loc, ref);
       const out = await s3.send(new GetObjectCommand({ Bucket: result?.log?.bucket ?? loc.bucket, Key: key }));
-      const body = Buffer.from(await out.Body!.transformToByteArray());
-      if (body.length > printed) write(body.subarray(printed));
-      printed = Math.max(printed, body.length);
+      print(Buffer.from(await out.Body!.transformToByteArray()), 0);
     } catch {
-      await drainChunks().catch(() => undefined);
+      await listChunks().catch(() => undefined);
     }
-    return printed;
+    return { printed };
   } finally {
     s3.destroy();
   }
 }
+
+/** `followJobLog` to the workflow's end; the bytes printed. */
+export async function followLog(
+  config: LoadedConfig,
+  job: string | LogRef,
+  write: (chunk: Buffer) => void,
+  done: Promise<unknown>,
+  maxWaitMs?: number,
+): Promise<number> {
+  return (await followJobLog(config, job, write, done, maxWaitMs ? { maxWaitMs } : {})).printed;
+}
+
+const missing = (e: unknown) =>
+  (e as { name?: string }).name === 'NoSuchKey' ||
+  (e as { name?: string }).name === 'NotFound' ||
+  (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404;
 
 export type { JobResult };

@@ -9,7 +9,8 @@ kill_vm_processes() { # every process started inside the VM carries its director
   done
 }
 
-# run_guest DIR IP DISK: boots the guest (after BOOT_SECONDS) and serves SSH until TERM/INT; then kills
+# run_guest DIR IP DISK: boots the guest (after BOOT_SECONDS) and serves SSH until TERM/INT (a guest
+# shutdown) or USR1 (a power-off); then kills
 # everything that ran inside and clears DIR's run files. DIR/ip appears once SSH listens.
 run_guest() {
   local d=$1 ip=$2 disk=$3 sshd_pid=""
@@ -19,7 +20,15 @@ run_guest() {
     kill_vm_processes "$d" TERM; sleep 0.2; kill_vm_processes "$d" KILL
     rm -f "$d/run.pid"; exit 0
   }
+  # A power-off (Tart's stop: Virtualization.framework's hard stop()): nothing inside gets to react.
+  guest_poweroff() {
+    rm -f "$d/ip" "$d/ip.pending"
+    [ -n "$sshd_pid" ] && kill -KILL "$sshd_pid" 2>/dev/null
+    kill_vm_processes "$d" KILL
+    rm -f "$d/run.pid"; exit 0
+  }
   trap guest_shutdown INT TERM
+  trap guest_poweroff USR1
   sleep "$BOOT_SECONDS" & wait $!
   cat > "$d/login" <<LOGIN
 #!/usr/bin/env bash

@@ -24,6 +24,9 @@ vmdir() { echo "$VMS/$1"; }
 exists() { [ -f "$(vmdir "$1")/config.env" ]; }
 running() { local p; p="$(vmdir "$1")/run.pid"; [ -f "$p" ] && kill -0 "$(cat "$p")" 2>/dev/null; }
 need() { exists "$1" || die 2 "the specified VM \"$1\" does not exist"; }
+# Alive and not a zombie: a detached `tart run` belongs to init once its SSH session ends, and this
+# machine's init may take a second to reap it (launchd on a Mac does at once).
+alive() { local s; s=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null); [ -n "$s" ] && [ "$s" != Z ]; }
 
 # Serialises commands that check-then-act on shared state (start count, clone target).
 lock() { until mkdir "$TART_HOME/.lock" 2>/dev/null; do
@@ -131,10 +134,11 @@ cmd_stop() {
   while [ $# -gt 0 ]; do case $1 in -t|--timeout) timeout=$2; shift 2;; *) vm=$1; shift;; esac; done
   need "$vm"; running "$vm" || die 2 "VM \"$vm\" is not running"
   local d pid i; d=$(vmdir "$vm"); pid=$(cat "$d/run.pid")
-  # Tart sends SIGINT; a shell started in the background ignores SIGINT and cannot trap it, so the stand-in uses SIGTERM.
-  kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 1 $((timeout * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; kill_vm_processes "$d" KILL; rm -f "$d/run.pid" "$d/ip"; fi
+  # Tart sends SIGINT, which makes Virtualization.framework power the guest off; a shell started in the
+  # background ignores SIGINT and cannot trap it, so the stand-in's power-off is SIGUSR1 (see emu-guest.sh).
+  kill -USR1 "$pid" 2>/dev/null
+  for i in $(seq 1 $((timeout * 50))); do alive "$pid" || break; sleep 0.02; done
+  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null; kill_vm_processes "$d" KILL; rm -f "$d/run.pid" "$d/ip"; fi
   return 0
 }
 

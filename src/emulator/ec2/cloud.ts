@@ -211,7 +211,7 @@ export class Ec2MacCloud {
         const i = this.instances.get(t.instanceId);
         t.state = t.state === 'failing' ? 'failed' : 'succeeded';
         if (i && i.state === 'running') {
-          i.sshAt = t.doneAt;
+          i.sshAt = t.doneAt + (t.state === 'succeeded' ? this.options.timings.rootVolumeBootSeconds : 0);
           // AWS reboots a failed task's instance on its original root volume: the old disk, keys and all.
           if (t.state === 'failed') i.generation--;
         }

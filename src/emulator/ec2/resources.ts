@@ -14,6 +14,11 @@ export interface EmulatorTimings extends MacTimings {
   imageSeconds: number;
   /** SSH answers → EC2 posts the boot's console output (GetConsoleOutput answers an empty Output until then). */
   consolePostSeconds: number;
+  /**
+   * A root-volume replacement task `succeeded` → the rebooted instance answers SSH again. 0 (SSH with the task's
+   * end) unless a test asks: AWS documents the reboot, not when macOS is up again after it.
+   */
+  rootVolumeBootSeconds: number;
 }
 
 export const DEFAULT_EMULATOR_TIMINGS: EmulatorTimings = {
@@ -23,6 +28,7 @@ export const DEFAULT_EMULATOR_TIMINGS: EmulatorTimings = {
   terminatedVisibleSeconds: 3600,
   imageSeconds: 10 * 60,
   consolePostSeconds: 3 * 60,
+  rootVolumeBootSeconds: 0,
 };
 
 export interface ZoneSpec {

@@ -31,6 +31,11 @@ export interface InstanceSsh {
   vmBootSeconds: number;
   /** Each instance records every command it is sent (a `sessions/` directory in its state): tests' witness. */
   recordSessions?: boolean;
+  /**
+   * Where the count of instances' VM networks (127.77.X.0/24) starts: two emulators beside each other in one
+   * test give different ones, so their VMs never share an address.
+   */
+  netIndexStart?: number;
 }
 
 export interface Ec2EmulatorOptions {
@@ -84,7 +89,7 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
   let faults = o.faults;
   let rng: Uniform = seeded(faults.seed);
   const ssh = new Map<string, { generation: number; host?: EmulatedHost; starting?: Promise<EmulatedHost> }>();
-  let netIndex = 100;
+  let netIndex = o.ssh?.netIndexStart ?? 100;
 
   const syncSsh = (): void => {
     if (!o.ssh) return;
