@@ -107,10 +107,19 @@ export function vmActivities(ctx: ActivityContext) {
 
     async destroyVm(target: VmRef): Promise<{ existed: boolean }> {
       checkVmRef(target);
-      ctx.ssh.drop(`vm ${target.vm} on ${target.host}`);
-      const driver = await ctx.driver(target);
-      const existed = await driver.destroy(target.vm);
-      return { existed };
+      // Heartbeats while it works, so a worker killed mid-destroy is noticed within the heartbeat timeout the
+      // cleanup sets (workflows/activity-call.ts, untilGone), not after the whole start-to-close.
+      const actx = Context.current();
+      const beat = setInterval(() => actx.heartbeat('destroy'), 2000);
+      try {
+        actx.heartbeat('destroy');
+        ctx.ssh.drop(`vm ${target.vm} on ${target.host}`);
+        const driver = await ctx.driver(target);
+        const existed = await driver.destroy(target.vm);
+        return { existed };
+      } finally {
+        clearInterval(beat);
+      }
     },
   };
   return activities;

@@ -1,32 +1,35 @@
 /**
- * The chaos soak (issue #22): short jobs on an on-prem pool of emulated hosts while, on a seeded schedule,
- * worker processes are SIGKILLed, the Temporal server is killed and restarted on its database, SSH
- * connections are cut mid-stream, a host vanishes, S3 fails and stalls, and clients cancel jobs. Then the
- * faults stop, the system settles, and the run checks what Marina promises against an outside witness:
- * every job ended, every script ran once (a cancelled one at most once), every log is complete, no VM is
- * left, every lease is back. It prints the counts, and exits 1 on any anomaly.
+ * The chaos soak (issue #22): short jobs on an on-prem pool of emulated hosts and an AWS pool (the EC2 Mac
+ * emulator at compressed time) while, on a seeded schedule, worker processes are SIGKILLed, every worker is
+ * stopped for a while, the Temporal server is killed and restarted on its database, SSH connections are cut
+ * mid-stream, a host vanishes, S3 fails and stalls, EC2 throttles, fails, drops answers and lags (eventual
+ * consistency), and clients cancel jobs. Then the faults stop, the system settles, and the run checks what
+ * Marina promises against an outside witness: every job ended, every script ran once (a cancelled one at most
+ * once), every log is complete, no VM is left, every lease is back, and the EC2 ledger shows no host no
+ * workflow owns and no double allocation. It prints the counts, and exits 1 on any anomaly or a fault kind
+ * never injected.
  *
- *   npm run chaos -- --minutes 10 [--seed 42] [--jobs-per-minute 30] [--hosts 3]
+ *   npm run chaos -- --minutes 10 [--seed 42] [--jobs-per-minute 30] [--hosts 3] [--outage-seconds 40]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { GetObjectCommand } from '@aws-sdk/client-s3';
-import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { startDevStack } from '../src/emulator/dev-stack';
 import { freePort } from '../src/emulator/processes';
 import { SEED_IMAGE } from '../src/emulator/seed-image';
-import { loadConfig, logsLocation, type LoadedConfig } from '../src/config/load';
-import { s3ClientFor } from '../src/config/s3';
+import { loadConfig, type LoadedConfig } from '../src/config/load';
 import { connectClient, startJob } from '../src/client/jobs';
-import { jobResultOfFailure } from '../src/client/job-result';
-import { isJobVm, jobWorkflowId } from '../src/domain/job';
+import { jobWorkflowId } from '../src/domain/job';
 import { writeWorkflowBundle } from '../src/workflow-bundle';
-import { poolStateQuery, poolWorkflowId, type JobResult } from '../workflows/definitions';
 import { seeded } from '../src/ec2mac/random';
+import { AWS_POOL, startChaosAws } from './chaos/aws';
+import { drainHostSignal, retireHostSignal } from '../workflows/host';
+import { poolStateQuery, poolWorkflowId } from '../workflows/definitions';
+import { check, LOG_LINES, patiently, settle, type Anomaly, type JobRecord } from './chaos/check';
 import { TcpFaultProxy } from './chaos/tcp-fault-proxy';
 import { S3FaultProxy } from './chaos/s3-fault-proxy';
 import { faultSchedule, FAULT_KINDS, type Fault, type FaultKind } from './chaos/schedule';
@@ -35,7 +38,6 @@ import { readCounts } from './chaos/witness';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const ROOT = resolve(__dirname, '..');
 const POOL = 'chaos';
-const LOG_LINES = 20;
 
 interface Options {
   minutes: number;
@@ -44,6 +46,17 @@ interface Options {
   hosts: number;
   faultEverySeconds: number;
   hostVanishSeconds: number;
+  /** How long every worker stays stopped (all-workers-down). */
+  outageSeconds: number;
+  /** EC2 fault windows (throttling, 500s, drops, consistency), real seconds. */
+  ec2FaultSeconds: number;
+  /** The EC2 emulator's speed: EC2 seconds per real second. */
+  ec2Speed: number;
+  /** Share of jobs sent to the AWS pool, in percent. */
+  awsPercent: number;
+  awsMaxHosts: number;
+  /** The load retires the oldest EC2 host this often, so hosts are allocated and released under EC2's faults. */
+  retireEverySeconds: number;
   settleMinutes: number;
 }
 
@@ -55,6 +68,12 @@ function options(argv: string[]): Options {
     hosts: 3,
     faultEverySeconds: 8,
     hostVanishSeconds: 60,
+    outageSeconds: 40,
+    ec2FaultSeconds: 30,
+    ec2Speed: 1800,
+    awsPercent: 35,
+    awsMaxHosts: 3,
+    retireEverySeconds: 40,
     settleMinutes: 10,
   };
   for (let i = 0; i < argv.length; i += 2) {
@@ -71,30 +90,8 @@ function options(argv: string[]): Options {
   return o;
 }
 
-interface JobRecord {
-  id: string;
-  cancelAfterMs?: number;
-  snapshot?: string;
-  submitted: boolean;
-}
-
-type Anomaly = { kind: string; job?: string; detail: string };
-
 const log = (line: string) => console.error(`chaos ${new Date().toISOString().slice(11, 19)} ${line}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Retries a client call through a Temporal restart. */
-async function patiently<T>(what: string, fn: () => Promise<T>, ms = 120_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (e) {
-      if (Date.now() > until) throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
-      await sleep(1000);
-    }
-  }
-}
 
 async function main(): Promise<number> {
   const o = options(process.argv.slice(2));
@@ -141,7 +138,6 @@ async function main(): Promise<number> {
     }));
     pool.standby = [{ image: SEED_IMAGE, count: 1 }];
     pool.security = { allowedSnapshotImages: ['chaos/**'] };
-    raw.pools = [pool];
     // The pinned host keys, under the proxies' ports.
     writeFileSync(
       join(state, 'chaos_known_hosts'),
@@ -149,6 +145,17 @@ async function main(): Promise<number> {
         '\n',
     );
     pool.ssh.knownHosts = { file: 'chaos_known_hosts' };
+    // The AWS pool: EC2 hosts of the emulator, their instances reached without a proxy (SSH cuts are the
+    // on-prem pool's; EC2's own faults come through the emulator).
+    const aws = await startChaosAws({
+      state,
+      vmPort: (raw.pools[0] as { vm: { port: number } }).vm.port,
+      speed: o.ec2Speed,
+      maxHosts: o.awsMaxHosts,
+    });
+    stops.push(() => aws.emu.stop());
+    raw.pools.push(aws.pool({ ...raw.pools[0], security: pool.security }));
+    raw.pools[0] = pool;
     const configPath = join(state, 'chaos.yaml');
     writeFileSync(configPath, stringify(raw));
     const config = loadConfig(configPath);
@@ -169,9 +176,22 @@ async function main(): Promise<number> {
     stops.push(async () => witness.kill('SIGKILL'));
 
     const workers: Array<ChildProcess | undefined> = [undefined, undefined];
+    /** Until when every worker is to stay stopped (all-workers-down): a killed worker is not restarted before. */
+    let outageUntil = 0;
+    const exited = (w: ChildProcess | undefined) => !w || w.exitCode !== null || w.signalCode !== null;
+    /** Worker exits the run did not cause (a worker started while Temporal was down exits), each restarted. */
+    let workerExits = 0;
+    let stopping = false;
+    const killed = new Set<ChildProcess>();
+    const kill = (w: ChildProcess | undefined) => {
+      if (!w) return;
+      killed.add(w);
+      w.kill('SIGKILL');
+    };
     const startWorker = (i: number) => {
+      if (stopping || Date.now() < outageUntil || !exited(workers[i])) return;
       const out = openSync(join(state, 'logs', `worker-${i}.log`), 'a');
-      workers[i] = spawn(
+      const w = spawn(
         process.execPath,
         ['--import', 'tsx', join(ROOT, 'src/cli/main.ts'), '--config', configPath, 'worker'],
         {
@@ -180,11 +200,21 @@ async function main(): Promise<number> {
           env: { ...process.env, MARINA_WORKFLOW_BUNDLE: bundle, MARINA_LOG_LEVEL: 'WARN' },
         },
       );
+      workers[i] = w;
+      // A supervisor's part (systemd's Restart=, Docker's restart policy): a worker that exits on its own is
+      // started again; one the run killed comes back on the fault's own terms.
+      w.once('exit', () => {
+        if (killed.has(w) || stopping) return;
+        workerExits++;
+        log(`worker ${i} exited on its own (${w.exitCode ?? w.signalCode}); restarting it`);
+        setTimeout(() => startWorker(i), 2000);
+      });
     };
     startWorker(0);
     startWorker(1);
     stops.push(async () => {
-      for (const w of workers) w?.kill('SIGKILL');
+      stopping = true;
+      for (const w of workers) kill(w);
     });
 
     const client = await connectClient(config);
@@ -201,16 +231,57 @@ async function main(): Promise<number> {
     // The load: a job every 60/rate s; some cancelled part way, some snapshotted.
     const load = (async () => {
       for (let n = 0; Date.now() - t0 < durationMs; n++) {
-        const job: JobRecord = { id: `chaos-${o.seed}-${n}`, submitted: false };
+        const toAws = random() * 100 < o.awsPercent;
+        const job: JobRecord = { id: `chaos-${o.seed}-${n}`, pool: toAws ? AWS_POOL : POOL, submitted: false };
         const r = random();
         if (r < 0.1) job.cancelAfterMs = 1000 + random() * 5000;
         else if (r < 0.15) job.snapshot = `chaos/snap-${n}:1`;
         jobs.push(job);
-        void submit(client, config, job, witnessPort, random).then(() => {
-          if (job.cancelAfterMs !== undefined)
-            setTimeout(() => void cancel(client, job.id).catch(() => undefined), job.cancelAfterMs);
-        });
+        void submit(client, config, job, witnessPort, random).then(
+          () => {
+            if (job.cancelAfterMs !== undefined)
+              setTimeout(() => void cancel(client, job.id).catch(() => undefined), job.cancelAfterMs);
+          },
+          // Reported by the check as never submitted.
+          (e: unknown) => log(`submit ${job.id} failed: ${String(e)}`),
+        );
         await sleep((60_000 / o.jobsPerMinute) * (0.5 + random()));
+      }
+    })();
+
+    // Churn: an operator retires the oldest EC2 host now and then, as an operator should: drain it, wait until
+    // its jobs are done, then retire it (`retireHost` alone terminates at once and its jobs run again). So the
+    // pool allocates, launches, terminates and releases under EC2's faults, not only at the start.
+    let retired = 0;
+    const churn = (async () => {
+      for (let at = o.retireEverySeconds * 1000; at < durationMs; at += o.retireEverySeconds * 1000) {
+        await sleep(t0 + at - Date.now());
+        const oldest = aws.oldestHostWorkflow();
+        if (!oldest) continue;
+        const host = client.workflow.getHandle(oldest.workflowId);
+        try {
+          await patiently('drain', () => host.signal(drainHostSignal, { drain: true }));
+          const until = Date.now() + 60_000;
+          // Retired only once the pool has the host cordoned (it places nothing new there) and no lease is on it.
+          const busy = async () => {
+            const view = await patiently('pool state', () =>
+              client.workflow.getHandle(poolWorkflowId(AWS_POOL)).query(poolStateQuery),
+            );
+            const cordoned = view.hosts.find((h) => h.name === oldest.hostId)?.cordoned !== undefined;
+            return !cordoned || view.leases.some((l) => l.host === oldest.hostId);
+          };
+          while ((await busy()) && Date.now() < until) await sleep(1000);
+          if (await busy()) {
+            log(`load: EC2 host ${oldest.hostId} still busy after 60 s of draining; not retired`);
+            await patiently('undrain', () => host.signal(drainHostSignal, { drain: false }));
+            continue;
+          }
+          log(`load: retire EC2 host ${oldest.hostId} (${oldest.workflowId}), drained`);
+          await patiently('retire', () => host.signal(retireHostSignal, { reason: 'chaos: churn' }));
+          retired++;
+        } catch (e) {
+          log(`retire ${oldest.workflowId} failed: ${String(e)}`);
+        }
       }
     })();
 
@@ -228,10 +299,24 @@ async function main(): Promise<number> {
       switch (f.kind) {
         case 'worker-kill': {
           const i = f.target % workers.length;
-          workers[i]?.kill('SIGKILL');
+          kill(workers[i]);
           setTimeout(() => startWorker(i), 2000 + random() * 3000);
           return;
         }
+        case 'all-workers-down': {
+          // Longer than every activity's heartbeat and start-to-close timeout that a stopped worker trips, and
+          // longer than any schedule-to-close timeout left (none since the cleanup's went: README, "Chaos").
+          outageUntil = Date.now() + o.outageSeconds * 1000;
+          for (const w of workers) kill(w);
+          setTimeout(() => workers.forEach((_, i) => startWorker(i)), o.outageSeconds * 1000 + 50);
+          return;
+        }
+        case 'ec2-throttle':
+        case 'ec2-500':
+        case 'ec2-drop':
+        case 'ec2-consistency':
+          await aws.inject(f.kind, o.seed * 100 + faultsDone[f.kind], o.ec2FaultSeconds * 1000);
+          return;
         case 'temporal-restart':
           await stack.killAndRestartTemporal(2000);
           return;
@@ -261,10 +346,14 @@ async function main(): Promise<number> {
         }
       }
     }
-    await Promise.all([load, faults]);
+    await Promise.all([load, faults, churn]);
+    // An outage the schedule began near the end runs its whole length.
+    if (outageUntil > Date.now()) await sleep(outageUntil - Date.now());
     // Faults over: whatever was down comes back.
     for (const p of hostProxies) p.down(0);
-    for (let i = 0; i < workers.length; i++) if (workers[i]?.exitCode !== null) startWorker(i);
+    await aws.calm();
+    outageUntil = 0;
+    for (let i = 0; i < workers.length; i++) startWorker(i);
     const stoppedAt = Date.now();
     log(`load and faults over: ${jobs.length} jobs submitted; settling`);
 
@@ -280,7 +369,9 @@ async function main(): Promise<number> {
       outcomes,
       readCounts(witnessFile),
       anomalies,
+      [POOL, AWS_POOL],
     );
+    const ec2 = await aws.check(client, anomalies);
 
     const states: Record<string, number> = {};
     for (const r of outcomes.values()) states[r.state] = (states[r.state] ?? 0) + 1;
@@ -290,15 +381,23 @@ async function main(): Promise<number> {
       seed: o.seed,
       minutes: o.minutes,
       jobs: jobs.length,
+      jobsByPool: {
+        [POOL]: jobs.filter((j) => j.pool === POOL).length,
+        [AWS_POOL]: jobs.filter((j) => j.pool === AWS_POOL).length,
+      },
       outcomes: states,
       faults: {
         ...faultsDone,
         sshConnectionsCut: sshCuts,
         s3RequestsFailed: s3Proxy.injected.errors,
         s3RequestsStalled: s3Proxy.injected.stalls,
+        ...aws.injected(),
       },
+      ec2HostsRetiredByTheLoad: retired,
+      workerExitsRestarted: workerExits,
       notInjected: FAULT_KINDS.filter((k) => faultsDone[k] === 0),
       anomalies: byKind,
+      ec2Ledger: ec2,
       settleSeconds: Math.round(settleSeconds),
       schedule: schedule.map((f) => `${(f.atMs / 1000).toFixed(0)}s ${f.kind}#${f.target}`).join(', '),
     };
@@ -326,7 +425,7 @@ async function submit(client: Client, config: LoadedConfig, job: JobRecord, witn
   await patiently(`submit ${job.id}`, () =>
     startJob(client, config, {
       id: job.id,
-      pool: POOL,
+      pool: job.pool,
       image: SEED_IMAGE,
       script: script(job.id, witnessPort, random),
       timeoutSeconds: 600,
@@ -343,107 +442,6 @@ async function submit(client: Client, config: LoadedConfig, job: JobRecord, witn
 
 async function cancel(client: Client, id: string): Promise<void> {
   await patiently(`cancel ${id}`, () => client.workflow.getHandle(jobWorkflowId(id)).cancel(), 30_000);
-}
-
-/** Waits for every job to end; its result, or what it ended as. */
-type Outcome = JobResult | { state: 'cancelled' };
-
-async function settle(
-  client: Client,
-  jobs: JobRecord[],
-  ms: number,
-  anomalies: Anomaly[],
-): Promise<Map<string, Outcome>> {
-  const results = new Map<string, Outcome>();
-  const until = Date.now() + ms;
-  for (const job of jobs) {
-    if (!job.submitted) {
-      anomalies.push({ kind: 'never-submitted', job: job.id, detail: 'the submit did not go through' });
-      continue;
-    }
-    const handle = client.workflow.getHandle(jobWorkflowId(job.id));
-    for (;;) {
-      const d = await patiently('describe', () => handle.describe()).catch((e: unknown) => {
-        if (e instanceof WorkflowNotFoundError) return undefined;
-        throw e;
-      });
-      const status = d?.status.name;
-      if (status && status !== 'RUNNING') {
-        if (status === 'COMPLETED') results.set(job.id, (await handle.result()) as JobResult);
-        else if (status === 'FAILED') {
-          const r = await handle.result().catch((e: unknown) => jobResultOfFailure(e));
-          if (r) results.set(job.id, r as JobResult);
-          else anomalies.push({ kind: 'job-errored', job: job.id, detail: 'failed without a job result' });
-        } else if (status === 'CANCELLED') results.set(job.id, { state: 'cancelled' });
-        else anomalies.push({ kind: 'job-ended-badly', job: job.id, detail: status });
-        break;
-      }
-      if (Date.now() > until) {
-        anomalies.push({ kind: 'never-ended', job: job.id, detail: `still ${status ?? 'unknown'} after settling` });
-        break;
-      }
-      await sleep(1000);
-    }
-  }
-  return results;
-}
-
-async function check(
-  config: LoadedConfig,
-  directS3: string,
-  client: Client,
-  hostDirs: string[],
-  jobs: JobRecord[],
-  results: Map<string, Outcome>,
-  counts: ReturnType<typeof readCounts>,
-  anomalies: Anomaly[],
-): Promise<void> {
-  const loc = logsLocation(config);
-  // Logs are read straight from S3, not through the fault proxy.
-  const s3 = s3ClientFor(config, { ...loc, endpoint: directS3 });
-  for (const job of jobs) {
-    const r = results.get(job.id);
-    if (!r) continue;
-    const seen = counts[job.id] ?? { start: 0, end: 0 };
-    if (r.state === 'cancelled' || !('jobId' in r)) {
-      if (seen.start > 1)
-        anomalies.push({ kind: 'ran-twice', job: job.id, detail: `cancelled, started ${seen.start} times` });
-      continue;
-    }
-    if (r.state !== 'succeeded') {
-      anomalies.push({ kind: `job-${r.state}`, job: job.id, detail: `exit ${r.exitCode} on ${r.host}` });
-      continue;
-    }
-    if (seen.start !== 1 || seen.end !== 1)
-      anomalies.push({
-        kind: seen.start > 1 ? 'ran-twice' : 'witness-mismatch',
-        job: job.id,
-        detail: JSON.stringify(seen),
-      });
-    const text = await s3
-      .send(new GetObjectCommand({ Bucket: r.log.bucket, Key: r.log.key }))
-      .then((out) => out.Body!.transformToString())
-      .catch((e: unknown) => `unreadable: ${String(e)}`);
-    const want = Array.from({ length: LOG_LINES }, (_, i) => `line ${i + 1} of ${job.id}`).join('\n');
-    if (!text.includes(want)) anomalies.push({ kind: 'log-incomplete', job: job.id, detail: `${text.length} bytes` });
-  }
-  s3.destroy();
-  // No job VM left on any host (standby VMs belong to the pool, cached images to the host cache).
-  for (const dir of hostDirs) {
-    const vms = join(dir, 'tart', 'vms');
-    if (!existsSync(vms)) continue;
-    for (const vm of readdirSync(vms))
-      if (isJobVm(vm) && !vm.startsWith('marina-standby-'))
-        anomalies.push({ kind: 'vm-left', detail: `${vm} on ${dir.split('/').pop()}` });
-  }
-  // Every job's lease is back, nothing queued.
-  const view = await patiently('pool state', () =>
-    client.workflow.getHandle(poolWorkflowId(POOL)).query(poolStateQuery),
-  );
-  for (const l of view.leases)
-    if (l.jobWorkflowId.startsWith('job/') || l.jobWorkflowId.includes('chaos-'))
-      anomalies.push({ kind: 'lease-held', detail: `${l.leaseId} by ${l.jobWorkflowId} on ${l.host}` });
-  if (view.queued > 0) anomalies.push({ kind: 'queue-not-empty', detail: `${view.queued} requests queued` });
 }
 
 main().then(

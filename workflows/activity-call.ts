@@ -1,5 +1,6 @@
 /** How the job workflow (both modes) calls its activities: with a summary for the Web UI. */
 import {
+  patched,
   proxyActivities,
   proxyLocalActivities,
   type ActivityOptions,
@@ -40,3 +41,20 @@ export function withLocalOptions<K extends keyof Activities>(name: K, options: L
     return fn.executeWithOptions({ ...options, summary }, args);
   };
 }
+
+/**
+ * Options for a cleanup (destroyVm) that must go on until the VM is gone: no schedule-to-close timeout. With one
+ * (2 h before), a worker outage longer than it turned a job whose script had succeeded into an error and left
+ * the VM behind; without it, the attempt waits for a worker and the job ends as it would have (issue #22). A
+ * host that left the pool ends the retries: destroyVm then fails `UnknownHost`, which is not retried.
+ * And a heartbeat timeout (destroyVm heartbeats): an attempt whose worker was killed is tried again within
+ * 10 s, not after its 5 min start-to-close (the chaos soak found jobs waiting those 5 minutes in cleanup).
+ * Patch `cleanup-until-gone`: runs recorded before keep the options they scheduled with.
+ */
+export function untilGone(options: ActivityOptions): ActivityOptions {
+  if (!patched('cleanup-until-gone')) return options;
+  const { scheduleToCloseTimeout: _dropped, ...rest } = options;
+  return { ...rest, heartbeatTimeout: CLEANUP_HEARTBEAT };
+}
+
+const CLEANUP_HEARTBEAT = '10s';

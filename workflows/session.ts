@@ -22,7 +22,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/workflow';
 import { setDescribedHandler } from './handlers';
-import { NON_RETRYABLE, withOptions } from './activity-call';
+import { NON_RETRYABLE, untilGone, withOptions } from './activity-call';
 import { LeaseClient } from './lease';
 import { imageCacheName, vmNameForJob, type JobSpec } from '../src/domain/job';
 import type { Lease } from '../src/domain/pool';
@@ -322,16 +322,19 @@ export async function sessionJob(input: SessionSpec): Promise<SessionView> {
   setState('closing', vmTarget ? `destroying ${vmTarget.vm}` : 'returning the lease');
   await CancellationScope.nonCancellable(async () => {
     if (vmTarget)
-      await withOptions('destroyVm', {
-        startToCloseTimeout: '5m',
-        retry: {
-          initialInterval: '1s',
-          backoffCoefficient: 2,
-          maximumInterval: '1m',
-          nonRetryableErrorTypes: NON_RETRYABLE,
-        },
-        scheduleToCloseTimeout: '2h',
-      })(`destroy ${vmTarget.vm} on ${vmTarget.host}`, vmTarget).catch((e: unknown) => {
+      await withOptions(
+        'destroyVm',
+        untilGone({
+          startToCloseTimeout: '5m',
+          retry: {
+            initialInterval: '1s',
+            backoffCoefficient: 2,
+            maximumInterval: '1m',
+            nonRetryableErrorTypes: NON_RETRYABLE,
+          },
+          scheduleToCloseTimeout: '2h',
+        }),
+      )(`destroy ${vmTarget.vm} on ${vmTarget.host}`, vmTarget).catch((e: unknown) => {
         view.error = `${view.error ? `${view.error}; ` : ''}destroy failed: ${errorMessage(e)} (the host's watch reaps it)`;
       });
     await withOptions('deleteSessionScripts', { startToCloseTimeout: '1m', retry })(

@@ -14,6 +14,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import { setDescribedHandler } from './handlers';
+import { untilGone } from './activity-call';
 import type { Activities } from '../activities/types';
 import type { Labels, Resources } from '../src/domain/pool';
 import { imageCacheName, standbyVmName } from '../src/domain/job';
@@ -39,11 +40,15 @@ const retry = {
 const { resolveImage } = proxyActivities<Activities>({ startToCloseTimeout: '1m', retry });
 const { ensureImage } = proxyActivities<Activities>({ startToCloseTimeout: '4h', heartbeatTimeout: '10s', retry });
 const { bootVm } = proxyActivities<Activities>({ startToCloseTimeout: '20m', heartbeatTimeout: '10s', retry });
-const { destroyVm } = proxyActivities<Activities>({
-  startToCloseTimeout: '5m',
-  scheduleToCloseTimeout: '2h',
-  retry: { ...retry, maximumInterval: '1m' },
-});
+/** Until the VM is gone, however long the workers are away (`untilGone`); options made in workflow context. */
+const destroyVm = (...args: Parameters<Activities['destroyVm']>) =>
+  proxyActivities<Activities>(
+    untilGone({
+      startToCloseTimeout: '5m',
+      scheduleToCloseTimeout: '2h',
+      retry: { ...retry, maximumInterval: '1m' },
+    }),
+  ).destroyVm(...args);
 
 export async function standbyWorkflow(input: StandbyInput): Promise<void> {
   const generation = input.generation ?? 0;

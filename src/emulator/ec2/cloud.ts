@@ -44,7 +44,6 @@ const hostBusy = (hostId: string): Ec2Error =>
     `There is not enough capacity on the Dedicated Host ${hostId} to launch or start the instance.`,
   );
 
-
 /** Everything a call can change, copied: DryRun runs the call on the cloud, then puts this back. */
 interface Snapshot {
   maps: unknown;
@@ -89,7 +88,14 @@ export class Ec2MacCloud {
 
   private snapshot(): Snapshot {
     return {
-      maps: structuredClone([this.hosts, this.forgotten, this.instances, this.images, this.rootVolumeTasks, this.tokens]),
+      maps: structuredClone([
+        this.hosts,
+        this.forgotten,
+        this.instances,
+        this.images,
+        this.rootVolumeTasks,
+        this.tokens,
+      ]),
       counter: this.counter,
       ipCounter: this.ipCounter,
       random: this.random.save(),
@@ -132,8 +138,13 @@ export class Ec2MacCloud {
 
   /** Whether an id is visible yet to calls other than the one that made it (eventual consistency). */
   private visible(r: { createdMs: number }, delayMs: number): boolean {
-    return delayMs <= 0 || Date.now() - r.createdMs >= delayMs;
+    const seen = delayMs <= 0 || Date.now() - r.createdMs >= delayMs;
+    if (!seen) this.hiddenLookups++;
+    return seen;
   }
+
+  /** Lookups and listings that met a record not propagated yet (eventual consistency): chaos runs' proof. */
+  hiddenLookups = 0;
 
   /** The host by id as EC2's other calls see it: undefined while unknown (not made, or not propagated yet). */
   findHost(id: string): Host | undefined {

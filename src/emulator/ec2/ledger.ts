@@ -11,6 +11,8 @@ export interface LedgerEntry {
   state: HostState;
   allocatedAt: string;
   releasedAt?: string;
+  /** The AllocateHosts ClientToken it was made with: two hosts with one token would be a double allocation. */
+  clientToken?: string;
   tags: Record<string, string>;
   allocatedSeconds: number;
   scrubbingSeconds: number;
@@ -34,9 +36,10 @@ export function ledgerOf(all: Iterable<Host>, now: number): Ledger {
     const end = h.releasedAt ?? now;
     const scrubbing = scrubbedSoFar(h.mac, now);
     const allocated = end - h.allocatedAt;
-    const billed = Object.fromEntries(
-      BILLING_MODES.map((m) => [m, billedSeconds(allocated, scrubbing, m)]),
-    ) as Record<BillingMode, number>;
+    const billed = Object.fromEntries(BILLING_MODES.map((m) => [m, billedSeconds(allocated, scrubbing, m)])) as Record<
+      BillingMode,
+      number
+    >;
     for (const m of BILLING_MODES) billedHours[m] += billed[m] / 3600;
     scrubbingHours += scrubbing / 3600;
     hosts.push({
@@ -46,6 +49,7 @@ export function ledgerOf(all: Iterable<Host>, now: number): Ledger {
       state: h.state,
       allocatedAt: new Date(h.allocatedAt * 1000).toISOString(),
       ...(h.releasedAt ? { releasedAt: new Date(h.releasedAt * 1000).toISOString() } : {}),
+      ...(h.clientToken ? { clientToken: h.clientToken } : {}),
       tags: Object.fromEntries(h.tags),
       allocatedSeconds: allocated,
       scrubbingSeconds: scrubbing,

@@ -70,11 +70,12 @@ export interface Ec2Emulator {
   cloud: Ec2MacCloud;
   clock: EmulatorClock;
   setFaults(f: Partial<Faults>): void;
+  /** Requests the fault injection answered (throttled, 500) or committed and dropped, since the start: chaos runs' proof. */
+  injected: { throttled: number; serverErrors: number; droppedAfterCommit: number };
   /** SSH endpoint of a running instance, once it answers. */
   sshOf(instanceId: string): { host: string; port: number; knownHostsLine: string } | undefined;
   stop(): Promise<void>;
 }
-
 
 async function body(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
@@ -148,6 +149,7 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
     }
   };
 
+  const injected = { throttled: 0, serverErrors: 0, droppedAfterCommit: 0 };
   const denied = new Set<string>();
   const pageTokens = new PageTokens();
   const adminTarget: AdminTarget = {
@@ -182,10 +184,14 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
       };
       const faulty = faults.actions.length === 0 || faults.actions.includes(action);
       if (faulty && faults.slowMs > 0) await new Promise((r) => setTimeout(r, faults.slowMs));
-      if (faulty && rng() < faults.throttleRate)
+      if (faulty && rng() < faults.throttleRate) {
+        injected.throttled++;
         return send(503, errorXml('RequestLimitExceeded', 'Request limit exceeded.', requestId));
-      if (faulty && rng() < faults.serverErrorRate)
+      }
+      if (faulty && rng() < faults.serverErrorRate) {
+        injected.serverErrors++;
         return send(500, errorXml('InternalError', 'An internal error has occurred.', requestId));
+      }
       try {
         const env = { hostKeyOf, pageCap: adminTarget.pageCap, pageTokens };
         const dryRun = p.get('DryRun');
@@ -197,11 +203,15 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
           // The call runs and is undone: its own refusal (unknown id, busy host, wrong state) answers as it
           // would; a call that would succeed answers DryRunOperation, 412, as EC2 does. Nothing happens.
           cloud.dryRun(() => act(cloud, action, p, env));
-          return send(412, errorXml('DryRunOperation', 'Request would have succeeded, but DryRun flag is set.', requestId));
+          return send(
+            412,
+            errorXml('DryRunOperation', 'Request would have succeeded, but DryRun flag is set.', requestId),
+          );
         }
         const out = act(cloud, action, p, env);
         if (faulty && faults.holdAfterCommitMs > 0) await new Promise((r) => setTimeout(r, faults.holdAfterCommitMs));
         if (faulty && rng() < faults.dropAfterCommitRate) {
+          injected.droppedAfterCommit++;
           req.socket.destroy(); // committed, answer lost
           return;
         }
@@ -223,6 +233,7 @@ export async function startEc2Emulator(o: Ec2EmulatorOptions): Promise<Ec2Emulat
     cloud,
     clock,
     setFaults: adminTarget.setFaults,
+    injected,
     sshOf(id) {
       const h = ssh.get(id)?.host;
       const i = cloud.instances.get(id);
