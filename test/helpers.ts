@@ -191,18 +191,35 @@ export async function eventually<T>(
   }
 }
 
-/** What each completed ensureImage activity of a workflow answered (read from its history). */
+/**
+ * What a job learnt of its image on its host, read from its history: each completed ensureImage's answer,
+ * and a boot straight from the host's cache (bootCachedVm answered a VM) as `{ cached: true, fetchedBytes: 0 }`.
+ */
 export async function ensureImageResults(
   client: { workflow: { getHandle(id: string): { fetchHistory(): Promise<{ events?: unknown[] | null }> } } },
   workflowId: string,
 ): Promise<Array<{ cached: boolean; fetchedBytes: number }>> {
-  const history = await client.workflow.getHandle(workflowId).fetchHistory();
-  return (history.events ?? []).flatMap((e) => {
-    const data = (
-      e as { activityTaskCompletedEventAttributes?: { result?: { payloads?: Array<{ data?: Uint8Array }> } } }
-    ).activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
+  type Event = {
+    eventId?: { toString(): string } | number | null;
+    activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null;
+    activityTaskCompletedEventAttributes?: {
+      scheduledEventId?: { toString(): string } | number | null;
+      result?: { payloads?: Array<{ data?: Uint8Array | null }> | null } | null;
+    } | null;
+  };
+  const events = ((await client.workflow.getHandle(workflowId).fetchHistory()).events ?? []) as Event[];
+  const types = new Map<string, string>();
+  for (const e of events)
+    if (e.activityTaskScheduledEventAttributes)
+      types.set(String(e.eventId), e.activityTaskScheduledEventAttributes.activityType?.name ?? '');
+  return events.flatMap((e) => {
+    const done = e.activityTaskCompletedEventAttributes;
+    if (!done) return [];
+    const data = done.result?.payloads?.[0]?.data;
     const text = data ? Buffer.from(data).toString() : '';
-    return text.includes('"cached"') ? [JSON.parse(text) as { cached: boolean; fetchedBytes: number }] : [];
+    const type = types.get(String(done.scheduledEventId));
+    if (type === 'bootCachedVm') return text && text !== 'null' ? [{ cached: true, fetchedBytes: 0 }] : [];
+    return type === 'ensureImage' ? [JSON.parse(text) as { cached: boolean; fetchedBytes: number }] : [];
   });
 }
 

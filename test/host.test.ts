@@ -410,11 +410,12 @@ describe('an AWS pool', () => {
     for (const h of made) {
       const entry = emu.cloud.ledger().hosts.find((x) => x.hostId === h.id)!;
       expect(entry.allocatedSeconds).toBeGreaterThanOrEqual(86400);
-      // Released once both its 24 h and yesterday's demand for the same hour were over. Slack: 6 virtual
-      // hours (3 s real), since each activity round trip on a loaded machine is tens of virtual minutes at 7,200x.
+      // Released once both its 24 h and yesterday's demand for the same hour were over, not held for another
+      // day. Slack: 12 virtual hours (6 s real), since each activity round trip on a loaded machine is tens of
+      // virtual minutes at 7,200x (6 h was overrun by 55 ms of real time in a four-lane CI run).
       const allocatedAt = Date.parse(entry.allocatedAt) / 1000;
       const releasedAt = Date.parse(entry.releasedAt!) / 1000;
-      expect(releasedAt).toBeLessThan(Math.max(allocatedAt, jobsDone) + 86400 + 6 * 3600);
+      expect(releasedAt).toBeLessThan(Math.max(allocatedAt, jobsDone) + 86400 + 12 * 3600);
       expect(entry.scrubbingSeconds).toBeGreaterThan(0);
     }
     expect((await pool.query(poolStateQuery)).hosts).toEqual([]);

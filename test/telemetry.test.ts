@@ -219,7 +219,8 @@ describe('telemetry', () => {
       async () => inTrace('RunActivity:destroyVm'),
       30_000,
     );
-    for (const name of ['RunActivity:resolveImage', 'RunActivity:bootVm', 'RunActivity:runScript'])
+    // Every job first tries a boot from its host's cache (bootCachedVm), hit or miss.
+    for (const name of ['RunActivity:resolveImage', 'RunActivity:bootCachedVm', 'RunActivity:runScript'])
       expect(inTrace(name), name).toMatchObject({ parentSpanId: start.spanId, service: 'marina-test' });
     expect(cleanup.parentSpanId).toBe(start.spanId);
     // Tart on the job's host was called inside the trace (the stand-in notes the TRACEPARENT it was given).
