@@ -53,11 +53,20 @@ afterAll(async () => {
 
 const image = { ref: 'outage/seed:1', digest: `sha256:${'a'.repeat(64)}`, size: 1, dataBytes: 1 };
 
+/** What a pull answers (a pre-pull's details print its figures). */
+const PULLED: Awaited<ReturnType<Activities['ensureImage']>> = {
+  cached: false,
+  fetchedBytes: 0,
+  copiedBytes: 0,
+  seconds: 0,
+  evicted: [],
+};
+
 /** The job's activities on a host that works; `destroyVm` as given. */
 function activities(destroyVm: Activities['destroyVm']): Partial<Activities> {
   return {
     resolveImage: async () => image,
-    ensureImage: async () => ({}) as Awaited<ReturnType<Activities['ensureImage']>>,
+    ensureImage: async () => PULLED,
     bootVm: async () => ({ ip: '10.0.0.2' }) as Awaited<ReturnType<Activities['bootVm']>>,
     // No host holds the image: the job fetches and boots it (main's boot-from-cache path answers nothing).
     bootCachedVm: async () => null as unknown as Awaited<ReturnType<Activities['bootCachedVm']>>,
@@ -164,7 +173,7 @@ describe('a cleanup that cannot finish for hours', () => {
               message: `host "mac-1" is not (or no longer) in pool "${spec.pool}"`,
               nonRetryable: true,
             });
-          return {} as Awaited<ReturnType<Activities['ensureImage']>>;
+          return PULLED;
         },
       },
     });
