@@ -7,6 +7,7 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   condition,
   isCancellation,
   patched,
@@ -287,7 +288,12 @@ async function runJob(input: JobSpec): Promise<JobResult> {
     }
   } catch (e) {
     status.error = e instanceof Error ? e.message : String(e);
-    setState(isCancellation(e) ? 'cancelled' : 'error');
+    // A job cancelled while its step's worker died sees that step end in a timeout, not a cancel (a step whose
+    // cancel was asked is not retried): it was still cancelled. Patched: such histories from before failed.
+    const cancelled =
+      isCancellation(e) || (CancellationScope.current().consideredCancelled && patched('cancelled-job-ends-cancelled'));
+    setState(cancelled ? 'cancelled' : 'error');
+    if (cancelled && !isCancellation(e)) throw new CancelledFailure(`job ${spec.id} cancelled: ${status.error}`);
     throw e;
   } finally {
     // Returning the lease must happen even when the job is cancelled.
